@@ -1,0 +1,209 @@
+"""Whole-graph benchmark against a seed-style baseline, measured in one run on the same data.
+
+    python bench/bench_pipeline.py ../shared/datasets/ml-100k/u.data [--folds 4]
+
+Each side runs in its own subprocess (so peak RSS is its own) on a copy of the same SQLite
+ratings DB. The seed-style side repeats the old pipeline: read, DataFrame, `Reader(min, max)`,
+4-fold `cross_validate`, fit, training-set "evaluation", pickle export, then `model.predict` for
+every unrated user × movie pair with a row insert each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux; children covers joblib's CV worker processes.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def prepare(ratings_path: str, home: Path) -> None:
+    os.environ["RECSYS_HOME"] = str(home)
+    os.environ.pop("RECSYS_DATABASE_URL", None)
+    from recsys_assets.data.movielens import read_movielens
+    from recsys_assets.resources.ratings_db import RatingsDatabase
+
+    movies, ratings = read_movielens(ratings_path)
+    db = RatingsDatabase.from_env()
+    db.ensure_schema()
+    db.insert_movies(movies)
+    db.insert_ratings(ratings)
+
+
+def run_graph(home: Path, folds: int) -> dict:
+    os.environ["RECSYS_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from recsys_assets.assets.config import training_run_config
+    from recsys_assets.definitions import defs
+
+    run_config = training_run_config(n_folds=folds)
+    run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+    job = defs.resolve_job_def("training_job")
+    with dg.DagsterInstance.get() as instance:
+        start = time.perf_counter()
+        result = job.execute_in_process(run_config=run_config, instance=instance)
+        total = time.perf_counter() - start
+    steps = {
+        e.step_key: e.event_specific_data.duration_ms / 1000
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS"
+    }
+    cv = result.asset_materializations_for_node("cv_report")[0].metadata
+    pred = result.asset_materializations_for_node("user_predictions")[0].metadata
+    return {
+        "total": total,
+        "steps": steps,
+        "cv_rmse": cv["rmse_mean"].value,
+        "cv_mae": cv["mae_mean"].value,
+        "pairs": pred["pairs_scored"].value,
+        "prediction_rows": pred["rows"].value,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_seed(home: Path, folds: int) -> dict:
+    import pandas as pd
+    from surprise import SVD, Dataset, Reader, accuracy
+    from surprise.model_selection import cross_validate
+
+    steps: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        steps[name] = now - since
+        return now
+
+    con = sqlite3.connect(home / "ratings.db")
+    rows = con.execute("SELECT user_id, movie_id, rating FROM ratings WHERE active = 1").fetchall()
+    df = pd.DataFrame(rows, columns=["userId", "movieId", "rating"])
+    df["rating"].dropna(inplace=True)  # the seed's no-op, kept for fidelity
+    reader = Reader(rating_scale=(df.rating.min(), df.rating.max()))
+    data = Dataset.load_from_df(df[["userId", "movieId", "rating"]], reader)
+    t = lap("load", t0)
+    model = SVD(n_epochs=20, lr_all=0.005, reg_all=0.02)
+    cv = cross_validate(model, data, measures=["RMSE", "MAE"], cv=folds, verbose=False)
+    t = lap("cross_validate", t)
+    trainset = data.build_full_trainset()
+    model.fit(trainset)
+    t = lap("fit", t)
+    predictions = model.test(trainset.build_testset())
+    accuracy.rmse(predictions, verbose=False)
+    accuracy.mae(predictions, verbose=False)
+    t = lap("train_set_eval", t)
+    export_dir = home / "seed_models"
+    export_dir.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(mode="rb+") as tmp:
+        pickle.dump({"model": model}, tmp)
+        tmp.flush()
+        for name in ("model.pkl", "latest.pkl"):
+            tmp.seek(0)
+            with open(export_dir / name, "wb") as out:
+                shutil.copyfileobj(tmp, out)
+    t = lap("export", t)
+    with open(export_dir / "latest.pkl", "rb") as f:
+        model = pickle.load(f)["model"]
+    rated = set(zip(df.userId, df.movieId, strict=True))
+    users, movies = df.userId.unique(), df.movieId.unique()
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS seed_predictions (user_id INTEGER, movie_id INTEGER, "
+        "score REAL)"
+    )
+    pairs = 0
+    with con:
+        for u in users:
+            for i in movies:
+                if (u, i) in rated:
+                    continue
+                est = model.predict(u, i).est
+                con.execute("INSERT INTO seed_predictions VALUES (?, ?, ?)", (int(u), int(i), est))
+                pairs += 1
+    lap("predict_and_insert", t)
+    return {
+        "total": time.perf_counter() - t0,
+        "steps": steps,
+        "cv_rmse": float(cv["test_rmse"].mean()),
+        "cv_mae": float(cv["test_mae"].mean()),
+        "pairs": pairs,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _child(mode: str, home: Path, folds: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--home", str(home), "--folds", str(folds)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ratings", nargs="?", help="u.data / ratings.csv or its directory")
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--child", choices=["graph", "seed"], help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        fn = run_graph if args.child == "graph" else run_seed
+        print(json.dumps(fn(args.home, args.folds)))
+        return 0
+    if not args.ratings:
+        parser.error("give the path of a ratings file, e.g. ../shared/datasets/ml-100k/u.data")
+
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
+        base = Path(tmp) / "base"
+        prepare(args.ratings, base)
+        homes = {}
+        for mode in ("seed", "graph"):
+            homes[mode] = Path(tmp) / mode
+            homes[mode].mkdir()
+            shutil.copy(base / "ratings.db", homes[mode] / "ratings.db")
+        seed = _child("seed", homes["seed"], args.folds)
+        graph = _child("graph", homes["graph"], args.folds)
+
+    print(f"data: {args.ratings}  folds: {args.folds}  cpus: {os.cpu_count()}")
+    print(f"\n{'seed-style step':<24}{'seconds':>10}")
+    for k, v in seed["steps"].items():
+        print(f"{k:<24}{v:>10.2f}")
+    print(f"{'total':<24}{seed['total']:>10.2f}")
+    print(f"\n{'graph step':<24}{'seconds':>10}")
+    for k, v in graph["steps"].items():
+        print(f"{k:<24}{v:>10.2f}")
+    print(f"{'total (in-process run)':<24}{graph['total']:>10.2f}")
+    seed_rate = seed["pairs"] / seed["steps"]["predict_and_insert"]
+    graph_rate = graph["pairs"] / graph["steps"]["user_predictions"]
+    print(
+        f"\n{'':<24}{'seed-style':>12}{'graph':>12}\n"
+        f"{'total seconds':<24}{seed['total']:>12.2f}{graph['total']:>12.2f}\n"
+        f"{'peak RSS MB':<24}{seed['peak_rss_mb']:>12.0f}{graph['peak_rss_mb']:>12.0f}\n"
+        f"{'CV RMSE':<24}{seed['cv_rmse']:>12.4f}{graph['cv_rmse']:>12.4f}\n"
+        f"{'CV MAE':<24}{seed['cv_mae']:>12.4f}{graph['cv_mae']:>12.4f}\n"
+        f"{'pairs scored/s (+write)':<24}{seed_rate:>12.0f}{graph_rate:>12.0f}"
+    )
+    print(f"\nspeed-up (seed-style total / graph total): {seed['total'] / graph['total']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""recsys_assets: movie-recommendation training as Dagster software-defined assets."""

@@ -1,0 +1,73 @@
+"""Run configuration (Dagster `Config`) for the training assets, and the job's default config."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_assets.ml.training import SVDParams
+
+_DEFAULTS = SVDParams()
+
+
+class RatingsConfig(dg.Config):
+    """What counts as a usable rating and how much data training needs."""
+
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    min_ratings: int = 20
+    min_users: int = 2
+
+
+class DatasetConfig(dg.Config):
+    """Reader scale for Surprise; by default taken from the data's min and max (as the seed did)."""
+
+    scale_min: float | None = None
+    scale_max: float | None = None
+
+
+class SVDConfig(dg.Config):
+    """Hyperparameters of `surprise.SVD`; defaults are the seed's."""
+
+    n_epochs: int = _DEFAULTS.n_epochs
+    lr_all: float = _DEFAULTS.lr_all
+    reg_all: float = _DEFAULTS.reg_all
+    n_factors: int = _DEFAULTS.n_factors
+    random_state: int = _DEFAULTS.random_state
+
+    def params(self) -> SVDParams:
+        return SVDParams(
+            n_epochs=self.n_epochs,
+            lr_all=self.lr_all,
+            reg_all=self.reg_all,
+            n_factors=self.n_factors,
+            random_state=self.random_state,
+        )
+
+
+class CVConfig(SVDConfig):
+    """Cross-validation of the same SVD: number of folds and parallel worker processes."""
+
+    n_folds: int = 4
+    n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
+
+
+class PredictionsConfig(dg.Config):
+    top_n: int = 50
+    block_size: int = 2048
+
+
+def training_run_config(
+    n_epochs: int = _DEFAULTS.n_epochs,
+    n_folds: int = 4,
+    top_n: int = 50,
+    **svd: float | int,
+) -> dict:
+    """Run config for the whole graph; CV and the final fit always get the same hyperparameters."""
+    params = {"n_epochs": n_epochs, **svd}
+    return {
+        "ops": {
+            "cv_report": {"config": {**params, "n_folds": n_folds}},
+            "svd_model": {"config": params},
+            "user_predictions": {"config": {"top_n": top_n}},
+        }
+    }

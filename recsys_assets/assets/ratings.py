@@ -1,0 +1,61 @@
+"""`ratings_df`: active movie ratings from the app database, cleaned and counted."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from recsys_assets.assets.config import RatingsConfig
+from recsys_assets.assets.metadata import markdown_table
+from recsys_assets.data.cleaning import clean_ratings
+from recsys_assets.resources.ratings_db import RatingsDatabase
+
+
+@dg.asset(group_name="training", compute_kind="pandas")
+def ratings_df(
+    context: dg.AssetExecutionContext, config: RatingsConfig, ratings_db: RatingsDatabase
+) -> dg.Output[pd.DataFrame]:
+    """Active movie ratings as `user_id, movie_id, rating, timestamp`, with bad rows dropped."""
+    start = time.perf_counter()
+    raw = ratings_db.read_ratings()
+    read_seconds = time.perf_counter() - start
+    df, report = clean_ratings(raw, (config.rating_min, config.rating_max))
+    del raw
+    context.log.info(
+        "read %d ratings in %.2fs, kept %d, dropped %s",
+        report.rows_read,
+        read_seconds,
+        report.rows_kept,
+        report.dropped,
+    )
+
+    users, movies = df["user_id"].nunique(), df["movie_id"].nunique()
+    if df.empty:
+        raise dg.Failure(
+            f"no usable ratings in {ratings_db.safe_url()} ({report.rows_read} rows read, "
+            f"dropped: {report.dropped}); import ratings first (`recsys demo-data` or "
+            "`recsys import-movielens PATH`)"
+        )
+    if report.rows_kept < config.min_ratings or users < config.min_users:
+        raise dg.Failure(
+            f"too few ratings to cross-validate and train: {report.rows_kept} ratings from "
+            f"{users} users, need at least {config.min_ratings} ratings and "
+            f"{config.min_users} users"
+        )
+
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "rows_read": report.rows_read,
+        "rows_kept": report.rows_kept,
+        "rows_dropped": report.rows_dropped,
+        **{f"dropped_{reason}": count for reason, count in report.dropped.items()},
+        "users": users,
+        "movies": movies,
+        "rating_min": float(df["rating"].min()),
+        "rating_mean": float(df["rating"].mean()),
+        "rating_max": float(df["rating"].max()),
+        "max_timestamp": int(df["timestamp"].max()),
+        "read_seconds": read_seconds,
+        "seconds": time.perf_counter() - start,
+        "preview": dg.MetadataValue.md(markdown_table(df.head(10), floatfmt=".1f")),
+    }
+    return dg.Output(df, metadata=metadata)

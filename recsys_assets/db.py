@@ -1,0 +1,700 @@
+"""The ratings database: every SQL statement the project runs lives in this module.
+
+Written with SQLAlchemy Core so the same code runs on SQLite (the embedded default) and
+PostgreSQL. Table and column names come only from the `Table` objects below; the schema preset
+that picks between them is checked against `settings.SCHEMA_PRESETS`, so no identifier is ever
+built from a caller-supplied string.
+
+Two presets:
+
+* ``native`` — tables created and owned by this project (`movies`, `ratings`).
+* ``django`` — the original Django app's tables (`ratings_rating` + `django_content_type` +
+  `movies_movie`), read in place. `create_django_tables` exists for tests and demos only.
+
+Both presets share `user_predictions`, which the project always creates itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from recsys_assets.settings import SCHEMA_PRESETS
+
+# Rows per executemany call: big enough to amortise round trips, small enough to bound memory.
+BATCH_SIZE = 50_000
+# Users per `IN (...)` list: stays far below SQLite's bound-parameter limit.
+_IN_CHUNK = 500
+# Rows per fetch/convert step in read_ratings when no chunksize is given.
+_FETCH_ROWS = 100_000
+
+MOVIE_CT_APP_LABEL = "movies"
+MOVIE_CT_MODEL = "movie"
+
+RATINGS_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "rating_id")
+PREDICTION_COLUMNS = ("user_id", "movie_id", "rank", "score", "model_version", "created_at")
+
+# SQLite only auto-increments an `INTEGER PRIMARY KEY` (the rowid alias), not `BIGINT`.
+_BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class SchemaError(RuntimeError):
+    """The database lacks a table this project needs and must not create itself."""
+
+
+def _user_predictions_table(metadata: sa.MetaData) -> sa.Table:
+    # Identical in both presets; each preset's MetaData gets its own copy.
+    return sa.Table(
+        "user_predictions",
+        metadata,
+        sa.Column("user_id", sa.BigInteger, nullable=False),
+        sa.Column("movie_id", sa.BigInteger, nullable=False),
+        sa.Column("rank", sa.Integer, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("model_version", sa.Text, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),  # unix seconds
+        sa.Index("ix_user_predictions_user_id", "user_id"),
+    )
+
+
+# --- native preset -------------------------------------------------------------------------
+
+native_metadata = sa.MetaData()
+
+movies = sa.Table(
+    "movies",
+    native_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.Text),
+)
+
+ratings = sa.Table(
+    "ratings",
+    native_metadata,
+    sa.Column("id", _BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("movie_id", sa.BigInteger, nullable=False),
+    sa.Column("rating", sa.Float, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False, default=True, server_default=sa.true()),
+    sa.Column("created_at", sa.BigInteger, nullable=False),  # unix seconds
+    sa.Index("ix_ratings_user_id", "user_id"),
+    sa.Index("ix_ratings_created_at", "created_at"),
+)
+
+native_user_predictions = _user_predictions_table(native_metadata)
+
+# --- django preset -------------------------------------------------------------------------
+# Only the columns this project reads or writes; a real Django table may have more.
+
+django_metadata = sa.MetaData()
+
+django_content_type = sa.Table(
+    "django_content_type",
+    django_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("app_label", sa.String(100), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.UniqueConstraint("app_label", "model"),
+)
+
+ratings_rating = sa.Table(
+    "ratings_rating",
+    django_metadata,
+    sa.Column("id", _BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column(
+        "content_type_id", sa.Integer, sa.ForeignKey("django_content_type.id"), nullable=False
+    ),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ratings_rating_content_type_id", "content_type_id"),
+    sa.Index("ix_ratings_rating_user_id", "user_id"),
+)
+
+movies_movie = sa.Table(
+    "movies_movie",
+    django_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.Text),
+)
+
+django_user_predictions = _user_predictions_table(django_metadata)
+
+# The movies table of each preset.
+_MOVIES_TABLE = {"native": movies, "django": movies_movie}
+
+
+def check_preset(preset: str) -> str:
+    """Return `preset` if it is a known schema preset, else raise ValueError listing them."""
+    if preset not in SCHEMA_PRESETS:
+        raise ValueError(
+            f"unknown schema preset {preset!r}; allowed values: {', '.join(SCHEMA_PRESETS)}"
+        )
+    return preset
+
+
+# --- engines -------------------------------------------------------------------------------
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the webserver read while a run writes; busy_timeout waits out short write locks.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Return the process-wide Engine for `url`, creating (and caching) it on first use.
+
+    SQLite: the database file's directory is created if missing and WAL/busy-timeout pragmas
+    are applied to every connection. Other backends get `pool_pre_ping` so connections dropped
+    by the server between daily runs are replaced transparently.
+    """
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed)
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        _engines[url] = engine
+        return engine
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not reuse the parent's pooled connections (SQLAlchemy's documented
+    # pattern): drop them from the pool without closing the parent's sockets.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's pool and forget them (tests, forked workers)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def safe_url(engine_or_url: Engine | str) -> str:
+    """The URL with its password masked: the only form that may be printed or logged."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
+    return url.render_as_string(hide_password=True)
+
+
+# --- schema --------------------------------------------------------------------------------
+
+
+def ensure_schema(engine: Engine, preset: str) -> None:
+    """Create the tables this project owns for `preset` (idempotent).
+
+    native: movies, ratings, user_predictions. django: only user_predictions; the Django
+    tables must already exist, otherwise SchemaError names the missing one.
+    """
+    check_preset(preset)
+    if preset == "native":
+        native_metadata.create_all(engine, checkfirst=True)
+        return
+    inspector = sa.inspect(engine)
+    for table in (ratings_rating, django_content_type):
+        if not inspector.has_table(table.name):
+            raise SchemaError(
+                f"schema preset 'django' needs the existing table {table.name!r}, which is "
+                f"missing in {safe_url(engine)}; run the Django migrations or use "
+                "RECSYS_SCHEMA=native"
+            )
+    django_user_predictions.create(engine, checkfirst=True)
+
+
+def create_django_tables(engine: Engine) -> None:
+    """Create the Django app's tables (tests and demos only; production reads them in place)."""
+    django_metadata.create_all(
+        engine, tables=[django_content_type, ratings_rating, movies_movie], checkfirst=True
+    )
+
+
+# --- value conversion helpers --------------------------------------------------------------
+
+
+def _db_values(series: pd.Series) -> list[Any]:
+    """Column → list of plain Python scalars for a DBAPI driver (missing → None).
+
+    numpy's `.tolist()` yields Python ints/floats in C, far cheaper than per-row conversion;
+    psycopg2 also cannot adapt numpy scalars, so they must not leak through.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return series.to_numpy().tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        arr = series.to_numpy()
+        values = arr.tolist()
+        for i in np.flatnonzero(np.isnan(arr)).tolist():
+            values[i] = None
+        return values
+    # object / extension dtypes: rare and small here, so a comprehension is fine.
+    arr = series.to_numpy(dtype=object, na_value=None)
+    return [v.item() if isinstance(v, np.generic) else v for v in arr.tolist()]
+
+
+def _id_values(series: pd.Series) -> list[Any]:
+    """Like `_db_values`, but whole-number floats (ids that went through NaN-able float
+    columns) are sent as ints, which every backend accepts for an integer column."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        arr = series.to_numpy()
+        if np.isfinite(arr).all() and (arr == np.floor(arr)).all():
+            return arr.astype(np.int64).tolist()
+    return _db_values(series)
+
+
+def to_unix_seconds(values: pd.Series) -> pd.Series:
+    """Timestamps in any stored form → int64 unix seconds; missing/unparseable → 0.
+
+    Handles numbers (already unix seconds), datetime objects (naive = UTC, as Django stores
+    them with USE_TZ) and the ISO strings SQLite keeps in DATETIME columns.
+    """
+    if len(values) == 0:
+        return pd.Series(np.zeros(0, dtype=np.int64), index=values.index)
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.fillna(0).astype(np.int64)
+    parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return seconds.fillna(0).astype(np.int64)
+
+
+def _frame_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} DataFrame is missing columns {missing}; got {list(df.columns)}")
+
+
+def _batched_insert(
+    conn: Connection, table: sa.Table, columns: dict[str, list[Any]], batch_size: int
+) -> int:
+    """executemany `table.insert()` over parallel column lists, `batch_size` rows at a time."""
+    names = list(columns)
+    rows = len(next(iter(columns.values()))) if columns else 0
+    if conn.dialect.name == "sqlite":
+        return _sqlite_batched_insert(conn, table, columns, batch_size)
+    stmt = table.insert()
+    for start in range(0, rows, batch_size):
+        stop = start + batch_size
+        chunk = zip(*(columns[n][start:stop] for n in names), strict=True)
+        # psycopg2: SQLAlchemy turns this into multi-row VALUES pages (insertmanyvalues).
+        conn.execute(stmt, [dict(zip(names, row, strict=True)) for row in chunk])
+    return rows
+
+
+def _sqlite_batched_insert(
+    conn: Connection, table: sa.Table, columns: dict[str, list[Any]], batch_size: int
+) -> int:
+    """SQLite fast path: the compiled Core INSERT, executed with plain tuples.
+
+    Core's per-row parameter handling costs about 3x sqlite3's own executemany, so the type
+    bind processors (float coercion, bool → int, datetime → text) are applied column-wise
+    here instead; values the types reject still fail the statement, as with Core.
+    """
+    dialect = conn.dialect
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    order = list(compiled.positiontup or ())
+    if sorted(order) != sorted(columns):  # pragma: no cover - guards a SQLAlchemy change
+        raise RuntimeError(f"unexpected INSERT parameters {order} for {list(columns)}")
+    processors = {
+        name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+    }
+    sql = str(compiled)
+    rows = len(columns[order[0]]) if order else 0
+    for start in range(0, rows, batch_size):
+        stop = start + batch_size
+        batch = []
+        for name in order:
+            values = columns[name][start:stop]
+            proc = processors[name]
+            if proc is not None:
+                try:
+                    values = [None if v is None else proc(v) for v in values]
+                except (TypeError, ValueError) as exc:
+                    raise sa.exc.StatementError(
+                        f"invalid value for {table.name}.{name}: {exc}", sql, None, exc
+                    ) from exc
+            batch.append(values)
+        conn.exec_driver_sql(sql, list(zip(*batch, strict=True)))
+    return rows
+
+
+# --- ratings -------------------------------------------------------------------------------
+
+
+def _movie_content_type_id(conn: Connection, create: bool = False) -> int | None:
+    ct = django_content_type
+    stmt = sa.select(ct.c.id).where(
+        ct.c.app_label == MOVIE_CT_APP_LABEL, ct.c.model == MOVIE_CT_MODEL
+    )
+    ct_id = conn.execute(stmt).scalar()
+    if ct_id is None and create:
+        conn.execute(ct.insert().values(app_label=MOVIE_CT_APP_LABEL, model=MOVIE_CT_MODEL))
+        ct_id = conn.execute(stmt).scalar_one()
+    return ct_id
+
+
+def _ratings_query(preset: str) -> tuple[sa.Select, sa.ColumnElement[Any]]:
+    """SELECT of the active movie ratings for `preset`, plus its row-id column (for ordering).
+
+    The same FROM/WHERE serves read_ratings and count_ratings so their numbers agree.
+    """
+    check_preset(preset)
+    if preset == "native":
+        r = ratings
+        stmt = sa.select(
+            r.c.user_id,
+            r.c.movie_id,
+            r.c.rating,
+            r.c.created_at.label("timestamp"),
+            r.c.id.label("rating_id"),
+        ).where(r.c.active == sa.true())
+        return stmt, r.c.id
+    rr, ct = ratings_rating, django_content_type
+    stmt = (
+        sa.select(
+            rr.c.user_id,
+            rr.c.object_id.label("movie_id"),
+            rr.c.value.label("rating"),
+            # Raw value: SQLite keeps DATETIME as text in whatever format the writer used, and
+            # SQLAlchemy's own parser rejects some of them; to_unix_seconds parses them all.
+            sa.type_coerce(rr.c.timestamp, sa.Text).label("timestamp"),
+            rr.c.id.label("rating_id"),
+        )
+        .select_from(rr.join(ct, rr.c.content_type_id == ct.c.id))
+        .where(
+            ct.c.app_label == MOVIE_CT_APP_LABEL,
+            ct.c.model == MOVIE_CT_MODEL,
+            rr.c.active == sa.true(),
+            # Rows without a user or movie cannot be trained on and cannot be int64.
+            rr.c.user_id.is_not(None),
+            rr.c.object_id.is_not(None),
+        )
+    )
+    return stmt, rr.c.id
+
+
+def _normalize_ratings(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "user_id": pd.to_numeric(df["user_id"]).astype(np.int64),
+            "movie_id": pd.to_numeric(df["movie_id"]).astype(np.int64),
+            "rating": df["rating"],
+            "timestamp": to_unix_seconds(df["timestamp"]),
+            "rating_id": df["rating_id"].astype(np.int64),
+        }
+    )
+    # Raw ratings stay raw: numeric columns become float64 (NULL → NaN); anything else (a
+    # string stored in SQLite's untyped column) stays object so downstream cleaning sees it.
+    # An all-NULL chunk arrives as object; make it float so chunks concatenate as float64.
+    rating = out["rating"]
+    numeric = pd.api.types.is_numeric_dtype(rating.dtype)
+    if (numeric and not pd.api.types.is_bool_dtype(rating.dtype)) or rating.isna().all():
+        out["rating"] = rating.astype(np.float64)
+    else:
+        out["rating"] = rating.astype(object)
+    return out.reset_index(drop=True)
+
+
+def _empty_ratings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": np.zeros(0, np.int64),
+            "movie_id": np.zeros(0, np.int64),
+            "rating": np.zeros(0, np.float64),
+            "timestamp": np.zeros(0, np.int64),
+            "rating_id": np.zeros(0, np.int64),
+        }
+    )
+
+
+def _fetch_frames(conn: Connection, stmt: sa.Select, fetch_rows: int) -> Iterator[pd.DataFrame]:
+    """Run `stmt` on the raw DBAPI cursor and yield DataFrames of up to `fetch_rows` rows.
+
+    Plain driver tuples into `DataFrame.from_records` is ~35% faster than going through
+    SQLAlchemy Row objects (or pd.read_sql), which matters at tens of millions of ratings.
+    Valid only for statements whose columns need no SQLAlchemy result processing; the
+    ratings query guarantees that (see `_ratings_query`). On PostgreSQL a server-side (named)
+    cursor keeps the result on the server, so client memory holds one chunk of tuples at a time.
+    """
+    dialect = conn.dialect
+    compiled = stmt.compile(dialect=dialect)
+    params = compiled.construct_params()
+    args: Any = (
+        tuple(params[name] for name in compiled.positiontup or ()) if dialect.positional else params
+    )
+    dbapi_conn = conn.connection.dbapi_connection
+    if dialect.name == "postgresql" and dialect.supports_server_side_cursors:
+        cursor = dbapi_conn.cursor(name="recsys_read_ratings")
+        cursor.itersize = fetch_rows
+    else:
+        cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        while rows := cursor.fetchmany(fetch_rows):
+            # Read after the first fetch: a server-side cursor has no description before it.
+            names = [d[0] for d in cursor.description]
+            yield pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
+    finally:
+        cursor.close()
+
+
+def read_ratings(engine: Engine, preset: str, chunksize: int | None = None) -> pd.DataFrame:
+    """All active movie ratings, ordered by row id.
+
+    Columns: user_id, movie_id (int64); rating (float64, or object when the DB holds
+    non-numeric values — RAW, never cleaned here); timestamp (int64 unix seconds, NULL → 0);
+    rating_id (int64 row id, a stable tie-breaker between duplicate (user, movie) rows).
+    Rows are fetched and converted `chunksize` at a time (default 100k) and concatenated, so
+    per-row Python objects never exist for more than one chunk.
+    """
+    stmt, id_col = _ratings_query(preset)
+    # Ordering by the primary key keeps reads deterministic (reproducible CV splits) and is
+    # an index scan, not a sort.
+    stmt = stmt.order_by(id_col)
+    fetch_rows = int(chunksize) if chunksize else _FETCH_ROWS
+    if fetch_rows < 1:
+        raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+    with engine.connect() as conn:
+        # Normalising per chunk turns the per-row Python objects into numpy columns early.
+        parts = [_normalize_ratings(frame) for frame in _fetch_frames(conn, stmt, fetch_rows)]
+    if not parts:
+        return _empty_ratings()
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts, ignore_index=True)
+
+
+def count_ratings(engine: Engine, preset: str) -> int:
+    """Number of rows `read_ratings` would return (active movie ratings)."""
+    stmt, _ = _ratings_query(preset)
+    count = sa.select(sa.func.count()).select_from(stmt.subquery())
+    with engine.connect() as conn:
+        return int(conn.execute(count).scalar_one())
+
+
+def insert_ratings(
+    engine: Engine, preset: str, ratings_df: pd.DataFrame, batch_size: int = BATCH_SIZE
+) -> int:
+    """Bulk-insert ratings[user_id, movie_id, rating, timestamp] as active rows; return count.
+
+    One transaction: either all rows land or none. `timestamp` is unix seconds (datetime64
+    also accepted). For the django preset rows go to ratings_rating under the movies content
+    type, which is created if missing.
+    """
+    check_preset(preset)
+    _frame_columns(ratings_df, ("user_id", "movie_id", "rating", "timestamp"), "ratings")
+    if ratings_df.empty:
+        return 0
+    seconds = to_unix_seconds(ratings_df["timestamp"])
+    user_ids = _id_values(ratings_df["user_id"])
+    movie_ids = _id_values(ratings_df["movie_id"])
+    values = _db_values(ratings_df["rating"])
+    n = len(ratings_df)
+    with engine.begin() as conn:
+        if preset == "native":
+            columns = {
+                "user_id": user_ids,
+                "movie_id": movie_ids,
+                "rating": values,
+                "active": [True] * n,
+                "created_at": seconds.tolist(),
+            }
+            return _batched_insert(conn, ratings, columns, batch_size)
+        ct_id = _movie_content_type_id(conn, create=True)
+        # Django's DateTimeField(auto_now_add) has no DB default, so we always send a value.
+        stamps = pd.DatetimeIndex(pd.to_datetime(seconds.to_numpy(), unit="s", utc=True))
+        columns = {
+            "user_id": user_ids,
+            "object_id": movie_ids,
+            "value": values,
+            "content_type_id": [ct_id] * n,
+            "active": [True] * n,
+            "timestamp": list(stamps.to_pydatetime()),
+        }
+        return _batched_insert(conn, ratings_rating, columns, batch_size)
+
+
+def delete_ratings(engine: Engine, preset: str) -> int:
+    """Delete every movie rating (native: also the movies); return ratings deleted.
+
+    For the django preset only ratings_rating rows of the movies content type are removed;
+    movies_movie is left alone because other Django tables may reference it.
+    """
+    check_preset(preset)
+    with engine.begin() as conn:
+        if preset == "native":
+            deleted = conn.execute(sa.delete(ratings)).rowcount
+            conn.execute(sa.delete(movies))
+            return int(deleted)
+        ct_id = _movie_content_type_id(conn)
+        if ct_id is None:
+            return 0
+        stmt = sa.delete(ratings_rating).where(ratings_rating.c.content_type_id == ct_id)
+        return int(conn.execute(stmt).rowcount)
+
+
+# --- movies --------------------------------------------------------------------------------
+
+
+def read_movie_titles(engine: Engine, preset: str) -> dict[int, str]:
+    """{movie id: title} for every movie with a title ({} if the django movies table is absent)."""
+    table = _MOVIES_TABLE[check_preset(preset)]
+    if preset == "django" and not sa.inspect(engine).has_table(table.name):
+        return {}
+    stmt = sa.select(table.c.id, table.c.title).where(table.c.title.is_not(None))
+    with engine.connect() as conn:
+        return {int(i): str(t) for i, t in conn.execute(stmt)}
+
+
+def insert_movies(
+    engine: Engine, preset: str, movies_df: pd.DataFrame, batch_size: int = BATCH_SIZE
+) -> int:
+    """Insert movies[id, title], skipping ids that already exist; return rows inserted."""
+    table = _MOVIES_TABLE[check_preset(preset)]
+    _frame_columns(movies_df, ("id", "title"), "movies")
+    frame = movies_df.drop_duplicates(subset="id", keep="first")
+    with engine.begin() as conn:
+        # Movie tables are small (≤ ~100k rows), so reading existing ids beats per-dialect
+        # ON CONFLICT syntax and gives an exact inserted count.
+        existing = np.fromiter(
+            (int(i) for i in conn.execute(sa.select(table.c.id)).scalars()), dtype=np.int64
+        )
+        ids = pd.to_numeric(frame["id"]).astype(np.int64)
+        frame = frame[~ids.isin(existing).to_numpy()]
+        if frame.empty:
+            return 0
+        columns = {
+            "id": _db_values(pd.to_numeric(frame["id"]).astype(np.int64)),
+            "title": _db_values(frame["title"].astype(object)),
+        }
+        return _batched_insert(conn, table, columns, batch_size)
+
+
+# --- predictions ---------------------------------------------------------------------------
+
+
+def _in_chunks(values: Sequence[int], size: int = _IN_CHUNK) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+def replace_predictions(
+    engine: Engine,
+    predictions: pd.DataFrame,
+    model_version: str,
+    created_at: int | None = None,
+    users: Sequence[int] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """Atomically swap in a new set of top-N predictions; return rows written.
+
+    predictions: [user_id, movie_id, rank, score]. In one transaction, delete the previous
+    rows — all of them when `users` is None, else only those users' rows — then bulk-insert
+    the new ones. Any failure rolls back, so readers never see a half-written set.
+    With `users`, every prediction row must belong to one of them (otherwise the same user
+    could end up with two generations of predictions).
+    """
+    _frame_columns(predictions, ("user_id", "movie_id", "rank", "score"), "predictions")
+    created = int(time.time()) if created_at is None else int(created_at)
+    user_list: list[int] | None = None
+    if users is not None:
+        user_list = sorted({int(u) for u in users})
+        stray = set(pd.unique(predictions["user_id"].dropna())) - set(user_list)
+        if stray:
+            sample = sorted(int(u) for u in stray)[:5]
+            raise ValueError(
+                f"predictions contain users not listed in `users` (e.g. {sample}); "
+                "pass users=None to replace the whole table"
+            )
+    n = len(predictions)
+    columns = {
+        "user_id": _id_values(predictions["user_id"]),
+        "movie_id": _id_values(predictions["movie_id"]),
+        "rank": _id_values(predictions["rank"]),
+        "score": _db_values(predictions["score"]),
+        "model_version": [str(model_version)] * n,
+        "created_at": [created] * n,
+    }
+    table = native_user_predictions  # same definition in both presets
+    with engine.begin() as conn:
+        if user_list is None:
+            conn.execute(sa.delete(table))
+        else:
+            for chunk in _in_chunks(user_list):
+                conn.execute(sa.delete(table).where(table.c.user_id.in_(chunk)))
+        return _batched_insert(conn, table, columns, batch_size)
+
+
+def read_predictions(engine: Engine, user_id: int | None = None) -> pd.DataFrame:
+    """Stored predictions (optionally one user's), ordered by user_id then rank."""
+    table = native_user_predictions
+    stmt = sa.select(*(table.c[name] for name in PREDICTION_COLUMNS))
+    if user_id is not None:
+        stmt = stmt.where(table.c.user_id == int(user_id))
+    stmt = stmt.order_by(table.c.user_id, table.c.rank)
+    with engine.connect() as conn:
+        frame = pd.read_sql(stmt, conn)
+    dtypes = {
+        "user_id": np.int64,
+        "movie_id": np.int64,
+        "rank": np.int64,
+        "score": np.float64,
+        "created_at": np.int64,
+    }
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in PREDICTION_COLUMNS})
+    return frame.astype(dtypes)
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "PREDICTION_COLUMNS",
+    "RATINGS_COLUMNS",
+    "SchemaError",
+    "check_preset",
+    "count_ratings",
+    "create_django_tables",
+    "delete_ratings",
+    "dispose_engines",
+    "ensure_schema",
+    "insert_movies",
+    "insert_ratings",
+    "make_engine",
+    "read_movie_titles",
+    "read_predictions",
+    "read_ratings",
+    "replace_predictions",
+    "safe_url",
+    "to_unix_seconds",
+]

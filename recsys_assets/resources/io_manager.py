@@ -1,0 +1,35 @@
+"""Pickle persistence of asset values on any fsspec path (local directory by default)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import dagster as dg
+from dagster import InputContext, OutputContext, UPathIOManager
+from upath import UPath
+
+
+class PickleUPathIOManager(UPathIOManager):
+    extension = ".pkl"
+
+    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
+        # Stream to a sibling file and rename, so a crash never leaves a truncated value
+        # where the next run would load it.
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.rename(path)  # overwrites on POSIX and on object stores (fs.mv)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+        with path.open("rb") as f:
+            return pickle.load(f)
+
+
+class PickleIOManager(dg.ConfigurableIOManagerFactory):
+    """`base_dir`: a local directory or an fsspec URL such as `s3://bucket/recsys`."""
+
+    base_dir: str
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> PickleUPathIOManager:
+        return PickleUPathIOManager(base_path=UPath(self.base_dir))

@@ -1,0 +1,86 @@
+"""Dagster resource for the ratings database: a thin, configurable wrapper over `recsys_assets.db`.
+
+All SQL lives in `recsys_assets.db`; this class only carries the connection settings (URL and
+schema preset) so assets, sensors and the CLI share one way to reach the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, field_validator
+from sqlalchemy.engine import Engine
+
+from recsys_assets import db, settings
+
+
+class RatingsDatabase(dg.ConfigurableResource):
+    """Where ratings are read from and top-N predictions are written to."""
+
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:////path/ratings.db or "
+        "postgresql+psycopg2://user:pass@host/db"
+    )
+    preset: str = Field(
+        default="native",
+        description=f"Table layout: one of {', '.join(settings.SCHEMA_PRESETS)}",
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        return db.check_preset(value)
+
+    @classmethod
+    def from_env(cls) -> RatingsDatabase:
+        """Build from RECSYS_DATABASE_URL / RECSYS_SCHEMA (embedded SQLite by default)."""
+        return cls(url=settings.database_url(), preset=settings.schema_preset())
+
+    # Presets can also arrive via run config, which may bypass the validator: re-check here.
+    def _preset(self) -> str:
+        return db.check_preset(self.preset)
+
+    def engine(self) -> Engine:
+        """The cached SQLAlchemy Engine for `url` (one pool per process)."""
+        return db.make_engine(self.url)
+
+    def safe_url(self) -> str:
+        """`url` with the password masked; use this, never `url`, in logs and messages."""
+        return db.safe_url(self.url)
+
+    def ensure_schema(self) -> None:
+        db.ensure_schema(self.engine(), self._preset())
+
+    def read_ratings(self, chunksize: int | None = None) -> pd.DataFrame:
+        return db.read_ratings(self.engine(), self._preset(), chunksize=chunksize)
+
+    def count_ratings(self) -> int:
+        return db.count_ratings(self.engine(), self._preset())
+
+    def movie_titles(self) -> dict[int, str]:
+        return db.read_movie_titles(self.engine(), self._preset())
+
+    def insert_movies(self, movies: pd.DataFrame) -> int:
+        return db.insert_movies(self.engine(), self._preset(), movies)
+
+    def insert_ratings(self, ratings: pd.DataFrame) -> int:
+        return db.insert_ratings(self.engine(), self._preset(), ratings)
+
+    def delete_ratings(self) -> int:
+        return db.delete_ratings(self.engine(), self._preset())
+
+    def replace_predictions(
+        self,
+        predictions: pd.DataFrame,
+        model_version: str,
+        users: Sequence[int] | None = None,
+        created_at: int | None = None,
+    ) -> int:
+        return db.replace_predictions(
+            self.engine(), predictions, model_version, created_at=created_at, users=users
+        )
+
+    def read_predictions(self, user_id: int | None = None) -> pd.DataFrame:
+        return db.read_predictions(self.engine(), user_id=user_id)

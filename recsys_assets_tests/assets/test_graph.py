@@ -1,0 +1,195 @@
+"""Materialize the whole graph in process and check every asset's contract."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from surprise import SVD, Dataset
+
+from recsys_assets.assets.config import training_run_config
+from recsys_assets.definitions import all_assets, defs
+from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
+
+
+def _materialize(home, db, run_config=FAST_CONFIG, raise_on_error=True):
+    return dg.materialize(
+        all_assets,
+        resources=make_resources(home, db),
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def _meta(result, asset):
+    return {
+        k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()
+    }
+
+
+def test_definitions_load():
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
+        "ratings_df",
+        "surprise_dataset",
+        "cv_report",
+        "svd_model",
+        "model_artifact",
+        "user_predictions",
+    }
+    defs.resolve_job_def("training_job")
+
+
+@pytest.fixture
+def graph_run(recsys_home, demo_db):
+    result = _materialize(recsys_home, demo_db)
+    assert result.success
+    return result
+
+
+def test_ratings_df(graph_run, demo_db):
+    df = graph_run.output_for_node("ratings_df")
+    assert list(df.columns) == ["user_id", "movie_id", "rating", "timestamp"]
+    meta = _meta(graph_run, "ratings_df")
+    assert meta["rows_read"] == len(demo_db.read_ratings())
+    assert meta["rows_kept"] == len(df) and meta["rows_dropped"] == 0
+    assert meta["users"] == df["user_id"].nunique() and meta["movies"] == df["movie_id"].nunique()
+    assert meta["rating_min"] == 1.0 and meta["rating_max"] == 5.0
+    assert isinstance(meta["rating_mean"], float)
+    assert "| user_id |" in meta["preview"]
+
+
+def test_surprise_dataset_scale_from_data(graph_run):
+    dataset = graph_run.output_for_node("surprise_dataset")
+    assert isinstance(dataset, Dataset)
+    assert dataset.reader.rating_scale == (1.0, 5.0)
+    assert len(dataset.raw_ratings) == len(graph_run.output_for_node("ratings_df"))
+
+
+def test_cv_report_table_and_metadata(graph_run):
+    report = graph_run.output_for_node("cv_report")
+    assert list(report["fold"]) == ["1", "2", "3", "4", "mean", "std"]
+    folds = report.iloc[:4]
+    assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(folds["rmse"].mean())
+    assert (folds["fit_time"] > 0).all() and (folds["test_time"] > 0).all()
+    meta = _meta(graph_run, "cv_report")
+    for key in ("rmse_mean", "rmse_std", "mae_mean", "mae_std"):
+        assert isinstance(meta[key], float)
+    assert 0.5 < meta["rmse_mean"] < 1.5
+    assert meta["folds"].count("\n") == 7  # header, rule, 4 folds, mean, std
+    assert report.attrs["svd_params"]["n_epochs"] == 5
+
+
+def test_svd_model(graph_run):
+    model = graph_run.output_for_node("svd_model")
+    assert isinstance(model, SVD)
+    assert (model.n_epochs, model.n_factors, model.lr_bu, model.reg_bu) == (5, 10, 0.005, 0.02)
+    meta = _meta(graph_run, "svd_model")
+    assert isinstance(meta["fit_seconds"], float)
+    assert 0 < meta["training_rmse"] < _meta(graph_run, "cv_report")["rmse_mean"]
+    assert "training" in meta["note"]
+
+
+def test_model_artifact(graph_run, recsys_home):
+    manifest = graph_run.output_for_node("model_artifact")
+    root = recsys_home / "models" / "surprise"
+    assert (root / f"{manifest['version']}.pkl").is_file()
+    on_disk = json.loads((root / f"{manifest['version']}.json").read_text())
+    assert on_disk["sha256"] == manifest["sha256"]
+    for key in (
+        "version",
+        "created_at",
+        "sha256",
+        "hyperparameters",
+        "cv_metrics",
+        "data_fingerprint",
+        "packages",
+    ):
+        assert key in on_disk, key
+    assert on_disk["hyperparameters"]["n_epochs"] == 5
+    assert on_disk["cv_metrics"]["n_folds"] == 4
+    assert on_disk["data_fingerprint"]["rows"] == len(graph_run.output_for_node("ratings_df"))
+    assert "scikit-surprise" in on_disk["packages"]
+    assert json.loads((root / "latest.json").read_text())["version"] == manifest["version"]
+
+
+def test_user_predictions_table(graph_run, demo_db):
+    ratings = graph_run.output_for_node("ratings_df")
+    model = graph_run.output_for_node("svd_model")
+    table = demo_db.read_predictions()
+    meta = _meta(graph_run, "user_predictions")
+    assert meta["users"] == ratings["user_id"].nunique() == table["user_id"].nunique()
+    assert meta["rows"] == len(table) == meta["users"] * 10
+    assert set(table["rank"]) == set(range(1, 11))
+    assert (table["model_version"] == meta["model_version"]).all()
+    rated = set(zip(ratings["user_id"], ratings["movie_id"], strict=True))
+    assert not any(
+        (u, m) in rated for u, m in zip(table["user_id"], table["movie_id"], strict=True)
+    )
+    sample = table.sample(200, random_state=0)
+    expected = [
+        model.predict(u, m).est for u, m in zip(sample["user_id"], sample["movie_id"], strict=True)
+    ]
+    np.testing.assert_allclose(sample["score"], expected, rtol=1e-9)
+    # Ranks follow scores within each user.
+    for _, rows in table.groupby("user_id"):
+        assert rows.sort_values("rank")["score"].is_monotonic_decreasing
+
+
+def test_second_run_replaces_predictions(graph_run, recsys_home, demo_db):
+    first = _meta(graph_run, "user_predictions")["model_version"]
+    second = _materialize(recsys_home, demo_db)
+    version = _meta(second, "user_predictions")["model_version"]
+    assert version != first
+    table = demo_db.read_predictions()
+    assert set(table["model_version"]) == {version}
+    assert len(table) == _meta(second, "user_predictions")["rows"]
+
+
+def test_empty_database_fails_with_a_clear_message(recsys_home, ratings_db):
+    result = _materialize(recsys_home, ratings_db, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "ratings_df"
+    assert "no usable ratings" in failure.step_failure_data.error.message
+
+
+def test_too_few_ratings_fail_with_a_clear_message(recsys_home, ratings_db):
+    ratings_db.insert_movies(pd.DataFrame({"id": [1, 2], "title": ["A", "B"]}))
+    ratings_db.insert_ratings(
+        pd.DataFrame(
+            {
+                "user_id": [1, 2, 3],
+                "movie_id": [1, 2, 1],
+                "rating": [4.0, 3.0, 5.0],
+                "timestamp": [1, 2, 3],
+            }
+        )
+    )
+    result = _materialize(recsys_home, ratings_db, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "too few ratings" in failure.step_failure_data.error.message
+
+
+def test_bad_input_keeps_last_good_model_and_predictions(graph_run, recsys_home, demo_db):
+    before = demo_db.read_predictions()
+    latest = (recsys_home / "models" / "surprise" / "latest.json").read_text()
+    # Every rating now unusable: out of the configured scale.
+    with demo_db.engine().begin() as conn:
+        conn.exec_driver_sql("UPDATE ratings SET rating = 9")
+    result = _materialize(recsys_home, demo_db, raise_on_error=False)
+    assert not result.success
+    assert (recsys_home / "models" / "surprise" / "latest.json").read_text() == latest
+    pd.testing.assert_frame_equal(demo_db.read_predictions(), before)
+
+
+def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
+    config = training_run_config(n_epochs=5, n_folds=4, top_n=10, n_factors=10)
+    config["ops"]["cv_report"]["config"]["n_epochs"] = 3
+    result = _materialize(recsys_home, demo_db, run_config=config, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "model_artifact"
+    assert "same config" in failure.step_failure_data.error.message
+    assert not (recsys_home / "models" / "surprise" / "latest.json").exists()

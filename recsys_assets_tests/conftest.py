@@ -1,0 +1,48 @@
+"""Shared fixtures: an isolated RECSYS_HOME with a small generated ratings database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys_assets.assets.config import training_run_config
+from recsys_assets.data.demo import generate_demo_ratings
+from recsys_assets.resources.io_manager import PickleIOManager
+from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.resources.ratings_db import RatingsDatabase
+
+# Small and fast, but the same code paths as the defaults.
+FAST_CONFIG = training_run_config(n_epochs=5, n_folds=4, top_n=10, n_factors=10)
+
+
+@pytest.fixture
+def recsys_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "recsys"
+    monkeypatch.setenv("RECSYS_HOME", str(home))
+    for var in ("RECSYS_DATABASE_URL", "RECSYS_SCHEMA", "RECSYS_IO_BASE", "DAGSTER_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def ratings_db(recsys_home: Path) -> RatingsDatabase:
+    db = RatingsDatabase(url=f"sqlite:///{recsys_home / 'ratings.db'}")
+    db.ensure_schema()
+    return db
+
+
+@pytest.fixture
+def demo_db(ratings_db: RatingsDatabase) -> RatingsDatabase:
+    movies, ratings = generate_demo_ratings(n_users=120, n_movies=150, n_ratings=5000, seed=1)
+    ratings_db.insert_movies(movies)
+    ratings_db.insert_ratings(ratings)
+    return ratings_db
+
+
+def make_resources(home: Path, db: RatingsDatabase) -> dict[str, object]:
+    return {
+        "ratings_db": db,
+        "model_store": ModelStore(root=str(home / "models" / "surprise")),
+        "io_manager": PickleIOManager(base_dir=str(home / "storage")),
+    }

@@ -1,0 +1,55 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_assets.data.cleaning import clean_ratings
+
+
+def _raw(rows):
+    return pd.DataFrame(rows, columns=["rating_id", "user_id", "movie_id", "rating", "timestamp"])
+
+
+def test_drops_each_kind_of_bad_row_and_counts_it():
+    raw = _raw(
+        [
+            (1, 1, 10, 4.0, 100),
+            (2, 1, 11, None, 100),  # NULL
+            (3, 1, 12, "abc", 100),  # text stored in a numeric column (SQLite allows it)
+            (4, 1, 13, 7.0, 100),  # above the scale
+            (5, 1, 14, 0.0, 100),  # below the scale
+            (6, 2, 10, 2.0, 100),  # older duplicate of (2, 10)
+            (7, 2, 10, 5.0, 200),  # latest wins
+            (8, 2, 11, "3.5", 100),  # numeric text is a valid rating
+            (9, 3, 10, 1.0, 300),  # same timestamp duplicates: the higher row id wins
+            (10, 3, 10, 2.0, 300),
+        ]
+    )
+    df, report = clean_ratings(raw, (0.5, 5.0))
+    assert report.rows_read == 10
+    assert report.dropped == {
+        "null_rating": 1,
+        "non_numeric_rating": 1,
+        "out_of_scale": 2,
+        "duplicate_pair": 2,
+    }
+    assert report.rows_kept == 4 == len(df)
+    assert report.rows_dropped == 6
+    assert list(df.columns) == ["user_id", "movie_id", "rating", "timestamp"]
+    got = {(u, m): r for u, m, r in df[["user_id", "movie_id", "rating"]].itertuples(index=False)}
+    assert got == {(1, 10): 4.0, (2, 10): 5.0, (2, 11): 3.5, (3, 10): 2.0}
+    assert df["user_id"].dtype == np.int32 and df["rating"].dtype == np.float64
+
+
+def test_scale_bounds_are_inclusive_and_validated():
+    raw = _raw([(1, 1, 1, 0.5, 1), (2, 1, 2, 5.0, 1), (3, 1, 3, 5.5, 1)])
+    df, report = clean_ratings(raw, (0.5, 5.0))
+    assert sorted(df["rating"]) == [0.5, 5.0]
+    assert report.dropped["out_of_scale"] == 1
+    with pytest.raises(ValueError, match="min < max"):
+        clean_ratings(raw, (5.0, 1.0))
+
+
+def test_large_ids_keep_int64():
+    raw = _raw([(1, 2**40, 1, 3.0, 1)])
+    df, _ = clean_ratings(raw, (1, 5))
+    assert df["user_id"].dtype == np.int64 and df["user_id"].iloc[0] == 2**40

@@ -1,0 +1,300 @@
+"""Vectorized top-N must agree with ``SVD.predict`` pair by pair and with a brute-force top-N."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from surprise import SVD, Dataset, Reader
+
+from recsys_assets.ml.topn import SVDFactors, top_n
+
+N_USERS, N_MOVIES, N_RATINGS = 60, 80, 1500
+UNKNOWN_USER = 10_001  # not in the trainset: scored as mu + bi
+
+
+def make_ratings(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    # Non-contiguous raw ids so inner/raw confusion would show up.
+    df = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, N_USERS + 1, N_RATINGS).astype(np.int64) * 7,
+            "movie_id": rng.integers(1, N_MOVIES + 1, N_RATINGS).astype(np.int64) * 3 + 100,
+            "rating": rng.integers(1, 6, N_RATINGS),
+        }
+    )
+    return df.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
+
+
+def fit(df: pd.DataFrame) -> SVD:
+    data = Dataset.load_from_df(df[["user_id", "movie_id", "rating"]], Reader(rating_scale=(1, 5)))
+    return SVD(n_factors=10, n_epochs=5, random_state=0).fit(data.build_full_trainset())
+
+
+@pytest.fixture(scope="module")
+def ratings() -> pd.DataFrame:
+    return make_ratings()
+
+
+@pytest.fixture(scope="module")
+def model(ratings) -> SVD:
+    return fit(ratings)
+
+
+@pytest.fixture(scope="module")
+def current_ratings(ratings) -> pd.DataFrame:
+    """The 'current' ratings table: training ratings plus activity the model never saw."""
+    extra = pd.DataFrame(
+        {
+            # the unknown (new) user rated two known movies and one movie unknown to the model
+            "user_id": [UNKNOWN_USER, UNKNOWN_USER, UNKNOWN_USER, 7],
+            "movie_id": [103, 106, 99_999, 99_998],
+            "rating": [5, 4, 3, 2],
+        }
+    )
+    return pd.concat([ratings, extra], ignore_index=True)
+
+
+def brute_force(model: SVD, user: int, rated: set[int], n: int) -> list[tuple[int, float, float]]:
+    """(movie, unclipped, clipped) for the true top-n via predict over all unrated movies."""
+    ts = model.trainset
+    rows = []
+    for inner in ts.all_items():
+        movie = ts.to_raw_iid(inner)
+        if movie in rated:
+            continue
+        unclipped = model.predict(user, movie, clip=False).est
+        rows.append((movie, unclipped, model.predict(user, movie).est))
+    rows.sort(key=lambda r: (-r[1], r[0]))
+    return rows[:n]
+
+
+def assert_matches_brute_force(model: SVD, result: pd.DataFrame, users, current, n: int) -> int:
+    """Check every user's rows against brute force; return how many lists matched exactly."""
+    exact = 0
+    for user in users:
+        got = result[result.user_id == user].sort_values("rank")
+        rated = set(current.movie_id[current.user_id == user].tolist())
+        expected = brute_force(model, user, rated, n)
+        assert len(got) == len(expected)
+        assert got["rank"].tolist() == list(range(1, len(expected) + 1))
+        assert not rated.intersection(got.movie_id.tolist())
+        # Scores are what predict() returns, for the very pairs returned.
+        np.testing.assert_allclose(
+            got.score.to_numpy(),
+            [model.predict(user, m).est for m in got.movie_id],
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        # Same ranked values as the true top-n (robust to last-ulp ties) ...
+        np.testing.assert_allclose(
+            [model.predict(user, m, clip=False).est for m in got.movie_id],
+            [e[1] for e in expected],
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        # ... and the same movies in the same order unless near-ties make order arbitrary.
+        vals = np.array([e[1] for e in expected])
+        near_tie = vals.size > 1 and np.min(-np.diff(vals)) < 1e-9
+        if not near_tie:
+            assert got.movie_id.tolist() == [e[0] for e in expected]
+            exact += 1
+    return exact
+
+
+def test_from_svd_mirrors_the_model(model):
+    f = SVDFactors.from_svd(model)
+    ts = model.trainset
+    assert f.raw_uids.dtype == np.int64 and f.raw_iids.dtype == np.int64
+    assert f.raw_uids.shape == (ts.n_users,) and f.raw_iids.shape == (ts.n_items,)
+    for inner in range(ts.n_users):
+        assert ts.to_inner_uid(int(f.raw_uids[inner])) == inner
+    for inner in range(ts.n_items):
+        assert ts.to_inner_iid(int(f.raw_iids[inner])) == inner
+    assert (f.lower, f.upper) == (1.0, 5.0)
+    assert f.global_mean == pytest.approx(ts.global_mean)
+    np.testing.assert_array_equal(f.pu, model.pu)
+    np.testing.assert_array_equal(f.bi, model.bi)
+
+
+def test_scores_and_rankings_equal_predict_for_all_users(model, current_ratings):
+    users = np.append(np.unique(current_ratings.user_id.to_numpy()), UNKNOWN_USER)
+    users = np.unique(users)
+    n = 10
+    result = top_n(
+        SVDFactors.from_svd(model),
+        users,
+        current_ratings.user_id.to_numpy(),
+        current_ratings.movie_id.to_numpy(),
+        n=n,
+    )
+    assert list(result.columns) == ["user_id", "movie_id", "rank", "score"]
+    assert result.dtypes.astype(str).tolist() == ["int64", "int64", "int64", "float64"]
+    assert set(result.user_id) == set(users.tolist())
+    exact = assert_matches_brute_force(model, result, users, current_ratings, n)
+    assert exact >= len(users) - 2  # continuous scores: real ties are rare
+
+
+def test_rated_movies_never_recommended(model, current_ratings):
+    users = np.unique(current_ratings.user_id.to_numpy())
+    result = top_n(
+        SVDFactors.from_svd(model),
+        users,
+        current_ratings.user_id.to_numpy(),
+        current_ratings.movie_id.to_numpy(),
+        n=1000,
+    )
+    pairs = result.merge(current_ratings, on=["user_id", "movie_id"], how="inner")
+    assert pairs.empty
+    assert not result.duplicated(["user_id", "movie_id"]).any()
+
+
+def test_unknown_user_is_scored_mu_plus_bi(model, current_ratings):
+    f = SVDFactors.from_svd(model)
+    result = top_n(
+        f,
+        np.array([UNKNOWN_USER]),
+        current_ratings.user_id.to_numpy(),
+        current_ratings.movie_id.to_numpy(),
+        n=5,
+    )
+    assert len(result) == 5
+    for row in result.itertuples():
+        inner = model.trainset.to_inner_iid(row.movie_id)
+        assert row.score == pytest.approx(model.trainset.global_mean + model.bi[inner], abs=1e-12)
+        assert row.movie_id not in (103, 106)  # the new user's own ratings are excluded
+    assert_matches_brute_force(model, result, [UNKNOWN_USER], current_ratings, 5)
+
+
+def test_n_larger_than_available_movies(model, current_ratings):
+    f = SVDFactors.from_svd(model)
+    users = np.array([7, 14, UNKNOWN_USER])
+    result = top_n(
+        f, users, current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy(), n=500
+    )
+    for user in users:
+        rated_known = set(current_ratings.movie_id[current_ratings.user_id == user]) & set(
+            f.raw_iids.tolist()
+        )
+        got = result[result.user_id == user]
+        assert len(got) == f.n_items - len(rated_known)
+        assert got["rank"].tolist() == list(range(1, len(got) + 1))
+    assert_matches_brute_force(model, result, users, current_ratings, 500)
+
+
+def test_user_who_rated_everything_gets_nothing(model):
+    f = SVDFactors.from_svd(model)
+    everything = f.raw_iids
+    result = top_n(f, np.array([7, 14]), np.full(everything.size, 7), everything, n=5)
+    assert set(result.user_id) == {14}
+    assert len(result) == 5
+
+
+def test_blocks_give_the_same_result_as_one_block(model, current_ratings):
+    f = SVDFactors.from_svd(model)
+    users = np.append(np.unique(current_ratings.user_id.to_numpy()), [UNKNOWN_USER, 424242])
+    args = (f, users, current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
+    one = top_n(*args, n=7, block_size=10_000)
+    for bs in (1, 7, 13):
+        pd.testing.assert_frame_equal(top_n(*args, n=7, block_size=bs), one)
+
+
+def test_users_are_deduplicated_and_sorted(model):
+    f = SVDFactors.from_svd(model)
+    result = top_n(f, np.array([14, 7, 14]), np.array([], dtype=np.int64), np.array([]), n=3)
+    assert result.user_id.tolist() == [7, 7, 7, 14, 14, 14]
+
+
+def test_empty_users_returns_typed_empty_frame(model):
+    result = top_n(SVDFactors.from_svd(model), np.array([], dtype=np.int64), [], [], n=5)
+    assert result.empty
+    assert list(result.columns) == ["user_id", "movie_id", "rank", "score"]
+    assert result.dtypes.astype(str).tolist() == ["int64", "int64", "int64", "float64"]
+
+
+def test_ranks_by_unclipped_estimate_and_reports_clipped_score(ratings):
+    model = fit(ratings)
+    # Push several movies far above the scale so predict() clips them all to 5.0; their
+    # order must still follow the unclipped estimate.
+    boosted = [model.trainset.to_inner_iid(m) for m in (103, 106, 109, 112)]
+    for k, inner in enumerate(boosted):
+        model.bi[inner] += 10.0 + k
+    result = top_n(SVDFactors.from_svd(model), np.array([UNKNOWN_USER, 14]), [], [], n=4)
+    for user in (UNKNOWN_USER, 14):
+        got = result[result.user_id == user]
+        assert got.score.tolist() == [5.0, 5.0, 5.0, 5.0]
+        assert got.movie_id.tolist() == [112, 109, 106, 103]
+        assert [model.predict(user, m).est for m in got.movie_id] == got.score.tolist()
+    assert_matches_brute_force(model, result, [UNKNOWN_USER, 14], ratings.iloc[:0], 4)
+
+
+def test_exact_ties_broken_by_movie_id_even_across_the_cut(ratings):
+    model = fit(ratings)
+    # Five movies with identical, top bi tie exactly for an unknown user (mu + bi); with
+    # n=3 the cut falls inside the tie, where argpartition alone would pick arbitrarily.
+    tied = [340, 103, 211, 160, 199]
+    for m in tied:
+        model.bi[model.trainset.to_inner_iid(m)] = 1.5
+    f = SVDFactors.from_svd(model)
+    for n in (3, 5, 7):
+        got = top_n(f, np.array([UNKNOWN_USER]), [], [], n=n)
+        top = got.iloc[: min(n, 5)]
+        assert top.movie_id.tolist() == sorted(tied)[: min(n, 5)]
+        assert top.score.nunique() == 1  # genuinely tied, so only the movie id orders them
+        assert_matches_brute_force(model, got, [UNKNOWN_USER], ratings.iloc[:0], n)
+
+
+def test_float32_factors_are_close(model, current_ratings):
+    f64 = SVDFactors.from_svd(model)
+    f32 = SVDFactors.from_svd(model)
+    f32.pu, f32.qi = f32.pu.astype(np.float32), f32.qi.astype(np.float32)
+    users = np.unique(current_ratings.user_id.to_numpy())
+    args = (users, current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
+    a, b = top_n(f64, *args, n=1000), top_n(f32, *args, n=1000)
+    merged = a.merge(b, on=["user_id", "movie_id"])
+    assert len(merged) == len(a) == len(b)
+    assert merged.score_y.dtype == np.float64
+    np.testing.assert_allclose(merged.score_x, merged.score_y, atol=1e-5)
+
+
+def test_rejects_bad_inputs(model):
+    f = SVDFactors.from_svd(model)
+    with pytest.raises(ValueError, match="same length"):
+        top_n(f, np.array([7]), np.array([7, 7]), np.array([103]))
+    with pytest.raises(ValueError, match="n must be"):
+        top_n(f, np.array([7]), [], [], n=0)
+    with pytest.raises(TypeError, match="surprise.SVD"):
+        SVDFactors.from_svd(object())
+
+
+def test_non_integer_raw_ids_are_refused():
+    df = pd.DataFrame({"user_id": ["a", "b"], "movie_id": ["x", "y"], "rating": [1, 5]})
+    data = Dataset.load_from_df(df, Reader(rating_scale=(1, 5)))
+    model = SVD(n_factors=2, n_epochs=1, random_state=0).fit(data.build_full_trainset())
+    with pytest.raises(TypeError, match="not an integer"):
+        SVDFactors.from_svd(model)
+
+
+@pytest.mark.parametrize("offset", [0, 10**12, -(10**9)], ids=["dense", "huge", "negative"])
+def test_raw_id_lookup_dense_and_sparse(offset):
+    from recsys_assets.ml.topn import _lookup
+
+    rng = np.random.default_rng(3)
+    raw = rng.choice(5000, size=300, replace=False).astype(np.int64) + offset
+    query = np.concatenate([raw[::-1], rng.integers(-10, 6000, 500) + offset, [-(2**62), 2**62]])
+    expected = {int(r): i for i, r in enumerate(raw)}
+    got = _lookup(raw, query)
+    assert got.tolist() == [expected.get(int(q), -1) for q in query]
+
+
+def test_huge_raw_ids_match_brute_force(ratings):
+    # Ids far outside a dense table's range take the binary-search path end to end.
+    df = ratings.assign(user_id=ratings.user_id * 10**11, movie_id=ratings.movie_id + 10**15)
+    model = fit(df)
+    users = np.unique(df.user_id.to_numpy())[:8]
+    users = np.append(users, 5 * 10**17)  # unknown user
+    result = top_n(
+        SVDFactors.from_svd(model), users, df.user_id.to_numpy(), df.movie_id.to_numpy(), n=6
+    )
+    assert set(result.user_id) == set(users.tolist())
+    assert_matches_brute_force(model, result, users, df, 6)

@@ -1,0 +1,33 @@
+"""`recsys run` end to end from a clean RECSYS_HOME, as a newcomer's `make run` does."""
+
+import json
+
+from recsys_assets.cli import main
+from recsys_assets.resources.ratings_db import RatingsDatabase
+
+
+def test_run_from_a_clean_home(recsys_home, capsys):
+    assert main(["run", "--n-epochs", "3", "--top-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "created demo data: 100000 ratings" in out
+    assert "ratings      read 100000, kept 100000, dropped 0" in out
+    assert "cv 4-fold    RMSE" in out and "MAE" in out
+    assert "predictions  " in out and "rows in table user_predictions" in out
+    latest = json.loads((recsys_home / "models" / "surprise" / "latest.json").read_text())
+    assert f"model        {latest['version']} -> " in out
+    assert (recsys_home / "dagster_home").is_dir()
+    table = RatingsDatabase.from_env().read_predictions()
+    assert len(table) == 5 * table["user_id"].nunique()
+
+    # A second run reuses the data and trains a new version.
+    assert main(["run", "--n-epochs", "3", "--top-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "created demo data" not in out
+    second = json.loads((recsys_home / "models" / "surprise" / "latest.json").read_text())
+    assert second["version"] != latest["version"]
+
+
+def test_run_without_data_and_without_demo_fails_clearly(recsys_home, capsys):
+    assert main(["run", "--no-demo-data"]) != 0
+    err = capsys.readouterr().err
+    assert "no active movie ratings" in err
