@@ -87,8 +87,10 @@ def run_pipeline(
     run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     with dg.DagsterInstance.get() as instance:
-        result = build_defs().resolve_job_def("training_job").execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
+        result = (
+            build_defs()
+            .resolve_job_def("training_job")
+            .execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
         )
     wall = time.perf_counter() - start
     meta = {
