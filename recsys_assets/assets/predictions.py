@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets.assets.config import PredictionsConfig
+from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.ml.topn import SVDFactors, top_n
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
-@dg.asset(group_name="serving", compute_kind="numpy")
+@dg.asset(group_name="serving", compute_kind="numpy", retry_policy=db_retry_policy())
 def user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
@@ -26,6 +27,20 @@ def user_predictions(
     Scores come from the model `latest` points to (checksum-verified), vectorized over all
     users and movies; the previous set is replaced in one transaction.
     """
+    with retry_only_transient_db_errors(context):
+        return _write_user_predictions(
+            context, config, ratings_df, model_artifact, model_store, ratings_db
+        )
+
+
+def _write_user_predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    ratings_df: pd.DataFrame,
+    model_artifact: dict,
+    model_store: ModelStore,
+    ratings_db: RatingsDatabase,
+) -> dg.MaterializeResult:
     start = time.perf_counter()
     model, manifest = model_store.load_latest()
     if manifest["version"] != model_artifact["version"]:
