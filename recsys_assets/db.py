@@ -759,8 +759,13 @@ def read_user_ratings(engine: Engine, preset: str, user_ids: Sequence[int]) -> p
     parts: list[pd.DataFrame] = []
     with engine.connect() as conn:
         for chunk in _in_chunks(users):
+            # A few users' rows: the plain execute path (IN lists need SQLAlchemy's expansion).
             query = stmt.where(stmt.selected_columns.user_id.in_(chunk)).order_by(id_col)
-            parts.extend(_normalize_ratings(f) for f in _fetch_frames(conn, query, _FETCH_ROWS))
+            result = conn.execute(query)
+            rows = result.all()
+            if rows:
+                frame = pd.DataFrame.from_records(rows, columns=list(result.keys()))
+                parts.append(_normalize_ratings(frame))
     if not parts:
         return _empty_ratings()
     return pd.concat(parts, ignore_index=True)

@@ -9,6 +9,7 @@ fails at once with its message instead of being retried three times.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,11 +36,21 @@ def db_retry_policy() -> dg.RetryPolicy:
     )
 
 
+# SQLite reports syntax errors and missing tables as OperationalError too; only these pass.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "unable to open", "busy")
+
+
 def is_transient_db_error(exc: BaseException) -> bool:
+    """True for errors worth retrying: lost/refused connections, timeouts, SQLite lock waits."""
     # A disconnect surfaces as DBAPIError with connection_invalidated on some drivers.
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, TRANSIENT_DB_ERRORS)
+    if not isinstance(exc, TRANSIENT_DB_ERRORS):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return any(marker in str(orig).lower() for marker in _SQLITE_TRANSIENT)
+    return True
 
 
 @contextmanager

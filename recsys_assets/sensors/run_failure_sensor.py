@@ -16,6 +16,18 @@ from recsys_assets import settings
 WEBHOOK_TIMEOUT_SECONDS = 10
 
 
+def _error_text(error: Any) -> str:
+    if error is None:
+        return "unknown error"
+    message = error.message.strip()
+    # SerializableErrorInfo prefixes the exception class ("dagster...Failure: no usable ...").
+    prefix = f"{error.cls_name}: " if error.cls_name else ""
+    for candidate in (prefix, f"dagster._core.definitions.events.{prefix}"):
+        if candidate and message.startswith(candidate):
+            return message[len(candidate) :]
+    return message
+
+
 def failure_report(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     """The failed run, its failed steps (the asset or op each one computes) and their errors."""
     run = context.dagster_run
@@ -28,7 +40,7 @@ def failure_report(context: dg.RunFailureSensorContext) -> dict[str, Any]:
                 # user_predictions.
                 "step": event.step_key,
                 "asset": event.asset_key.to_user_string() if event.asset_key else event.step_key,
-                "error": (error.message.strip() if error else "unknown error"),
+                "error": _error_text(error),
                 "error_class": error.cls_name if error else None,
             }
         )
@@ -54,13 +66,9 @@ def post_json(url: str, payload: dict[str, Any]) -> int:
         return response.status
 
 
-@dg.run_failure_sensor(
-    name="run_failure_alert",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Logs the failed asset and error of every failed run; POSTs JSON to "
-    "RECSYS_ALERT_WEBHOOK_URL when set.",
-)
-def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
+    """Log the failure; POST it to RECSYS_ALERT_WEBHOOK_URL if set. Returns the report, with
+    `webhook_status` (HTTP status, or the error text if the POST failed) when one was sent."""
     report = failure_report(context)
     failed = (
         ", ".join(f"{s['asset']}: {s['error'].splitlines()[0]}" for s in report["failed_steps"])
@@ -69,11 +77,22 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     context.log.error("run %s of %s failed — %s", report["run_id"], report["job"], failed)
     url = settings.alert_webhook_url()
     if not url:
-        return
+        return report
     try:
         status = post_json(url, report)
     except (OSError, urllib.error.HTTPError) as exc:
         # The alert is best effort: a dead webhook must not block later failure alerts.
         context.log.warning("alert webhook %s failed: %s", url.split("?")[0], exc)
-        return
+        return {**report, "webhook_status": str(exc)}
     context.log.info("posted failure alert for run %s (HTTP %d)", report["run_id"], status)
+    return {**report, "webhook_status": status}
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alert",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Logs the failed asset and error of every failed run; POSTs JSON to "
+    "RECSYS_ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    alert_failed_run(context)
