@@ -31,6 +31,7 @@ from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_
 
 MODEL_ARTIFACT = dg.AssetKey("model_artifact")
 RATINGS_DF = dg.AssetKey("ratings_df")
+USER_PREDICTIONS = dg.AssetKey("user_predictions")
 ACTIVE_STATUSES = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -69,6 +70,17 @@ def last_training_mark(instance: dg.DagsterInstance) -> TrainingMark:
                 record.storage_id, int(rows.value) if rows is not None else None, model.run_id
             )
     return TrainingMark(model.storage_id, None, model.run_id)
+
+
+def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
+    """N of the predictions now in the table (latest user_predictions materialization), so a
+    refresh keeps every user's list the same length."""
+    records = instance.fetch_materializations(USER_PREDICTIONS, limit=1).records
+    if records:
+        value = records[0].asset_materialization.metadata.get("top_n")
+        if value is not None and isinstance(value.value, int) and value.value > 0:
+            return value.value
+    return default
 
 
 def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int) -> list:
@@ -150,7 +162,14 @@ def evaluate_retrain(
                     run_key=f"refresh-after-ratings-event-{new_events[-1].storage_id}",
                     job_name=refresh_predictions_job.name,
                     run_config={
-                        "ops": {"refresh_user_predictions": {"config": {"user_ids": sorted(users)}}}
+                        "ops": {
+                            "refresh_user_predictions": {
+                                "config": {
+                                    "user_ids": sorted(users),
+                                    "top_n": current_top_n(instance),
+                                }
+                            }
+                        }
                     },
                     tags={"recsys/trigger": "new_ratings", "recsys/users": str(len(users))},
                 )
@@ -158,12 +177,16 @@ def evaluate_retrain(
     return dg.SkipReason("; ".join(notes))
 
 
+# Dagster steers "react to upstream assets" towards Declarative Automation, but says to use a
+# multi_asset_sensor when specific jobs are targeted with side conditions, as here. Silence
+# just that notice (it is repeated whenever the definitions are loaded or copied).
+warnings.filterwarnings(
+    "ignore", message=".*MultiAssetSensorDefinition.*", category=dg.SupersessionWarning
+)
+
+
 def build_retrain_sensor(minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
-    # Dagster steers "react to upstream assets" towards Declarative Automation, but says to use
-    # multi_asset_sensor when a specific job is targeted with side conditions, as here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.SupersessionWarning)
-        return _retrain_sensor(minimum_interval_seconds)
+    return _retrain_sensor(minimum_interval_seconds)
 
 
 def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition:

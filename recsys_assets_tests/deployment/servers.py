@@ -47,6 +47,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, diagnostics=No
             value = check()
             if value:
                 return value
+        except AssertionError:  # a real failure (GraphQL error, failed run): stop waiting
+            raise
         except Exception as exc:  # the server may not be up yet
             last_error = exc
         time.sleep(0.5)

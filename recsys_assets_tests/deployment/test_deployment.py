@@ -58,7 +58,7 @@ query Sensor($selector: SensorSelector!) {
     ... on Sensor {
       sensorState {
         status
-        typeSpecificInfo { ... on SensorData { lastCursor } }
+        typeSpecificData { ... on SensorData { lastCursor } }
         ticks(limit: 500) { id status timestamp error { message } }
       }
     }
@@ -95,7 +95,7 @@ def deployment(postgres):
     )
     ratings_db = RatingsDatabase(url=postgres.url("ratings"))
     ratings_db.ensure_schema()
-    movies, ratings = generate_demo_ratings(n_users=60, n_movies=100, n_ratings=3000, seed=3)
+    movies, ratings = generate_demo_ratings(n_users=60, n_movies=400, n_ratings=3000, seed=3)
     ratings_db.insert_movies(movies)
     ratings_db.insert_ratings(ratings)
     deploy = Deployment(env, root)
@@ -137,7 +137,7 @@ def _sensor(deploy: Deployment, name: str) -> dict:
     state = data["sensorOrError"]["sensorState"]
     return {
         "status": state["status"],
-        "cursor": state["typeSpecificInfo"]["lastCursor"],
+        "cursor": state["typeSpecificData"]["lastCursor"],
         "ticks": state["ticks"],
     }
 
@@ -169,7 +169,7 @@ def test_deployment_end_to_end(deployment):
     assert first["runId"] == launched["run"]["runId"]
     assert first["tags"]["recsys/job"] == "training"  # the run queue's concurrency key
     before = ratings_db.read_predictions()
-    assert before["user_id"].nunique() == 60
+    assert before["user_id"].nunique() == ratings_db.read_ratings()["user_id"].nunique()
 
     # 2. The sensors are on by default; wait for the ratings sensor's baseline, then rate.
     wait_for(

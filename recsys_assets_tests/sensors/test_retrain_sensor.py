@@ -79,7 +79,9 @@ def test_below_threshold_refreshes_the_users_then_nothing_twice(harness):
     harness.report(new_ratings=3, user_ids=dg.MetadataValue.json([5, 7]))
     request = _only(harness.tick())
     assert request.job_name == "refresh_predictions_job"
-    assert request.run_config["ops"]["refresh_user_predictions"]["config"]["user_ids"] == [5, 7]
+    config = request.run_config["ops"]["refresh_user_predictions"]["config"]
+    # Same users, same list length as the predictions in the table (FAST_CONFIG: top 10).
+    assert config == {"user_ids": [5, 7], "top_n": 10}
     # The same events are never handled twice.
     second = harness.tick()
     assert isinstance(second, dg.SkipReason)
