@@ -6,12 +6,13 @@ import dagster as dg
 import pytest
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.definitions import defs
+from recsys_assets.definitions import build_defs, defs
 from recsys_assets.schedules import build_daily_training_schedule
 
 
-def test_daily_training_is_running_by_default_at_two_utc():
-    schedule = defs.resolve_schedule_def("daily_training")
+def test_daily_training_is_running_by_default_at_two_utc(monkeypatch):
+    monkeypatch.delenv("RECSYS_TIMEZONE", raising=False)
+    schedule = build_defs().resolve_schedule_def("daily_training")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -18,6 +18,7 @@ an older run.
 
 import time
 import warnings
+from typing import NamedTuple
 
 import dagster as dg
 from dagster import DagsterRunStatus, RunsFilter
@@ -43,13 +44,12 @@ ACTIVE_STATUSES = [
 EVENT_PAGE = 10_000
 
 
-class TrainingMark:
+class TrainingMark(NamedTuple):
     """Where the current model's data ends in the event log, and how big its training set was."""
 
-    def __init__(self, storage_id: int, trained_ratings: int | None, run_id: str | None) -> None:
-        self.storage_id = storage_id
-        self.trained_ratings = trained_ratings
-        self.run_id = run_id
+    storage_id: int
+    trained_ratings: int | None
+    run_id: str | None
 
 
 def last_training_mark(instance: dg.DagsterInstance) -> TrainingMark:

@@ -23,7 +23,7 @@ import pytest
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.resources.ratings_db import RatingsDatabase
-from recsys_assets_tests.deployment.servers import REPO, Deployment, postgres_server, wait_for
+from recsys_assets_tests.servers import REPO, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +64,6 @@ query Sensor($selector: SensorSelector!) {
     }
   }
 }"""
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture
