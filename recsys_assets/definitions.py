@@ -28,10 +28,15 @@ def _database_url() -> str | dg.EnvVar:
     return settings.default_database_url()
 
 
+def _signing_key() -> dg.EnvVar | None:
+    # Only when set: an EnvVar for an unset variable fails resource init.
+    return dg.EnvVar(settings.SIGNING_KEY_ENV) if os.environ.get(settings.SIGNING_KEY_ENV) else None
+
+
 def build_resources() -> dict[str, object]:
     return {
         "ratings_db": RatingsDatabase(url=_database_url(), preset=settings.schema_preset()),
-        "model_store": ModelStore(root=str(settings.models_dir())),
+        "model_store": ModelStore(root=str(settings.models_dir()), signing_key=_signing_key()),
         "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
     }
 
