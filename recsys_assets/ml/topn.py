@@ -304,5 +304,5 @@ def score_pairs(factors: SVDFactors, users: np.ndarray, movies: np.ndarray) -> n
     est[ku] += factors.bu[u[ku]]
     est[ki] += np.asarray(factors.bi, dtype=np.float64)[i[ki]]
     both = ku & ki
-    est[both] += np.einsum("ij,ij->i", factors.pu[u[both]], factors.qi[i[both]])
+    est[both] += (factors.pu[u[both]] * factors.qi[i[both]]).sum(axis=1)
     return np.clip(est, factors.lower, factors.upper)
