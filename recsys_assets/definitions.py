@@ -6,18 +6,20 @@ import os
 
 import dagster as dg
 
-from recsys_assets import settings
+from recsys_assets import checks, settings
 from recsys_assets.assets import artifact, predictions, ratings, training
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
 all_assets = dg.load_assets_from_modules([ratings, training, artifact, predictions])
+all_checks = dg.load_asset_checks_from_modules([checks])
 
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets(*all_assets),
-    description="Read ratings, cross-validate and fit SVD, export the model, score every user.",
+    description="Read ratings, cross-validate and fit SVD, export the model, promote it if it "
+    "passes the gates, rank every user's top-N with the champion.",
 )
 
 
@@ -43,6 +45,7 @@ def build_resources() -> dict[str, object]:
 
 defs = dg.Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     jobs=[training_job],
     resources=build_resources(),
 )

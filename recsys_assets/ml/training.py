@@ -270,6 +270,18 @@ def cross_validate_svd(
                 row["test_time"],
                 len(rows),
             )
+            if "blend_ndcg" in row:
+                log.info(
+                    "cv fold %d/%d: NDCG@10 shipped=%.4f svd-only=%.4f most-popular=%.4f; "
+                    "baseline rmse=%.4f (eval %.2fs)",
+                    row["fold"],
+                    n_folds,
+                    row["blend_ndcg"],
+                    row["svd_ndcg"],
+                    row["popular_ndcg"],
+                    row["baseline_rmse"],
+                    row["eval_time"],
+                )
 
     folds = range(1, n_folds + 1)
     if n_jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
