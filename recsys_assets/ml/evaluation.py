@@ -29,7 +29,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
-from recsys_assets.ml.topn import SVDFactors, _lookup, score_pairs
+from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs
 
 K = 10
 VALIDATION_FRACTION = 0.25
@@ -110,8 +110,7 @@ def grid_ndcg(
 ) -> tuple[RankingPolicy, list[dict]]:
     """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass.
 
-    Same ranking and metric as ``rank_users`` + ``ranking_metrics`` up to the order of exact
-    ties (warm users only: the
+    Same ranking and metric as ``rank_users`` + ``ranking_metrics`` (warm users only: the
     cold ones get the popularity list whatever the weights), but the estimate, taste and
     popularity parts are computed once per block of users and reused for every grid point.
     """
@@ -147,9 +146,7 @@ def grid_ndcg(
         for g, (taste_w, rating_w) in enumerate(grid):
             keys = pop + taste_w * cos + rating_w * est
             keys[seen] = -np.inf
-            top = np.argpartition(-keys, k, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
+            top = _top_k_indices(keys, k, factors.raw_iids)  # ties by movie id, as top_n
             hits = np.take_along_axis(rel, top, axis=1)
             totals[g] += float(((hits * discounts).sum(axis=1) / idcg).sum())
     # Users without a list (cold, or unknown) score like the popularity list for every grid
