@@ -123,7 +123,10 @@ class _Champion:
             if k <= 0:
                 return []
             cand = np.argpartition(-keys, k - 1)[:k] if k < f.n_items else np.arange(f.n_items)
-            # Ties at the cut are rare; the lexsort orders the chosen ones exactly.
+            if k < f.n_items and np.count_nonzero(keys >= keys[cand].min()) > k:
+                # A tie straddles the cut (argpartition picks arbitrarily): rank exactly,
+                # ties by movie id like user_predictions.
+                cand = np.lexsort((f.raw_iids, -keys))[:k]
             chosen = cand[np.lexsort((f.raw_iids[cand], -keys[cand]))]
             source = SOURCE_SVD
         scores = np.clip(est[chosen], f.lower, f.upper)
