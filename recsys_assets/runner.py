@@ -74,7 +74,7 @@ def run_pipeline(
     create_demo: bool = True,
     log_level: str = "INFO",
 ) -> RunSummary:
-    """Materialize the whole graph (assets and checks) in-process against the embedded (or configured) instance."""
+    """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
     start = time.perf_counter()
     prepare_dagster_home()
     note = _ensure_ratings(create_demo)
