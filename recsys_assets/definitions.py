@@ -43,9 +43,14 @@ def build_resources() -> dict[str, object]:
     }
 
 
-defs = dg.Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
-    jobs=[training_job],
-    resources=build_resources(),
-)
+def build_defs() -> dg.Definitions:
+    """Definitions with resources read from the environment now (the CLI calls this per run)."""
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=[training_job],
+        resources=build_resources(),
+    )
+
+
+defs = build_defs()

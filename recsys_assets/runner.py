@@ -82,13 +82,15 @@ def run_pipeline(
     import dagster as dg
 
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.definitions import defs
+    from recsys_assets.definitions import build_defs
 
     run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("training_job").execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
+        result = (
+            build_defs()
+            .resolve_job_def("training_job")
+            .execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
         )
     wall = time.perf_counter() - start
     meta = {
