@@ -6,8 +6,9 @@
     rec.recommend(196, n=10)             # [Recommendation(movie_id, score, source), ...]
 
 The champion is loaded once (verified: HMAC signature when a key is configured, then size and
-SHA-256, before unpickling) and cached; every call ``stat``s ``latest.json`` (~µs) and reloads
-when it changed, so a promotion or rollback is picked up without a restart. Ranking is the
+SHA-256, before unpickling) and cached; calls ``stat`` ``latest.json`` at most every
+``check_interval`` seconds (1 s by default; 0 = every call) and reload when it changed, so a
+promotion or rollback is picked up without a restart. Ranking is the
 same as ``user_predictions`` (``ml.ranking``): the champion's blend for users with enough
 training ratings, the most-popular list for the others and for users the model never saw.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,7 @@ class _Champion:
         # Most-popular order, ties by movie id: the fallback list (unrated filtering per user).
         self.popular_order = np.lexsort((f.raw_iids, -self.counts))
         self.item_base = f.global_mean + f.bi  # what predict gives a user the model never saw
+        self.bu, self.bi = f.bu.tolist(), f.bi.tolist()  # Python floats: cheaper per scalar
 
     def estimates(self, inner_u: int | None) -> np.ndarray:
         """Unclipped estimates for every movie, in ``SVD.estimate``'s association order."""
@@ -86,14 +89,14 @@ class _Champion:
         f = self.f
         u = self.user_index.get(int(user_id))
         i = self.item_index.get(int(movie_id))
-        est = f.global_mean
+        est = f.global_mean  # same terms, same order as SVD.estimate
         if u is not None:
-            est += f.bu[u]
+            est += self.bu[u]
         if i is not None:
-            est += f.bi[i]
+            est += self.bi[i]
         if u is not None and i is not None:
             est += float(np.dot(f.qi[i], f.pu[u]))
-        return float(min(f.upper, max(f.lower, est)))
+        return min(f.upper, max(f.lower, est))
 
     def recommend(self, user_id: int, n: int) -> list[Recommendation]:
         f = self.f
@@ -139,22 +142,28 @@ class _Champion:
 class Recommender:
     """The champion of a model store, cached and reloaded when ``latest`` changes."""
 
-    def __init__(self, store: ModelStore | None = None) -> None:
+    def __init__(self, store: ModelStore | None = None, check_interval: float = 1.0) -> None:
         self._store = store if store is not None else ModelStore.from_env()
         self._latest = Path(self._store.root_path) / LATEST_NAME
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._champion: _Champion | None = None
+        self._check_interval = check_interval
+        self._next_check = 0.0
 
     def _current(self) -> _Champion:
+        champion = self._champion
+        if champion is not None and time.monotonic() < self._next_check:
+            return champion
         try:
             st = os.stat(self._latest)
         except FileNotFoundError:
             raise NoModelError(
                 f"no champion model under {self._store.root_path}; run the pipeline first"
             ) from None
+        # os.replace gives latest.json a new inode on every promotion or rollback.
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        champion = self._champion
+        self._next_check = time.monotonic() + self._check_interval
         if champion is not None and stamp == self._stamp:
             return champion
         with self._lock:

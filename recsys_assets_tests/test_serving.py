@@ -76,7 +76,7 @@ def test_unknown_user_gets_the_popular_fallback(trained, store):
 
 def test_reloads_when_latest_changes(trained, store):
     trained()
-    rec = Recommender(store)
+    rec = Recommender(store, check_interval=0)
     first = rec.version
     trained(config({**FAST_SVD, "random_state": 7}))
     assert rec.version != first == store.history()[0]["version"]
