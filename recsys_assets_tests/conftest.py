@@ -14,7 +14,7 @@ from recsys_assets.resources.ratings_db import RatingsDatabase
 
 # Small and fast, but the same code paths as the defaults; on the demo fixture's data it beats
 # BaselineOnly, so the promotion gates pass.
-FAST_SVD = {"n_epochs": 20, "n_factors": 10, "lr_all": 0.02, "reg_all": 0.05}
+FAST_SVD = {"n_epochs": 30, "n_factors": 5, "lr_all": 0.02, "reg_all": 0.1}
 FAST_CONFIG = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
 
 

@@ -81,13 +81,13 @@ def test_cv_report_table_and_metadata(graph_run):
         assert isinstance(meta[key], float)
     assert 0.5 < meta["rmse_mean"] < 1.5
     assert meta["folds"].count("\n") == 7  # header, rule, 4 folds, mean, std
-    assert report.attrs["svd_params"]["n_epochs"] == 20
+    assert report.attrs["svd_params"]["n_epochs"] == FAST_SVD["n_epochs"]
 
 
 def test_svd_model(graph_run):
     model = graph_run.output_for_node("svd_model")
     assert isinstance(model, SVD)
-    assert (model.n_epochs, model.n_factors, model.lr_bu, model.reg_bu) == (20, 10, 0.02, 0.05)
+    assert (model.n_epochs, model.n_factors, model.lr_bu, model.reg_bu) == (30, 5, 0.02, 0.1)
     meta = _meta(graph_run, "svd_model")
     assert isinstance(meta["fit_seconds"], float)
     assert 0 < meta["training_rmse"] < _meta(graph_run, "cv_report")["rmse_mean"]
@@ -110,7 +110,7 @@ def test_model_artifact(graph_run, recsys_home):
         "packages",
     ):
         assert key in on_disk, key
-    assert on_disk["hyperparameters"]["n_epochs"] == 20
+    assert on_disk["hyperparameters"]["n_epochs"] == FAST_SVD["n_epochs"]
     assert on_disk["cv_metrics"]["n_folds"] == 4
     assert on_disk["data_fingerprint"]["rows"] == len(graph_run.output_for_node("ratings_df"))
     assert "scikit-surprise" in on_disk["packages"]
