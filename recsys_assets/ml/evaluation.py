@@ -3,7 +3,8 @@
 Called by ``ml.training.run_fold`` after it fitted the fold's SVD, so every figure here is
 measured on the same folds as the SVD's RMSE:
 
-* rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``);
+* rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
+  ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
   and the shipped blend (``ml.ranking``), whose weights are chosen on a validation split of
   the fold's *training* ratings with a second SVD fitted without them: the test fold is
@@ -12,13 +13,13 @@ measured on the same folds as the SVD's RMSE:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from surprise import BaselineOnly, Trainset
+from surprise import Trainset
 
 from recsys_assets.ml.ranking import (
     DEFAULT_GRID,
@@ -26,8 +27,6 @@ from recsys_assets.ml.ranking import (
     _unit_rows,
     item_counts,
     popularity_feature,
-    rank_users,
-    ranking_metrics,
 )
 from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs
 
@@ -59,32 +58,57 @@ class Ratings:
         return Ratings(self.users[index], self.movies[index], self.ratings[index])
 
 
-def baseline_factors(model: BaselineOnly) -> SVDFactors:
-    """``BaselineOnly``'s ``mu + bu + bi`` as zero-rank factors, so ``score_pairs`` applies."""
-    ts = model.trainset
-    base = SVDFactors.from_arrays(
-        global_mean=ts.global_mean,
-        bu=model.bu,
-        bi=model.bi,
-        pu=np.zeros((ts.n_users, 0)),
-        qi=np.zeros((ts.n_items, 0)),
-        raw2inner_users=ts._raw2inner_id_users,
-        raw2inner_items=ts._raw2inner_id_items,
-        rating_scale=ts.rating_scale,
+def baseline_als(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_items: int,
+    global_mean: float,
+    n_epochs: int = 10,
+    reg_u: float = 15.0,
+    reg_i: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Surprise's ``BaselineOnly`` fit (``baseline_als``, its default options), vectorized.
+
+    Same alternating updates over inner ids as Surprise's Cython loop, with ``bincount`` sums:
+    equal to ``BaselineOnly().fit(trainset)``'s ``bu``/``bi`` up to summation order (tested).
+    """
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    n_u = np.bincount(users, minlength=n_users)
+    n_i = np.bincount(items, minlength=n_items)
+    for _ in range(n_epochs):
+        bi = np.bincount(items, ratings - global_mean - bu[users], n_items) / (reg_i + n_i)
+        bu = np.bincount(users, ratings - global_mean - bi[items], n_users) / (reg_u + n_u)
+    return bu, bi
+
+
+def baseline_factors(factors: SVDFactors, train: Ratings, global_mean: float) -> SVDFactors:
+    """``BaselineOnly`` (``mu + bu + bi``) on ``train``, as zero-rank factors for ``score_pairs``.
+
+    ``factors`` (the SVD fitted on the same trainset) supplies the inner id order and scale.
+    """
+    users = _lookup(factors.raw_uids, train.users)
+    items = _lookup(factors.raw_iids, train.movies)
+    bu, bi = baseline_als(
+        users, items, train.ratings, factors.n_users, factors.n_items, global_mean
     )
-    return base
+    return SVDFactors(
+        global_mean=float(global_mean),
+        bu=bu,
+        bi=bi,
+        pu=np.zeros((factors.n_users, 0)),
+        qi=np.zeros((factors.n_items, 0)),
+        raw_uids=factors.raw_uids,
+        raw_iids=factors.raw_iids,
+        lower=factors.lower,
+        upper=factors.upper,
+    )
 
 
 def error(est: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     err = est - truth
     return float(np.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
-
-
-def shipped_ranking(
-    factors: SVDFactors, train: Ratings, users: np.ndarray, policy: RankingPolicy, k: int = K
-) -> pd.DataFrame:
-    counts = item_counts(factors.raw_iids, train.movies)
-    return rank_users(factors, users, train.users, train.movies, counts, policy, n=k)
 
 
 def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sp.csr_matrix:
@@ -99,6 +123,72 @@ def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> 
     return m
 
 
+def ranking_eval(
+    factors: SVDFactors,
+    train: Ratings,
+    test: Ratings,
+    policies: Sequence[RankingPolicy],
+    k: int = K,
+    block_size: int = 1024,
+) -> list[dict[str, float]]:
+    """``ranking_metrics(rank_users(...))`` for several policies in one pass over the users.
+
+    Same lists (ties by movie id), same metrics, same users (everyone with a ``test`` rating;
+    cold or unknown users get the most-popular list), but the estimate, taste and popularity
+    matrices are computed once per block of users and shared by every policy.
+    """
+    users = np.unique(test.users)
+    inner_u = _lookup(factors.raw_uids, users)
+    known = inner_u >= 0
+    safe_u = np.where(known, inner_u, 0)  # unknown users never use their (dummy) estimates
+    rated = _csr(users, train.users, _lookup(factors.raw_iids, train.movies), factors.n_items)
+    relevant = _csr(users, test.users, _lookup(factors.raw_iids, test.movies), factors.n_items)
+    # Every distinct held-out movie counts as relevant, known to the model or not (as in
+    # ranking_metrics).
+    pairs = np.unique(np.stack([_lookup(users, test.users), test.movies]), axis=1)
+    n_rel = np.bincount(pairs[0], minlength=users.size)
+    per_user = np.bincount(
+        _lookup(users, train.users)[_lookup(users, train.users) >= 0], minlength=users.size
+    )
+    pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
+    item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
+    taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)
+    sums = np.zeros((len(policies), 3))  # precision, recall, ndcg totals
+
+    def score(top: np.ndarray, rel: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        hits = np.take_along_axis(rel, top, axis=1)
+        n_hits = hits.sum(axis=1)
+        dcg = (hits * discounts[: top.shape[1]]).sum(axis=1)
+        idcg = ideal[np.minimum(n_rel[rows], k) - 1]
+        return np.stack([n_hits / k, n_hits / n_rel[rows], dcg / idcg], axis=1)
+
+    for start in range(0, users.size, block_size):
+        rows = np.arange(start, min(start + block_size, users.size))
+        iu = safe_u[rows]
+        est = (factors.global_mean + factors.bu[iu])[:, None] + factors.bi
+        est += factors.pu[iu] @ factors.qi.T
+        cos = taste[rows] @ item_unit.T
+        seen = rated[rows].toarray() > 0
+        rel = relevant[rows].toarray() > 0
+        popular_keys = np.broadcast_to(pop, seen.shape).copy()
+        popular_keys[seen] = -np.inf
+        popular = score(_top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
+        for p, policy in enumerate(policies):
+            warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
+            result = popular.copy()
+            if warm.any() and (policy.taste_weight or policy.rating_weight):
+                w = np.flatnonzero(warm)
+                keys = policy.popularity_weight * pop + policy.taste_weight * cos[w]
+                keys += policy.rating_weight * est[w]
+                keys[seen[w]] = -np.inf
+                result[w] = score(_top_k_indices(keys, k, factors.raw_iids), rel[w], rows[w])
+            sums[p] += result.sum(axis=0)
+    means = sums / max(users.size, 1)
+    return [{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in means]
+
+
 def grid_ndcg(
     factors: SVDFactors,
     train: Ratings,
@@ -106,61 +196,23 @@ def grid_ndcg(
     base: RankingPolicy,
     grid: Iterable[tuple[float, float]] = DEFAULT_GRID,
     k: int = K,
-    block_size: int = 1024,
 ) -> tuple[RankingPolicy, list[dict]]:
-    """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass.
-
-    Same ranking and metric as ``rank_users`` + ``ranking_metrics`` (warm users only: the
-    cold ones get the popularity list whatever the weights), but the estimate, taste and
-    popularity parts are computed once per block of users and reused for every grid point.
-    """
-    grid = list(grid)
-    users = np.unique(validation.users)
-    inner_u = _lookup(factors.raw_uids, users)
-    rated = _csr(users, train.users, _lookup(factors.raw_iids, train.movies), factors.n_items)
-    relevant = _csr(
-        users, validation.users, _lookup(factors.raw_iids, validation.movies), factors.n_items
-    )
-    # Every distinct held-out movie counts as relevant, known to the model or not (as in
-    # ranking_metrics).
-    pairs = np.unique(np.stack([_lookup(users, validation.users), validation.movies]), axis=1)
-    n_rel = np.bincount(pairs[0], minlength=users.size)
-    per_user = np.diff(rated.indptr)
-    warm = (inner_u >= 0) & (per_user >= base.min_user_ratings) & (n_rel > 0)
-    pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
-    item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
-    taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discounts)
-    totals = np.zeros(len(grid))
-    rows_all = np.flatnonzero(warm)
-    for start in range(0, rows_all.size, block_size):
-        rows = rows_all[start : start + block_size]
-        iu = inner_u[rows]
-        est = (factors.global_mean + factors.bu[iu])[:, None] + factors.bi
-        est += factors.pu[iu] @ factors.qi.T
-        cos = taste[rows] @ item_unit.T
-        seen = rated[rows].toarray() > 0
-        rel = relevant[rows].toarray() > 0
-        idcg = ideal[np.minimum(n_rel[rows], k) - 1]
-        for g, (taste_w, rating_w) in enumerate(grid):
-            keys = pop + taste_w * cos + rating_w * est
-            keys[seen] = -np.inf
-            top = _top_k_indices(keys, k, factors.raw_iids)  # ties by movie id, as top_n
-            hits = np.take_along_axis(rel, top, axis=1)
-            totals[g] += float(((hits * discounts).sum(axis=1) / idcg).sum())
-    # Users without a list (cold, or unknown) score like the popularity list for every grid
-    # point, so they shift all totals equally: leaving them out does not change the choice.
-    denom = max(int(warm.sum()), 1)
+    """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass."""
+    policies = [
+        replace(base, popularity_weight=1.0, taste_weight=t, rating_weight=r) for t, r in grid
+    ]
+    results = ranking_eval(factors, train, validation, policies, k)
     tried, best, best_value = [], None, -np.inf
-    for g, (taste_w, rating_w) in enumerate(grid):
-        value = totals[g] / denom
-        tried.append({"taste_weight": taste_w, "rating_weight": rating_w, "ndcg": value})
-        if value > best_value:
-            best_value = value
-            best = replace(
-                base, popularity_weight=1.0, taste_weight=taste_w, rating_weight=rating_w
-            )
+    for policy, metrics in zip(policies, results, strict=True):
+        tried.append(
+            {
+                "taste_weight": policy.taste_weight,
+                "rating_weight": policy.rating_weight,
+                "ndcg": metrics["ndcg"],
+            }
+        )
+        if metrics["ndcg"] > best_value:  # ties keep the earlier (simpler) point
+            best, best_value = policy, metrics["ndcg"]
     return best, tried
 
 
@@ -170,13 +222,17 @@ def select_policy(
     train_raw: list[tuple],
     seed: int,
     min_user_ratings: int,
+    train: Ratings | None = None,
 ) -> tuple[RankingPolicy, list[dict]]:
-    """Pick blend weights on a validation split of ``train_raw`` (never the test fold)."""
+    """Pick blend weights on a validation split of ``train_raw`` (never the test fold).
+
+    ``train``: the same ratings as arrays, if the caller has them already.
+    """
     order = np.random.RandomState(seed).permutation(len(train_raw))
     n_val = max(1, int(len(train_raw) * VALIDATION_FRACTION))
     inner = [train_raw[i] for i in order[n_val:]]
     factors = SVDFactors.from_svd(fit(trainset_builder(inner)))
-    everything = Ratings.from_tuples(train_raw)
+    everything = train if train is not None else Ratings.from_tuples(train_raw)
     base = RankingPolicy(min_user_ratings=min_user_ratings)
     return grid_ndcg(factors, everything.take(order[n_val:]), everything.take(order[:n_val]), base)
 
@@ -193,24 +249,21 @@ def evaluate_fold(
     row["global_mean_rmse"], row["global_mean_mae"] = error(
         np.full(test.ratings.shape, trainset.global_mean), test.ratings
     )
-    baseline = BaselineOnly(verbose=False).fit(trainset)
-    row["baseline_rmse"], row["baseline_mae"] = error(
-        score_pairs(baseline_factors(baseline), test.users, test.movies), test.ratings
-    )
-
     factors = SVDFactors.from_svd(model)
-    users = np.unique(test.users)
-    relevant = test.frame()
+    baseline = baseline_factors(factors, train, trainset.global_mean)
+    row["baseline_rmse"], row["baseline_mae"] = error(
+        score_pairs(baseline, test.users, test.movies), test.ratings
+    )
     rankings = {
         # The seed's ranking: predicted rating for every user the model knows.
         "svd": RankingPolicy(min_user_ratings=0),
         "popular": RankingPolicy.popularity_only(),
         "blend": policy,
     }
-    for name, ranking_policy in rankings.items():
-        metrics = ranking_metrics(shipped_ranking(factors, train, users, ranking_policy), relevant)
+    results = ranking_eval(factors, train, test, list(rankings.values()))
+    for name, metrics in zip(rankings, results, strict=True):
         for metric in ("precision", "recall", "ndcg"):
-            row[f"{name}_{metric}"] = metrics[metric]
+            row[f"{name}_{metric}"] = float(metrics[metric])
     row["taste_weight"] = policy.taste_weight
     row["rating_weight"] = policy.rating_weight
     return row

@@ -203,20 +203,18 @@ def run_fold(
         train_idx = np.concatenate([indices[:start], indices[stop:]])
         train_raw = [raw[i] for i in train_idx]
         everything = evaluation.Ratings.from_tuples(raw)
+        train = everything.take(train_idx)
         policy, _ = evaluation.select_policy(
             dataset.construct_trainset,
             lambda ts: fit_svd(ts, params),
             train_raw,
             seed=seed + fold,
             min_user_ratings=min_user_ratings,
+            train=train,
         )
         row.update(
             evaluation.evaluate_fold(
-                model,
-                trainset,
-                everything.take(train_idx),
-                everything.take(indices[start:stop]),
-                policy,
+                model, trainset, train, everything.take(indices[start:stop]), policy
             )
         )
         row["eval_time"] = time.perf_counter() - t0

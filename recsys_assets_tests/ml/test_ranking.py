@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from surprise import SVD, Dataset, Reader
+from surprise import SVD, BaselineOnly, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.evaluation import Ratings, grid_ndcg
+from recsys_assets.ml.evaluation import Ratings, baseline_als, grid_ndcg, ranking_eval
 from recsys_assets.ml.ranking import (
     RankingPolicy,
     choose_policy,
@@ -133,3 +133,54 @@ def test_grid_ndcg_agrees_with_rank_users_and_ranking_metrics(fitted):
         policy = RankingPolicy(1.0, point["taste_weight"], point["rating_weight"], 1)
         recs = rank_users(f, np.unique(val.users), train.users, train.movies, counts, policy, n=10)
         assert point["ndcg"] == pytest.approx(ranking_metrics(recs, val.frame(), 10)["ndcg"])
+
+
+def _split(ratings, seed=0):
+    held = np.random.default_rng(seed).random(len(ratings)) < 0.25
+    cols = ("user_id", "movie_id", "rating")
+    train = Ratings(*(ratings.loc[~held, c].to_numpy() for c in cols))
+    test = Ratings(*(ratings.loc[held, c].to_numpy() for c in cols))
+    return train, test
+
+
+def test_ranking_eval_equals_rank_users_plus_ranking_metrics(fitted):
+    model, ratings = fitted
+    f = SVDFactors.from_svd(model)
+    train, test = _split(ratings, seed=1)
+    # Add a test user the model never saw: gets the popular list in every policy.
+    test = Ratings(
+        np.append(test.users, 5_000), np.append(test.movies, test.movies[0]), test.ratings
+    )
+    policies = [
+        RankingPolicy(min_user_ratings=0),  # SVD estimate only
+        RankingPolicy.popularity_only(),
+        RankingPolicy(1.0, 1.0, 0.05, min_user_ratings=40),  # some users cold
+    ]
+    counts = item_counts(f.raw_iids, train.movies)
+    got = ranking_eval(f, train, test, policies)
+    for policy, metrics in zip(policies, got, strict=True):
+        recs = rank_users(f, np.unique(test.users), train.users, train.movies, counts, policy)
+        expected = ranking_metrics(recs, test.frame(), 10)
+        for name in ("precision", "recall", "ndcg"):
+            assert metrics[name] == pytest.approx(expected[name]), (policy, name)
+
+
+def test_baseline_als_equals_surprise_baseline_only(fitted):
+    _, ratings = fitted
+    data = Dataset.load_from_df(
+        ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(1, 5))
+    )
+    trainset = data.build_full_trainset()
+    expected = BaselineOnly(verbose=False).fit(trainset)
+    users = np.array([trainset.to_inner_uid(u) for u in ratings["user_id"]])
+    items = np.array([trainset.to_inner_iid(m) for m in ratings["movie_id"]])
+    bu, bi = baseline_als(
+        users,
+        items,
+        ratings["rating"].to_numpy(dtype=float),
+        trainset.n_users,
+        trainset.n_items,
+        trainset.global_mean,
+    )
+    np.testing.assert_allclose(bu, expected.bu, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bi, expected.bi, rtol=1e-10, atol=1e-12)
