@@ -32,6 +32,8 @@ from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pai
 
 K = 10
 VALIDATION_FRACTION = 0.25
+# Relative NDCG gain over most-popular a blend needs on validation to be chosen.
+MIN_RELATIVE_GAIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,14 @@ def grid_ndcg(
         )
         if metrics["ndcg"] > best_value:  # ties keep the earlier (simpler) point
             best, best_value = policy, metrics["ndcg"]
+    # A blend must beat the plain popularity list clearly on validation to be chosen; a
+    # marginal win there is as likely a loss on new data (the shipped list must not rank
+    # worse than most-popular).
+    popular = [i for i, p in enumerate(policies) if not (p.taste_weight or p.rating_weight)]
+    if popular:
+        floor = results[popular[0]]["ndcg"] * (1.0 + MIN_RELATIVE_GAIN)
+        if best_value < floor:
+            best = policies[popular[0]]
     return best, tried
 
 

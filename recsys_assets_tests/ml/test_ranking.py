@@ -184,3 +184,16 @@ def test_baseline_als_equals_surprise_baseline_only(fitted):
     )
     np.testing.assert_allclose(bu, expected.bu, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(bi, expected.bi, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("blend_ndcg", "chosen_taste"), [(0.303, 0.0), (0.33, 1.0)])
+def test_grid_keeps_popularity_unless_a_blend_wins_clearly(monkeypatch, blend_ndcg, chosen_taste):
+    from recsys_assets.ml import evaluation
+
+    def fake_eval(factors, train, test, policies, k):
+        return [{"ndcg": 0.30 if p.taste_weight == 0 else blend_ndcg} for p in policies]
+
+    monkeypatch.setattr(evaluation, "ranking_eval", fake_eval)
+    best, tried = grid_ndcg(None, None, None, RankingPolicy(), [(0.0, 0.0), (1.0, 0.0)])
+    assert best.taste_weight == chosen_taste and best.popularity_weight == 1.0
+    assert [t["ndcg"] for t in tried] == [0.30, blend_ndcg]
