@@ -3,6 +3,8 @@
     recsys demo-data [--users N --movies N --ratings N --seed S] [--if-empty]
     recsys import-movielens PATH [--replace]
     recsys run [--n-epochs N --folds K --top-n N --no-demo-data]
+    recsys models list | show VERSION | promote VERSION | rollback | prune [--keep K]
+    recsys recommend USER [--n 10]
 
 The database comes from RECSYS_DATABASE_URL / RECSYS_SCHEMA (embedded SQLite under RECSYS_HOME
 by default). Exit codes: 0 success, 2 bad input (usage errors, missing paths, unusable data).
@@ -117,6 +119,114 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return ui_command(args)
 
 
+def _store():
+    from recsys_assets.resources.model_store import ModelStore
+
+    return ModelStore.from_env()
+
+
+def _fmt(value: object, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    store = _store()
+    versions = store.versions()
+    if not versions:
+        print(f"no model versions under {store.root_path}")
+        return 0
+    latest = store.latest_manifest()
+    current = latest["version"] if latest else None
+    ever = {e["version"] for e in store.history()}
+    header = f"{'version':<27} {'created (UTC)':<20} {'CV RMSE':>8} {'baseline':>8} "
+    print(header + f"{'NDCG@10':>8}  promoted")
+    for m in versions:
+        cv = m.get("cv_metrics") or {}
+        promoted = (
+            "champion" if m["version"] == current else ("was" if m["version"] in ever else "no")
+        )
+        print(
+            f"{m['version']:<27} {str(m.get('created_at', ''))[:19]:<20} "
+            f"{_fmt(cv.get('rmse_mean')):>8} {_fmt(cv.get('baseline_rmse_mean')):>8} "
+            f"{_fmt(cv.get('blend_ndcg_mean')):>8}  {promoted}"
+        )
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    import json
+
+    from recsys_assets.ml.artifacts import ArtifactError
+
+    store = _store()
+    try:
+        _, manifest = store.load_version(args.version)  # verifies checksum/signature too
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except ArtifactError as exc:
+        raise UsageError(str(exc)) from exc
+    latest = store.latest_manifest()
+    history = [e for e in store.history() if e["version"] == args.version]
+    print(json.dumps(manifest, indent=2, sort_keys=True))
+    print(f"champion now: {'yes' if latest and latest['version'] == args.version else 'no'}")
+    for entry in history:
+        rolled = f", rolled back {entry['rolled_back_at']}" if entry.get("rolled_back_at") else ""
+        print(f"promoted {entry['promoted_at']} ({entry['reason']}){rolled}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from recsys_assets.ml.artifacts import ArtifactError
+
+    store = _store()
+    previous = store.latest_manifest()
+    try:
+        manifest = store.promote(args.version, reason="manual: recsys models promote")
+    except (ValueError, ArtifactError) as exc:
+        raise UsageError(str(exc)) from exc
+    was = previous["version"] if previous else "none"
+    print(f"promoted {manifest['version']} (previous champion: {was})")
+    print("rematerialize user_predictions to publish its suggestions")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from recsys_assets.ml.artifacts import ArtifactError
+
+    try:
+        old, new = _store().rollback()
+    except ArtifactError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"rolled back from {old['version']} to {new['version']}")
+    print("rematerialize user_predictions to publish its suggestions")
+    return 0
+
+
+def cmd_models_prune(args: argparse.Namespace) -> int:
+    deleted = _store().prune(args.keep)
+    print(f"deleted {len(deleted)} versions" + (f": {', '.join(deleted)}" if deleted else ""))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys_assets.ml.artifacts import ArtifactError
+    from recsys_assets.serving import Recommender
+
+    recommender = Recommender(_store())
+    try:
+        recs = recommender.recommend(args.user, n=args.n)
+        version = recommender.version
+    except ArtifactError as exc:
+        raise UsageError(str(exc)) from exc
+    titles = open_db().movie_titles()
+    source = recs[0].source if recs else "-"
+    print(f"user {args.user}: top {len(recs)} from model {version} (ranking: {source})")
+    for rank, rec in enumerate(recs, 1):
+        title = titles.get(rec.movie_id, f"movie {rec.movie_id}")
+        print(f"{rank:>3}. {rec.score:.2f}  {title}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys", description="Movie-recommendation training pipeline (Dagster + Surprise)."
@@ -152,6 +262,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail instead of generating demo data when the database is empty",
     )
     run.set_defaults(handler=cmd_run)
+
+    models = sub.add_parser("models", help="model registry: list, show, promote, roll back")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.add_parser("list", help="every saved version with its metrics").set_defaults(
+        handler=cmd_models_list
+    )
+    show = msub.add_parser("show", help="a version's manifest and promotion history")
+    show.add_argument("version")
+    show.set_defaults(handler=cmd_models_show)
+    promote = msub.add_parser("promote", help="make VERSION the champion (no gates)")
+    promote.add_argument("version")
+    promote.set_defaults(handler=cmd_models_promote)
+    msub.add_parser("rollback", help="return to the previous champion").set_defaults(
+        handler=cmd_models_rollback
+    )
+    prune = msub.add_parser("prune", help="delete old versions that were never champion")
+    prune.add_argument("--keep", type=_positive, default=10, help="newest versions kept (10)")
+    prune.set_defaults(handler=cmd_models_prune)
+
+    rec = sub.add_parser("recommend", help="a user's top-N from the champion, with titles")
+    rec.add_argument("user", type=int, help="user id")
+    rec.add_argument("--n", type=_positive, default=10, help="number of movies (10)")
+    rec.set_defaults(handler=cmd_recommend)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

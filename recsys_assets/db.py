@@ -41,7 +41,15 @@ MOVIE_CT_APP_LABEL = "movies"
 MOVIE_CT_MODEL = "movie"
 
 RATINGS_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "rating_id")
-PREDICTION_COLUMNS = ("user_id", "movie_id", "rank", "score", "model_version", "created_at")
+PREDICTION_COLUMNS = (
+    "user_id",
+    "movie_id",
+    "rank",
+    "score",
+    "model_version",
+    "created_at",
+    "source",
+)
 
 # SQLite only auto-increments an `INTEGER PRIMARY KEY` (the rowid alias), not `BIGINT`.
 _BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -62,6 +70,8 @@ def _user_predictions_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("model_version", sa.Text, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),  # unix seconds
+        # How the list was ranked: 'svd' (the model's blend) or 'popular' (cold-start users).
+        sa.Column("source", sa.String(16), nullable=True),
         sa.Index("ix_user_predictions_user_id", "user_id"),
     )
 
@@ -230,6 +240,7 @@ def ensure_schema(engine: Engine, preset: str) -> None:
     check_preset(preset)
     if preset == "native":
         native_metadata.create_all(engine, checkfirst=True)
+        _add_source_column(engine)
         # create_all skips indexes of tables that already exist (databases made before it).
         ratings_inactive_index.create(engine, checkfirst=True)
         return
@@ -242,6 +253,20 @@ def ensure_schema(engine: Engine, preset: str) -> None:
                 "RECSYS_SCHEMA=native"
             )
     django_user_predictions.create(engine, checkfirst=True)
+    _add_source_column(engine)
+
+
+def _add_source_column(engine: Engine) -> None:
+    """Upgrade a `user_predictions` table created before the `source` column existed."""
+    table = native_user_predictions
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    if "source" in columns:
+        return
+    column = table.c.source
+    ddl = column.type.compile(dialect=engine.dialect)
+    with engine.begin() as conn:
+        # Fixed identifiers from the Table definition; nothing here comes from input.
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}")
 
 
 def create_django_tables(engine: Engine) -> None:
@@ -630,9 +655,9 @@ def replace_predictions(
 ) -> int:
     """Atomically swap in a new set of top-N predictions; return rows written.
 
-    predictions: [user_id, movie_id, rank, score]. In one transaction, delete the previous
-    rows — all of them when `users` is None, else only those users' rows — then bulk-insert
-    the new ones. Any failure rolls back, so readers never see a half-written set.
+    predictions: [user_id, movie_id, rank, score] and optionally source. In one transaction,
+    delete the previous rows — all of them when `users` is None, else only those users' rows —
+    then bulk-insert the new ones. Any failure rolls back, so readers never see a half-written set.
     With `users`, every prediction row must belong to one of them (otherwise the same user
     could end up with two generations of predictions).
     """
@@ -656,6 +681,7 @@ def replace_predictions(
         "score": _db_values(predictions["score"]),
         "model_version": [str(model_version)] * n,
         "created_at": [created] * n,
+        "source": _db_values(predictions["source"]) if "source" in predictions else [None] * n,
     }
     table = native_user_predictions  # same definition in both presets
     with engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""The one place that wires assets, jobs, schedules, sensors and resources into a code location."""
+"""The one place that wires assets, checks, jobs, schedules, sensors and resources together."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from recsys_assets import settings
+from recsys_assets import checks, settings
 from recsys_assets.assets.ratings import ratings
 from recsys_assets.jobs import refresh_predictions_job, training_assets, training_job
 from recsys_assets.resources.io_manager import PickleIOManager
@@ -18,9 +18,10 @@ from recsys_assets.sensors.ratings_db_sensor import build_ratings_db_sensor
 from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
 from recsys_assets.sensors.run_failure_sensor import run_failure_alert
 
-# The six materializable assets (tests materialize exactly these); the external `ratings`
-# table is added to the definitions beside them.
+# The materializable assets (tests materialize exactly these); the external `ratings` table
+# is added to the definitions beside them.
 all_assets = training_assets
+all_checks = dg.load_asset_checks_from_modules([checks])
 
 
 def _database_url() -> str | dg.EnvVar:
@@ -30,10 +31,15 @@ def _database_url() -> str | dg.EnvVar:
     return settings.default_database_url()
 
 
+def _signing_key() -> dg.EnvVar | None:
+    # Only when set: an EnvVar for an unset variable fails resource init.
+    return dg.EnvVar(settings.SIGNING_KEY_ENV) if os.environ.get(settings.SIGNING_KEY_ENV) else None
+
+
 def build_resources() -> dict[str, object]:
     return {
         "ratings_db": RatingsDatabase(url=_database_url(), preset=settings.schema_preset()),
-        "model_store": ModelStore(root=str(settings.models_dir())),
+        "model_store": ModelStore(root=str(settings.models_dir()), signing_key=_signing_key()),
         "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
         "retrain_policy": RetrainPolicy.from_env(),
     }
@@ -43,6 +49,7 @@ def build_defs() -> dg.Definitions:
     """Definitions with settings read from the environment now (the CLI calls this per run)."""
     return dg.Definitions(
         assets=[ratings, *all_assets],
+        asset_checks=all_checks,
         jobs=[training_job, refresh_predictions_job],
         schedules=[build_daily_training_schedule()],
         sensors=[build_ratings_db_sensor(), build_retrain_sensor(), run_failure_alert],

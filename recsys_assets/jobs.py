@@ -7,7 +7,7 @@ import dagster as dg
 from recsys_assets.assets import artifact, predictions, ratings, training
 from recsys_assets.ops.refresh_predictions import refresh_user_predictions
 
-# The six materializable assets (the external `ratings` table is declared separately).
+# The materializable assets (the external `ratings` table is declared separately).
 training_assets = dg.load_assets_from_modules([ratings, training, artifact, predictions])
 
 # Run tag the instance's run queue limits to one at a time (deploy/dagster.yaml) and the
@@ -19,7 +19,8 @@ REFRESH_TAGS = {JOB_TAG: "refresh"}
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets(*training_assets),
-    description="Read ratings, cross-validate and fit SVD, export the model, score every user.",
+    description="Read ratings, cross-validate and fit SVD, export the model, promote it if it "
+    "passes the gates, rank every user's top-N with the champion.",
     tags=TRAINING_TAGS,
 )
 

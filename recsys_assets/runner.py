@@ -81,7 +81,7 @@ def run_pipeline(
     create_demo: bool = True,
     log_level: str = "INFO",
 ) -> RunSummary:
-    """Materialize all six assets in-process against the embedded (or configured) instance."""
+    """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
     start = time.perf_counter()
     prepare_dagster_home()
     note = _ensure_ratings(create_demo)
@@ -106,6 +106,20 @@ def run_pipeline(
     }
     lines = [note] if note else []
     if not result.success:
+        # Failed gates and data checks first: they say why the model was not promoted.
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                evaluation = event.event_specific_data
+                if not evaluation.passed:
+                    lines.append(
+                        f"CHECK FAILED {evaluation.asset_key.to_user_string()}:"
+                        f"{evaluation.check_name}: {evaluation.description or ''}"
+                    )
+        if meta["model_artifact"] and not meta["user_predictions"]:
+            lines.append(
+                f"model        {meta['model_artifact']['version']} saved but NOT promoted; "
+                "latest and user_predictions stay with the champion"
+            )
         for event in result.all_events:
             if event.is_step_failure:
                 error = event.step_failure_data.error
@@ -123,10 +137,14 @@ def run_pipeline(
         f"ratings      read {r['rows_read']}, kept {r['rows_kept']}, dropped {r['rows_dropped']}"
         f" ({dropped}); {r['users']} users, {r['movies']} movies",
         f"cv {cv['n_folds']}-fold    RMSE {cv['rmse_mean']:.4f} ± {cv['rmse_std']:.4f}   "
-        f"MAE {cv['mae_mean']:.4f} ± {cv['mae_std']:.4f}",
-        f"model        {art['version']} -> {art['artifact_path']}",
+        f"MAE {cv['mae_mean']:.4f} ± {cv['mae_std']:.4f}   "
+        f"(BaselineOnly RMSE {cv['baseline_rmse_mean']:.4f})",
+        f"ranking      NDCG@10 {cv['ndcg_at_10']:.4f} (SVD-only {cv['ndcg_at_10_svd_only']:.4f}, "
+        f"most-popular {cv['ndcg_at_10_most_popular']:.4f})",
+        f"model        {art['version']} -> {art['artifact_path']} (promoted: passed the gates)",
         f"predictions  {pred['users']} users, {pred['rows']} rows in table {pred['table']} "
-        f"(model {pred['model_version']})",
+        f"(model {pred['model_version']}; {pred['users_popular']} cold-start users get "
+        "most-popular)",
         f"wall time    {wall:.1f}s (run {result.run_id})",
     ]
     return RunSummary(True, lines, meta)

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 SCHEMA_PRESETS = ("native", "django")
+# HMAC key for model manifests; read through dg.EnvVar in the definitions, never logged.
+SIGNING_KEY_ENV = "RECSYS_MODEL_SIGNING_KEY"
 
 
 def recsys_home() -> Path:

@@ -7,7 +7,7 @@ from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
 def test_run_from_a_clean_home(recsys_home, capsys):
-    assert main(["run", "--n-epochs", "3", "--top-n", "5"]) == 0
+    assert main(["run", "--top-n", "5"]) == 0
     out = capsys.readouterr().out
     assert "created demo data: 100000 ratings" in out
     assert "ratings      read 100000, kept 100000, dropped 0" in out
@@ -19,12 +19,21 @@ def test_run_from_a_clean_home(recsys_home, capsys):
     table = RatingsDatabase.from_env().read_predictions()
     assert len(table) == 5 * table["user_id"].nunique()
 
-    # A second run reuses the data and trains a new version.
-    assert main(["run", "--n-epochs", "3", "--top-n", "5"]) == 0
-    out = capsys.readouterr().out
-    assert "created demo data" not in out
+    assert "ranking      NDCG@10" in out and "(promoted: passed the gates)" in out
+
+    # A second run reuses the data and trains a new version; one epoch is worse than
+    # BaselineOnly, so it is saved but not promoted, and says so.
+    assert main(["run", "--n-epochs", "1", "--top-n", "5"]) == 1
+    captured = capsys.readouterr()
+    assert "created demo data" not in captured.out + captured.err
+    assert "CHECK FAILED model_artifact:beats_baseline: CV RMSE" in captured.err
+    assert "NOT promoted" in captured.err
     second = json.loads((recsys_home / "models" / "surprise" / "latest.json").read_text())
-    assert second["version"] != latest["version"]
+    assert second["version"] == latest["version"]
+    versions = list((recsys_home / "models" / "surprise").glob("2*.json"))
+    assert len(versions) == 2
+    after = RatingsDatabase.from_env().read_predictions()
+    assert set(after["model_version"]) == {latest["version"]}
 
 
 def test_run_without_data_and_without_demo_fails_clearly(recsys_home, capsys):

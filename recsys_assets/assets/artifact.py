@@ -7,7 +7,10 @@ import dagster as dg
 import pandas as pd
 from surprise import SVD
 
+from recsys_assets.assets.config import ArtifactConfig
 from recsys_assets.assets.training import svd_params_of
+from recsys_assets.ml.compact import strip_svd
+from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.resources.model_store import ModelStore
 
 _PACKAGES = ("dagster", "scikit-surprise", "numpy", "pandas", "scipy")
@@ -26,26 +29,50 @@ def data_fingerprint(ratings: pd.DataFrame) -> dict[str, int]:
     }
 
 
+# cv_report columns whose fold means go into the manifest (what the gates and `models list`
+# read), if present.
+_MANIFEST_MEANS = (
+    "baseline_rmse",
+    "baseline_mae",
+    "global_mean_rmse",
+    "global_mean_mae",
+    "blend_ndcg",
+    "svd_ndcg",
+    "popular_ndcg",
+    "blend_precision",
+    "blend_recall",
+)
+
+
 def cv_metrics(report: pd.DataFrame) -> dict[str, float | int]:
     summary = report.set_index("fold")
-    return {
+    metrics: dict[str, float | int] = {
         "n_folds": int(report.attrs.get("n_folds", len(report) - 2)),
         "rmse_mean": float(summary.loc["mean", "rmse"]),
         "rmse_std": float(summary.loc["std", "rmse"]),
         "mae_mean": float(summary.loc["mean", "mae"]),
         "mae_std": float(summary.loc["std", "mae"]),
     }
+    for column in _MANIFEST_MEANS:
+        if column in summary.columns:
+            metrics[f"{column}_mean"] = float(summary.loc["mean", column])
+    return metrics
 
 
 @dg.asset(group_name="training", compute_kind="pickle")
 def model_artifact(
     context: dg.AssetExecutionContext,
+    config: ArtifactConfig,
     svd_model: SVD,
     cv_report: pd.DataFrame,
     ratings_df: pd.DataFrame,
     model_store: ModelStore,
 ) -> dg.Output[dict]:
-    """`<version>.pkl` + `<version>.json` manifest in the model store; `latest` moved atomically."""
+    """A new *candidate* version: `<version>.pkl` + `<version>.json` manifest in the model store.
+
+    `latest` is not touched here: the promotion gates (asset checks in `recsys_assets.checks`)
+    judge the candidate, and `champion_model` promotes it only if they all pass.
+    """
     params = svd_params_of(svd_model).as_dict()
     cv_params = cv_report.attrs.get("svd_params")
     if cv_params != params:
@@ -54,25 +81,77 @@ def model_artifact(
             f"cv_report was computed with {cv_params} but svd_model with {params}; "
             "materialize both with the same config (see training_run_config)"
         )
+    policy = RankingPolicy(**cv_report.attrs.get("ranking", {}))
+    # The artifact keeps what predict and serving need, not the training ratings.
     manifest = model_store.save(
-        svd_model,
+        strip_svd(svd_model),
         {
             "hyperparameters": params,
             "cv_metrics": cv_metrics(cv_report),
+            "ranking": policy.as_dict(),
             "data_fingerprint": data_fingerprint(ratings_df),
             "packages": package_versions(),
             "dagster_run_id": context.run.run_id,
         },
+        promote=False,
     )
-    context.log.info("saved model %s to %s", manifest["version"], manifest["path"])
+    context.log.info("saved candidate model %s to %s", manifest["version"], manifest["path"])
+    deleted = model_store.prune(config.keep_versions)
+    if deleted:
+        context.log.info("retention: deleted %d old versions %s", len(deleted), deleted)
     return dg.Output(
         manifest,
         metadata={
             "version": manifest["version"],
             "artifact_path": dg.MetadataValue.path(manifest["path"]),
             "sha256": manifest["sha256"],
+            "signed": "signature" in manifest,
             "size_bytes": manifest["size_bytes"],
             "cv_rmse": manifest["cv_metrics"]["rmse_mean"],
             "cv_mae": manifest["cv_metrics"]["mae_mean"],
+            "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
+            "versions_deleted": len(deleted),
         },
     )
+
+
+@dg.asset(group_name="training", compute_kind="pickle", deps=[model_artifact])
+def champion_model(
+    context: dg.AssetExecutionContext, model_store: ModelStore
+) -> dg.MaterializeResult:
+    """The model `latest` points to: the candidate, once every blocking gate passed.
+
+    Runs only after the checks on `model_artifact` passed (they are blocking), so `latest`
+    never points at a model that failed a gate; otherwise the previous champion stays.
+    """
+    candidate = _candidate_of_run(context, model_store)
+    previous = model_store.latest_manifest()
+    manifest = model_store.promote(
+        candidate, reason=f"passed promotion gates (run {context.run.run_id})"
+    )
+    context.log.info(
+        "promoted %s (previous champion: %s)",
+        candidate,
+        previous["version"] if previous else "none",
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "version": candidate,
+            "previous_champion": previous["version"] if previous else "none",
+            "cv_rmse": manifest["cv_metrics"]["rmse_mean"],
+            "artifact_path": dg.MetadataValue.path(manifest["path"]),
+        }
+    )
+
+
+def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ModelStore) -> str:
+    """The version model_artifact saved in this run (read from its materialization)."""
+    record = context.instance.get_latest_materialization_event(model_artifact.key)
+    mat = record.asset_materialization if record is not None else None
+    if mat is None or record.run_id != context.run.run_id:
+        raise dg.Failure(
+            "champion_model promotes the candidate saved by model_artifact in the same run; "
+            "materialize model_artifact with it (use `recsys models promote VERSION` to "
+            "promote an existing version by hand)"
+        )
+    return str(mat.metadata["version"].value)

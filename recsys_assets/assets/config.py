@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_assets.ml.training import SVDParams
+from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
 
 _DEFAULTS = SVDParams()
 
@@ -49,6 +49,15 @@ class CVConfig(SVDConfig):
 
     n_folds: int = 4
     n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
+    # Users with fewer ratings get the most-popular list (cold start); recorded in the manifest
+    # and applied by user_predictions and serving.
+    min_user_ratings: int = DEFAULT_MIN_USER_RATINGS
+
+
+class ArtifactConfig(dg.Config):
+    """Retention: the newest `keep_versions` versions are kept, plus every past champion."""
+
+    keep_versions: int = 10
 
 
 class PredictionsConfig(dg.Config):

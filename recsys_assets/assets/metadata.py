@@ -10,7 +10,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
     def cell(value: object) -> str:
         if isinstance(value, float):
-            return format(value, floatfmt)
+            return "–" if value != value else format(value, floatfmt)  # NaN: not applicable
         return str(value).replace("|", "\\|")
 
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"

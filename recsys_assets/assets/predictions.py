@@ -6,76 +6,95 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
-from recsys_assets.ml.topn import SVDFactors, top_n
+from recsys_assets.ml.ranking import (
+    SOURCE_POPULAR,
+    SOURCE_SVD,
+    RankingPolicy,
+    item_counts,
+    rank_users,
+)
+from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
-@dg.asset(group_name="serving", compute_kind="numpy", retry_policy=db_retry_policy())
+@dg.asset(
+    group_name="serving",
+    compute_kind="numpy",
+    deps=[champion_model],
+    retry_policy=db_retry_policy(),
+)
 def user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     ratings_df: pd.DataFrame,
-    model_artifact: dict,
     model_store: ModelStore,
     ratings_db: RatingsDatabase,
 ) -> dg.MaterializeResult:
-    """Table `user_predictions(user_id, movie_id, rank, score, model_version, created_at)`.
+    """Table `user_predictions(user_id, movie_id, rank, score, model_version, created_at, source)`.
 
-    Scores come from the model `latest` points to (checksum-verified), vectorized over all
-    users and movies; the previous set is replaced in one transaction.
+    Always from the champion (the model `latest` points to, verified before unpickling), so a
+    candidate that failed its gates never reaches users. Ranked by the champion's ranking
+    policy (popularity/taste blend, `source='svd'`); users with too few ratings get the
+    most-popular list (`source='popular'`). `score` is the SVD's predicted rating. The previous
+    set is replaced in one transaction.
     """
     with retry_only_transient_db_errors(context):
-        return _write_user_predictions(
-            context, config, ratings_df, model_artifact, model_store, ratings_db
-        )
+        return _write_user_predictions(context, config, ratings_df, model_store, ratings_db)
 
 
 def _write_user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     ratings_df: pd.DataFrame,
-    model_artifact: dict,
     model_store: ModelStore,
     ratings_db: RatingsDatabase,
 ) -> dg.MaterializeResult:
     start = time.perf_counter()
     model, manifest = model_store.load_latest()
-    if manifest["version"] != model_artifact["version"]:
-        context.log.warning(
-            "latest is %s, not the model just exported (%s); scoring with latest",
-            manifest["version"],
-            model_artifact["version"],
-        )
+    policy = RankingPolicy.from_manifest(manifest)
     factors = SVDFactors.from_svd(model)
+    counts = training_counts(model, factors, ratings_df)
     del model
     users = np.unique(ratings_df["user_id"].to_numpy())
-    predictions = top_n(
+    predictions = rank_users(
         factors,
         users,
         ratings_df["user_id"].to_numpy(),
         ratings_df["movie_id"].to_numpy(),
+        counts,
+        policy,
         n=config.top_n,
         block_size=config.block_size,
     )
     score_seconds = time.perf_counter() - start
     context.log.info(
-        "scored %d users × %d movies in %.2fs", len(users), len(factors.raw_iids), score_seconds
+        "ranked %d users × %d movies with model %s (%s) in %.2fs",
+        len(users),
+        factors.n_items,
+        manifest["version"],
+        policy,
+        score_seconds,
     )
     write_start = time.perf_counter()
     rows = ratings_db.replace_predictions(predictions, manifest["version"])
     write_seconds = time.perf_counter() - write_start
     seconds = time.perf_counter() - start
-    pairs = len(users) * len(factors.raw_iids)
+    pairs = len(users) * factors.n_items
+    by_source = predictions.groupby("source")["user_id"].nunique()
     context.log.info("wrote %d rows for %d users in %.2fs", rows, len(users), write_seconds)
     return dg.MaterializeResult(
         metadata={
             "users": len(users),
+            "users_svd": int(by_source.get(SOURCE_SVD, 0)),
+            "users_popular": int(by_source.get(SOURCE_POPULAR, 0)),
             "rows": rows,
             "table": "user_predictions",
             "model_version": manifest["version"],
+            "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
             "top_n": config.top_n,
             "score_seconds": score_seconds,
             "write_seconds": write_seconds,
@@ -84,3 +103,14 @@ def _write_user_predictions(
             "pairs_per_second": pairs / seconds if seconds > 0 else 0.0,
         }
     )
+
+
+def training_counts(model: object, factors: SVDFactors, ratings_df: pd.DataFrame) -> np.ndarray:
+    """Ratings per movie the champion was trained on (what serving ranks by, too).
+
+    Models saved before artifacts were compacted lack the counts; the current ratings stand in.
+    """
+    counts = getattr(model.trainset, "item_counts", None)
+    if counts is not None:
+        return np.asarray(counts, dtype=np.int64)
+    return item_counts(factors.raw_iids, ratings_df["movie_id"].to_numpy())

@@ -66,6 +66,8 @@ def _load_ratings_df(
             f"{config.min_users} users"
         )
 
+    # The scale the data checks hold the ratings to (see recsys_assets.checks).
+    df.attrs["rating_scale"] = (config.rating_min, config.rating_max)
     metadata: dict[str, dg.RawMetadataValue] = {
         "rows_read": report.rows_read,
         "rows_kept": report.rows_kept,

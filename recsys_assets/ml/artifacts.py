@@ -11,9 +11,15 @@ file that the web tier then failed on) and ``pickle.load``-ed whatever file sat 
 path. Here every write is write-temp + fsync + ``os.replace`` + directory fsync, and every
 load checks size and SHA-256 against the manifest *before* unpickling.
 
-The checksum guards against corruption and against a swapped/tampered pickle; it is not a
-signature (someone who can rewrite both the pickle and the manifest can still run code
-through ``pickle``), so the directory itself must only be writable by the pipeline.
+The checksum guards against corruption and against a swapped/tampered pickle; on its own it
+is not a signature (someone who can rewrite both the pickle and the manifest can still run
+code through ``pickle``). With a signing key (``RECSYS_MODEL_SIGNING_KEY``) every manifest
+carries an HMAC-SHA256 ``signature`` over its content, and loads refuse unsigned or
+mismatched manifests before anything is unpickled: rewriting a model then needs the key.
+
+Champions: ``champions.json`` is the promotion history (a stack: promotions push, a rollback
+marks the current champion rolled back and returns to the one before). Retention (``prune``)
+keeps the newest K versions plus every version that was ever champion.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import pickle
@@ -34,18 +41,27 @@ __all__ = [
     "VERSION_RE",
     "ArtifactError",
     "ArtifactIntegrityError",
+    "ArtifactSignatureError",
     "NoModelError",
     "atomic_write_bytes",
+    "champion_versions",
     "list_versions",
     "load_latest",
     "load_version",
     "promote",
+    "prune",
+    "read_history",
     "read_latest_manifest",
+    "rollback",
     "save_artifact",
+    "sign_manifest",
     "validate_version",
+    "verify_signature",
 ]
 
 LATEST_NAME = "latest.json"
+HISTORY_NAME = "champions.json"
+SIGNATURE_KEY = "signature"
 PICKLE_PROTOCOL = 5
 FILE_MODE = 0o644
 # <UTC yyyymmddThhmmssZ>-<8 hex of sha256>: sortable as plain strings, and strict enough
@@ -54,7 +70,9 @@ VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 _TS_FORMAT = "%Y%m%dT%H%M%SZ"
 # Keys save_artifact owns; a caller passing them is almost certainly a bug (e.g. re-saving
 # an old manifest), so refuse instead of silently overwriting.
-RESERVED_KEYS = frozenset({"version", "created_at", "sha256", "size_bytes", "file", "path"})
+RESERVED_KEYS = frozenset(
+    {"version", "created_at", "sha256", "size_bytes", "file", "path", SIGNATURE_KEY}
+)
 
 
 class ArtifactError(Exception):
@@ -67,6 +85,41 @@ class ArtifactIntegrityError(ArtifactError):
 
 class NoModelError(ArtifactError):
     """No model is available (nothing promoted yet, or the requested version is absent)."""
+
+
+class ArtifactSignatureError(ArtifactIntegrityError):
+    """A signing key is configured and the manifest is unsigned or its signature is wrong."""
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def _signed_payload(manifest: dict) -> bytes:
+    # Canonical JSON of everything but the signature and the derived path.
+    body = {k: v for k, v in manifest.items() if k not in (SIGNATURE_KEY, "path")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+
+
+def sign_manifest(manifest: dict, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the manifest's canonical JSON."""
+    return hmac.new(key, _signed_payload(manifest), hashlib.sha256).hexdigest()
+
+
+def verify_signature(manifest: dict, key: bytes | None, source: Path) -> None:
+    """Raise ``ArtifactSignatureError`` unless ``key`` is None or the signature matches."""
+    if key is None:
+        return
+    signature = manifest.get(SIGNATURE_KEY)
+    if not isinstance(signature, str):
+        raise ArtifactSignatureError(
+            f"manifest {source} is not signed, but a signing key is configured "
+            "(RECSYS_MODEL_SIGNING_KEY); refusing to load an unsigned model"
+        )
+    if not hmac.compare_digest(signature, sign_manifest(manifest, key)):
+        raise ArtifactSignatureError(
+            f"manifest {source}: HMAC signature does not match (tampered manifest, or signed "
+            "with a different RECSYS_MODEL_SIGNING_KEY); refusing to load"
+        )
 
 
 # --------------------------------------------------------------------------- writes
@@ -158,7 +211,13 @@ def _next_version_time(root: Path, now: dt.datetime) -> dt.datetime:
     return when
 
 
-def save_artifact(root: Path, model: object, manifest: dict, promote: bool = True) -> dict:
+def save_artifact(
+    root: Path,
+    model: object,
+    manifest: dict,
+    promote: bool = True,
+    signing_key: bytes | None = None,
+) -> dict:
     """Pickle ``model`` into a new version under ``root``; optionally make it ``latest``.
 
     Write order is pickle, then its manifest, then ``latest.json``: a crash at any point
@@ -185,24 +244,126 @@ def save_artifact(root: Path, model: object, manifest: dict, promote: bool = Tru
         size_bytes=len(data),
         file=f"{version}.pkl",
     )
-    manifest_bytes = _dump_json(full)  # serialize first: a bad manifest writes nothing
+    # Round-trip through JSON first so the signature covers exactly what is stored.
+    full = json.loads(_dump_json(full))  # serialize first: a bad manifest writes nothing
+    if signing_key is not None:
+        full[SIGNATURE_KEY] = sign_manifest(full, signing_key)
+    manifest_bytes = _dump_json(full)
 
     atomic_write_bytes(root / f"{version}.pkl", data)
     atomic_write_bytes(root / f"{version}.json", manifest_bytes)
     if promote:
         atomic_write_bytes(root / LATEST_NAME, manifest_bytes)
+        _push_champion(root, version, "saved with promote=True")
     # Return what is on disk (numpy scalars -> plain JSON types), so it equals what
     # load_latest/list_versions later hand back.
     return _with_path(root, json.loads(manifest_bytes))
 
 
-def promote(root: Path, version: str) -> dict:
-    """Point ``latest`` at an existing ``version`` (e.g. a rollback) after verifying it."""
+def promote(
+    root: Path, version: str, reason: str = "manual", signing_key: bytes | None = None
+) -> dict:
+    """Point ``latest`` at an existing ``version`` after verifying it; record it as champion."""
     root = Path(root)
-    _, manifest = load_version(root, version)  # refuses missing/corrupt versions
+    _, manifest = load_version(root, version, signing_key=signing_key)  # refuses bad versions
     stored = {k: v for k, v in manifest.items() if k != "path"}
     atomic_write_bytes(root / LATEST_NAME, _dump_json(stored))
+    _push_champion(root, version, reason)
     return manifest
+
+
+def read_history(root: Path) -> list[dict]:
+    """Champion history, oldest first: ``version, promoted_at, reason, rolled_back_at``."""
+    try:
+        history = json.loads((Path(root) / HISTORY_NAME).read_bytes())
+    except FileNotFoundError:
+        return []
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactIntegrityError(f"{Path(root) / HISTORY_NAME} is not valid JSON") from exc
+    if not isinstance(history, list):
+        raise ArtifactIntegrityError(f"{Path(root) / HISTORY_NAME} is not a JSON list")
+    return history
+
+
+def _write_history(root: Path, history: list[dict]) -> None:
+    atomic_write_bytes(Path(root) / HISTORY_NAME, _dump_json(history))
+
+
+def _push_champion(root: Path, version: str, reason: str) -> None:
+    history = read_history(root)
+    history.append(
+        {
+            "version": version,
+            "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
+            "reason": reason,
+            "rolled_back_at": None,
+        }
+    )
+    _write_history(root, history)
+
+
+def champion_versions(root: Path) -> set[str]:
+    """Every version that was ever champion (kept forever by ``prune``)."""
+    return {entry["version"] for entry in read_history(root)}
+
+
+def rollback(root: Path, signing_key: bytes | None = None) -> tuple[dict, dict]:
+    """Make the previous champion ``latest`` again; returns (old, new) champion manifests.
+
+    The current champion's history entry is marked rolled back, so a second rollback goes
+    one further back rather than flipping between two versions.
+    """
+    root = Path(root)
+    current = read_latest_manifest(root)
+    if current is None:
+        raise NoModelError(f"no champion under {root}; nothing to roll back")
+    history = read_history(root)
+    live = [i for i, e in enumerate(history) if not e.get("rolled_back_at")]
+    # The current champion's newest live entry, then the newest live entry before it with a
+    # different version: the champion it replaced.
+    mine = [i for i in live if history[i]["version"] == current["version"]]
+    cut = mine[-1] if mine else len(history)
+    previous = [i for i in live if i < cut and history[i]["version"] != current["version"]]
+    if not previous:
+        raise NoModelError(
+            f"{current['version']} has no previous champion to roll back to under {root}"
+        )
+    target = history[previous[-1]]["version"]
+    _, manifest = load_version(root, target, signing_key=signing_key)  # verify first
+    stored = {k: v for k, v in manifest.items() if k != "path"}
+    atomic_write_bytes(root / LATEST_NAME, _dump_json(stored))
+    now = dt.datetime.now(dt.UTC).isoformat()
+    for i in mine:
+        history[i]["rolled_back_at"] = now
+    _write_history(root, history)
+    return current, manifest
+
+
+def prune(root: Path, keep_last: int) -> list[str]:
+    """Delete versions that are neither among the newest ``keep_last`` nor ever champion.
+
+    Returns the deleted versions. The current ``latest`` is always kept.
+    """
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    root = Path(root)
+    versions = [m["version"] for m in list_versions(root)]
+    keep = set(versions[-keep_last:]) | champion_versions(root)
+    latest = read_latest_manifest(root)
+    if latest is not None:
+        keep.add(latest["version"])
+    deleted = []
+    for version in versions:
+        if version in keep:
+            continue
+        # Manifest first: a version without its manifest is invisible, never half-loadable.
+        for suffix in (".json", ".pkl"):
+            with contextlib.suppress(FileNotFoundError):
+                (root / f"{version}{suffix}").unlink()
+        deleted.append(version)
+    if deleted:
+        _fsync_dir(root)
+    return deleted
 
 
 # --------------------------------------------------------------------------- reads
@@ -260,8 +421,11 @@ def list_versions(root: Path) -> list[dict]:
     return sorted(manifests, key=lambda m: str(m.get("version", "")))
 
 
-def _load_verified(root: Path, manifest: dict, source: Path) -> object:
-    """Unpickle ``<version>.pkl`` only after its size and SHA-256 match ``manifest``."""
+def _load_verified(
+    root: Path, manifest: dict, source: Path, signing_key: bytes | None = None
+) -> object:
+    """Unpickle ``<version>.pkl`` only after its signature, size and SHA-256 check out."""
+    verify_signature(manifest, signing_key, source)
     version = manifest.get("version")
     try:
         validate_version(version)
@@ -292,7 +456,7 @@ def _load_verified(root: Path, manifest: dict, source: Path) -> object:
     return pickle.loads(data)
 
 
-def load_version(root: Path, version: str) -> tuple[object, dict]:
+def load_version(root: Path, version: str, signing_key: bytes | None = None) -> tuple[object, dict]:
     """Load and verify a specific version. Raises ``ValueError`` for a malformed id."""
     root = Path(root)
     validate_version(version)
@@ -305,10 +469,10 @@ def load_version(root: Path, version: str) -> tuple[object, dict]:
         raise ArtifactIntegrityError(
             f"manifest {path} describes version {manifest.get('version')!r}, not {version!r}"
         )
-    return _load_verified(root, manifest, path), _with_path(root, manifest)
+    return _load_verified(root, manifest, path, signing_key), _with_path(root, manifest)
 
 
-def load_latest(root: Path) -> tuple[object, dict]:
+def load_latest(root: Path, signing_key: bytes | None = None) -> tuple[object, dict]:
     """Load and verify the promoted (champion) model."""
     root = Path(root)
     manifest = read_latest_manifest(root)
@@ -316,4 +480,4 @@ def load_latest(root: Path) -> tuple[object, dict]:
         raise NoModelError(
             f"no model has been promoted yet under {root}; materialize model_artifact first"
         )
-    return _load_verified(root, manifest, root / LATEST_NAME), manifest
+    return _load_verified(root, manifest, root / LATEST_NAME, signing_key), manifest

@@ -79,6 +79,32 @@ class SVDFactors:
             upper=float(upper),
         )
 
+    @classmethod
+    def from_arrays(
+        cls,
+        global_mean: float,
+        bu: np.ndarray,
+        bi: np.ndarray,
+        pu: np.ndarray,
+        qi: np.ndarray,
+        raw2inner_users: dict,
+        raw2inner_items: dict,
+        rating_scale: tuple[float, float],
+    ) -> SVDFactors:
+        """Factors of any ``mu + bu + bi (+ pu . qi)`` model (e.g. BaselineOnly with rank 0)."""
+        lower, upper = rating_scale
+        return cls(
+            global_mean=float(global_mean),
+            bu=np.asarray(bu, dtype=np.float64),
+            bi=np.asarray(bi, dtype=np.float64),
+            pu=np.asarray(pu),
+            qi=np.asarray(qi),
+            raw_uids=_raw_ids_to_int64(raw2inner_users, "user"),
+            raw_iids=_raw_ids_to_int64(raw2inner_items, "movie"),
+            lower=float(lower),
+            upper=float(upper),
+        )
+
     @property
     def n_users(self) -> int:
         return int(self.raw_uids.shape[0])
@@ -127,8 +153,18 @@ def top_n(
     rated_movies: np.ndarray,
     n: int = 50,
     block_size: int = 2048,
+    item_bonus: np.ndarray | None = None,
+    estimate_weight: float = 1.0,
+    user_vectors: np.ndarray | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The ``n`` best unrated movies for each raw user id in ``users``.
+
+    Movies are ranked by ``estimate_weight * estimate + item_bonus[i] + user_vectors[u] .
+    item_vectors[i]`` (by the estimate alone by default); ``score`` is always the clipped SVD
+    estimate, whatever the ranking. ``item_bonus`` and ``item_vectors`` are indexed like
+    ``factors.raw_iids``; ``user_vectors`` rows follow ``np.unique(users)``. This is how the
+    shipped blend and the popularity-only fallback rank (see ``recsys_assets.ml.ranking``).
 
     ``rated_users``/``rated_movies`` are parallel raw-id arrays of already-rated pairs
     (pairs with users not in ``users`` or movies unknown to the model are ignored). Users
@@ -141,7 +177,23 @@ def top_n(
         raise ValueError(f"n must be >= 1, got {n}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if item_bonus is not None:
+        item_bonus = np.asarray(item_bonus, dtype=np.float64)
+        if item_bonus.shape != (factors.n_items,):
+            raise ValueError(
+                f"item_bonus has shape {item_bonus.shape}, expected ({factors.n_items},)"
+            )
     users = np.unique(np.asarray(users, dtype=np.int64).ravel())
+    if (user_vectors is None) != (item_vectors is None):
+        raise ValueError("user_vectors and item_vectors go together")
+    if user_vectors is not None:
+        if user_vectors.shape[0] != users.size or item_vectors.shape[0] != factors.n_items:
+            raise ValueError(
+                f"user_vectors {user_vectors.shape} / item_vectors {item_vectors.shape} do not "
+                f"match {users.size} users / {factors.n_items} movies"
+            )
+        item_vectors_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float64).T)
+    reranked = item_bonus is not None or estimate_weight != 1.0 or user_vectors is not None
     rated_users = np.asarray(rated_users, dtype=np.int64).ravel()
     rated_movies = np.asarray(rated_movies, dtype=np.int64).ravel()
     if rated_users.shape != rated_movies.shape:
@@ -191,16 +243,24 @@ def top_n(
         # Rated movies of this block's users, straight from the CSR arrays.
         lo, hi = rated.indptr[start], rated.indptr[stop]
         mask_rows = np.repeat(np.arange(stop - start), np.diff(rated.indptr[start : stop + 1]))
-        scores[mask_rows, rated.indices[lo:hi]] = -np.inf
+        if reranked:
+            keys = scores * estimate_weight
+            if item_bonus is not None:
+                keys += item_bonus
+            if user_vectors is not None:
+                keys += user_vectors[start:stop] @ item_vectors_t
+        else:
+            keys = scores
+        keys[mask_rows, rated.indices[lo:hi]] = -np.inf
 
-        idx = _top_k_indices(scores, k, raw_iids)
-        vals = np.take_along_axis(scores, idx, axis=1)
-        valid = np.isfinite(vals)  # -inf = rated; sorted last, so valid is a row prefix
+        idx = _top_k_indices(keys, k, raw_iids)
+        valid = np.isfinite(np.take_along_axis(keys, idx, axis=1))  # -inf = rated: a suffix
         rows, pos = np.nonzero(valid)
+        chosen = idx[rows, pos]
         out_u.append(users[start:stop][rows])
-        out_m.append(raw_iids[idx[rows, pos]])
+        out_m.append(raw_iids[chosen])
         out_r.append(pos.astype(np.int64) + 1)
-        out_s.append(np.clip(vals[rows, pos], factors.lower, factors.upper))
+        out_s.append(np.clip(scores[rows, chosen], factors.lower, factors.upper))
 
     return pd.DataFrame(
         {

@@ -1,8 +1,9 @@
 """Recompute `user_predictions` for a few users with the current `latest` model, no retraining.
 
 The seed refreshed a user's suggestions after every few of that user's ratings. This op does
-the same for the users the sensors saw rating something: their rated movies (read fresh from
-the database, so the new ratings count) are excluded, the other users' rows stay untouched.
+the same for the users the sensors saw rating something, ranked exactly like `user_predictions`
+(the champion's ranking policy, most-popular for cold-start users): their rated movies (read
+fresh from the database, so the new ratings count) are excluded, other users' rows stay.
 """
 
 import time
@@ -11,9 +12,12 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
+from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.ml.artifacts import NoModelError
-from recsys_assets.ml.topn import SVDFactors, top_n
+from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
@@ -56,14 +60,27 @@ def _refresh(
         raise dg.Failure(
             f"no trained model to refresh predictions with ({exc}); run training_job first"
         ) from exc
+    policy = RankingPolicy.from_manifest(manifest)
     factors = SVDFactors.from_svd(model)
+    counts = getattr(model.trainset, "item_counts", None)
+    if counts is None:
+        # Models saved before artifacts were compacted lack the training counts; the current
+        # ratings stand in, as in user_predictions.
+        counts = item_counts(factors.raw_iids, ratings_db.read_ratings()["movie_id"].to_numpy())
     del model
-    rated = ratings_db.read_user_ratings(users.tolist())
-    predictions = top_n(
+    # The same cleaning as ratings_df, so taste vectors and the cold-start cut-off match a
+    # full run for these users.
+    defaults = RatingsConfig()
+    rated, _ = clean_ratings(
+        ratings_db.read_user_ratings(users.tolist()), (defaults.rating_min, defaults.rating_max)
+    )
+    predictions = rank_users(
         factors,
         users,
         rated["user_id"].to_numpy(),
         rated["movie_id"].to_numpy(),
+        np.asarray(counts, dtype=np.int64),
+        policy,
         n=config.top_n,
         block_size=config.block_size,
     )

@@ -30,7 +30,7 @@ from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
 
-MODEL_ARTIFACT = dg.AssetKey("model_artifact")
+CHAMPION_MODEL = dg.AssetKey("champion_model")
 RATINGS_DF = dg.AssetKey("ratings_df")
 USER_PREDICTIONS = dg.AssetKey("user_predictions")
 ACTIVE_STATUSES = [
@@ -53,12 +53,13 @@ class TrainingMark(NamedTuple):
 
 
 def last_training_mark(instance: dg.DagsterInstance) -> TrainingMark:
-    """The `ratings_df` read of the run that produced the latest `model_artifact`.
+    """The `ratings_df` read of the last run that promoted a model (`champion_model`).
 
-    Ratings events after that read were not in the training data. Storage ids of asset
+    Ratings events after that read were not in the champion's training data. A candidate that
+    failed its gates does not count as a successful training. Storage ids of asset
     materializations are comparable (one asset index, SQLite or PostgreSQL).
     """
-    models = instance.fetch_materializations(MODEL_ARTIFACT, limit=1).records
+    models = instance.fetch_materializations(CHAMPION_MODEL, limit=1).records
     if not models:
         return TrainingMark(0, None, None)
     model = models[0]

@@ -11,13 +11,15 @@ import pytest
 from surprise import SVD, Dataset
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.definitions import all_assets, defs
-from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
+from recsys_assets.definitions import all_assets, all_checks, defs
+from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.topn import SVDFactors
+from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
 
 
 def _materialize(home, db, run_config=FAST_CONFIG, raise_on_error=True):
     return dg.materialize(
-        all_assets,
+        [*all_assets, *all_checks],
         resources=make_resources(home, db),
         run_config=run_config,
         raise_on_error=raise_on_error,
@@ -79,13 +81,13 @@ def test_cv_report_table_and_metadata(graph_run):
         assert isinstance(meta[key], float)
     assert 0.5 < meta["rmse_mean"] < 1.5
     assert meta["folds"].count("\n") == 7  # header, rule, 4 folds, mean, std
-    assert report.attrs["svd_params"]["n_epochs"] == 5
+    assert report.attrs["svd_params"]["n_epochs"] == FAST_SVD["n_epochs"]
 
 
 def test_svd_model(graph_run):
     model = graph_run.output_for_node("svd_model")
     assert isinstance(model, SVD)
-    assert (model.n_epochs, model.n_factors, model.lr_bu, model.reg_bu) == (5, 10, 0.005, 0.02)
+    assert (model.n_epochs, model.n_factors, model.lr_bu, model.reg_bu) == (30, 5, 0.02, 0.1)
     meta = _meta(graph_run, "svd_model")
     assert isinstance(meta["fit_seconds"], float)
     assert 0 < meta["training_rmse"] < _meta(graph_run, "cv_report")["rmse_mean"]
@@ -108,7 +110,7 @@ def test_model_artifact(graph_run, recsys_home):
         "packages",
     ):
         assert key in on_disk, key
-    assert on_disk["hyperparameters"]["n_epochs"] == 5
+    assert on_disk["hyperparameters"]["n_epochs"] == FAST_SVD["n_epochs"]
     assert on_disk["cv_metrics"]["n_folds"] == 4
     assert on_disk["data_fingerprint"]["rows"] == len(graph_run.output_for_node("ratings_df"))
     assert "scikit-surprise" in on_disk["packages"]
@@ -133,9 +135,23 @@ def test_user_predictions_table(graph_run, demo_db):
         model.predict(u, m).est for u, m in zip(sample["user_id"], sample["movie_id"], strict=True)
     ]
     np.testing.assert_allclose(sample["score"], expected, rtol=1e-9)
-    # Ranks follow scores within each user.
-    for _, rows in table.groupby("user_id"):
-        assert rows.sort_values("rank")["score"].is_monotonic_decreasing
+    # Ranks follow the champion's ranking policy (recorded in its manifest), not the score.
+    manifest = graph_run.output_for_node("model_artifact")
+    expected = rank_users(
+        SVDFactors.from_svd(model),
+        ratings["user_id"].unique(),
+        ratings["user_id"].to_numpy(),
+        ratings["movie_id"].to_numpy(),
+        item_counts(SVDFactors.from_svd(model).raw_iids, ratings["movie_id"].to_numpy()),
+        RankingPolicy.from_manifest(manifest),
+        n=10,
+    )
+    pd.testing.assert_frame_equal(
+        table[["user_id", "movie_id", "rank", "source"]],
+        expected[["user_id", "movie_id", "rank", "source"]],
+        check_dtype=False,
+    )
+    assert set(table["source"]) <= {"svd", "popular"}
 
 
 def test_second_run_replaces_predictions(graph_run, recsys_home, demo_db):
@@ -186,7 +202,7 @@ def test_bad_input_keeps_last_good_model_and_predictions(graph_run, recsys_home,
 
 
 def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
-    config = training_run_config(n_epochs=5, n_folds=4, top_n=10, n_factors=10)
+    config = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
     config["ops"]["cv_report"]["config"]["n_epochs"] = 3
     result = _materialize(recsys_home, demo_db, run_config=config, raise_on_error=False)
     failure = next(e for e in result.all_events if e.is_step_failure)

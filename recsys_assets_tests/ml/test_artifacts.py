@@ -55,7 +55,7 @@ def test_round_trip_and_manifest(tmp_path):
     assert manifest["size_bytes"] == (tmp_path / f"{version}.pkl").stat().st_size
     assert version.endswith(manifest["sha256"][:8])
     assert manifest["created_at"].endswith("+00:00")
-    assert files(tmp_path) == {f"{version}.pkl", f"{version}.json", "latest.json"}
+    assert files(tmp_path) == {f"{version}.pkl", f"{version}.json", "latest.json", "champions.json"}
 
     model, loaded = load_latest(tmp_path)
     assert model["k"] == 1

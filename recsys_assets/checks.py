@@ -1,0 +1,204 @@
+"""Asset checks: data checks on `ratings_df` and the promotion gates on `model_artifact`.
+
+Every check here is blocking with ERROR severity: when one fails, the assets downstream of
+the checked asset do not run. A bad ratings read therefore never trains a model, and a
+candidate model that fails a gate is never promoted (`champion_model` is skipped), so
+`latest` and the `user_predictions` table stay with the champion. Each result's description
+and metadata say why, on the asset's *Checks* tab in the UI.
+"""
+
+import math
+
+import dagster as dg
+import pandas as pd
+
+from recsys_assets.assets.artifact import model_artifact
+from recsys_assets.assets.ratings import ratings_df
+from recsys_assets.resources.model_store import ModelStore
+
+ERROR = dg.AssetCheckSeverity.ERROR
+
+
+class VolumeCheckConfig(dg.Config):
+    """How far the number of ratings may fall versus the last successful run."""
+
+    # 0.5: a read with less than half the previous ratings blocks training.
+    max_drop_fraction: float = 0.5
+    # How many past materializations to look through for the last successful run.
+    lookback: int = 50
+
+
+class PromotionConfig(dg.Config):
+    """How much worse than the champion (CV RMSE) a candidate may be and still be promoted."""
+
+    rmse_tolerance: float = 0.01
+
+
+# --------------------------------------------------------------------------- ratings_df
+
+
+@dg.asset_check(asset=ratings_df, blocking=True, description="At least one usable rating.")
+def ratings_not_empty(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
+    rows = len(ratings_df)
+    return dg.AssetCheckResult(
+        passed=rows > 0,
+        severity=ERROR,
+        description=None if rows else "ratings_df is empty: nothing to train on",
+        metadata={"rows": rows},
+    )
+
+
+@dg.asset_check(
+    asset=ratings_df, blocking=True, description="Every rating inside the configured scale."
+)
+def ratings_within_scale(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
+    low, high = ratings_df.attrs.get("rating_scale", (-math.inf, math.inf))
+    values = pd.to_numeric(ratings_df["rating"], errors="coerce")
+    bad = int((values.isna() | (values < low) | (values > high)).sum())
+    return dg.AssetCheckResult(
+        passed=bad == 0,
+        severity=ERROR,
+        description=None if bad == 0 else f"{bad} ratings are missing or outside [{low}, {high}]",
+        metadata={
+            "outside_scale": bad,
+            "scale_min": float(low),
+            "scale_max": float(high),
+            "rating_min": float(values.min()) if len(values) else float("nan"),
+            "rating_max": float(values.max()) if len(values) else float("nan"),
+        },
+    )
+
+
+def _previous_successful_rows(
+    instance: dg.DagsterInstance, run_id: str, lookback: int
+) -> tuple[int, str] | None:
+    """`rows_kept` of the newest ratings_df materialization from another, successful run."""
+    records = instance.fetch_materializations(ratings_df.key, limit=lookback).records
+    for record in records:
+        if record.run_id == run_id:
+            continue
+        run = instance.get_run_by_id(record.run_id)
+        if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+            continue
+        value = record.asset_materialization.metadata.get("rows_kept")
+        if value is not None:
+            return int(value.value), record.run_id
+    return None
+
+
+@dg.asset_check(
+    asset=ratings_df,
+    blocking=True,
+    description="The number of ratings did not drop by more than max_drop_fraction versus the "
+    "last successful run (a half-empty read must never replace a good model).",
+)
+def ratings_volume(
+    context: dg.AssetCheckExecutionContext, config: VolumeCheckConfig, ratings_df: pd.DataFrame
+) -> dg.AssetCheckResult:
+    rows = len(ratings_df)
+    previous = _previous_successful_rows(context.instance, context.run.run_id, config.lookback)
+    if previous is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            description="no previous successful run to compare with",
+            metadata={"rows": rows},
+        )
+    before, run_id = previous
+    floor = math.ceil(before * (1.0 - config.max_drop_fraction))
+    passed = rows >= floor
+    drop = 1.0 - rows / before if before else 0.0
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=ERROR,
+        description=None
+        if passed
+        else f"{rows} ratings, down {drop:.0%} from {before} in the last successful run "
+        f"{run_id}; more than the allowed {config.max_drop_fraction:.0%}. Training is "
+        "blocked; if the drop is real, rerun with a larger max_drop_fraction",
+        metadata={
+            "rows": rows,
+            "previous_rows": before,
+            "previous_run_id": run_id,
+            "drop_fraction": drop,
+            "max_drop_fraction": config.max_drop_fraction,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- model_artifact
+
+
+def _cv(manifest: dict, key: str) -> float | None:
+    value = (manifest.get("cv_metrics") or {}).get(key)
+    return float(value) if value is not None else None
+
+
+@dg.asset_check(
+    asset=model_artifact,
+    blocking=True,
+    description="Gate: the candidate's CV RMSE is lower than BaselineOnly's on the same folds.",
+)
+def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
+    rmse, baseline = _cv(model_artifact, "rmse_mean"), _cv(model_artifact, "baseline_rmse_mean")
+    if baseline is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=ERROR,
+            description="the candidate's manifest has no BaselineOnly RMSE to compare with",
+        )
+    passed = rmse is not None and rmse < baseline
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=ERROR,
+        description=f"CV RMSE {rmse:.4f} vs BaselineOnly {baseline:.4f}: "
+        + ("better, may be promoted" if passed else "not better, not promoted"),
+        metadata={
+            "version": model_artifact["version"],
+            "cv_rmse": rmse,
+            "baseline_rmse": baseline,
+            "margin": baseline - rmse,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=model_artifact,
+    blocking=True,
+    description="Gate: the candidate's CV RMSE is not worse than the champion's by more than "
+    "rmse_tolerance (the first model passes).",
+)
+def not_worse_than_champion(
+    config: PromotionConfig, model_artifact: dict, model_store: ModelStore
+) -> dg.AssetCheckResult:
+    rmse = _cv(model_artifact, "rmse_mean")
+    champion = model_store.latest_manifest()
+    if champion is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            description="no champion yet: the first model only has to beat the baseline",
+            metadata={"version": model_artifact["version"], "cv_rmse": rmse},
+        )
+    champion_rmse = _cv(champion, "rmse_mean")
+    if champion_rmse is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"champion {champion['version']} has no CV RMSE to compare with",
+            metadata={"version": model_artifact["version"], "cv_rmse": rmse},
+        )
+    limit = champion_rmse + config.rmse_tolerance
+    passed = rmse is not None and rmse <= limit
+    verdict = "may be promoted" if passed else f"not promoted, {champion['version']} stays"
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=ERROR,
+        description=f"CV RMSE {rmse:.4f} vs champion {champion['version']} {champion_rmse:.4f} "
+        f"(+{config.rmse_tolerance} tolerance = {limit:.4f}): {verdict}",
+        metadata={
+            "version": model_artifact["version"],
+            "cv_rmse": rmse,
+            "champion_version": champion["version"],
+            "champion_rmse": champion_rmse,
+            "rmse_tolerance": config.rmse_tolerance,
+            "margin": limit - rmse,
+        },
+    )

@@ -1,0 +1,279 @@
+"""Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
+
+Called by ``ml.training.run_fold`` after it fitted the fold's SVD, so every figure here is
+measured on the same folds as the SVD's RMSE:
+
+* rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
+  ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
+* precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
+  and the shipped blend (``ml.ranking``), whose weights are chosen on a validation split of
+  the fold's *training* ratings with a second SVD fitted without them: the test fold is
+  never used to pick anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from surprise import Trainset
+
+from recsys_assets.ml.ranking import (
+    DEFAULT_GRID,
+    RankingPolicy,
+    _unit_rows,
+    item_counts,
+    popularity_feature,
+)
+from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs
+
+K = 10
+VALIDATION_FRACTION = 0.25
+# Relative NDCG gain over most-popular a blend needs on validation to be chosen.
+MIN_RELATIVE_GAIN = 0.02
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Parallel raw-id arrays of (user, movie, rating)."""
+
+    users: np.ndarray
+    movies: np.ndarray
+    ratings: np.ndarray
+
+    @classmethod
+    def from_tuples(cls, raw: list[tuple]) -> Ratings:
+        n = len(raw)
+        return cls(
+            np.fromiter((r[0] for r in raw), dtype=np.int64, count=n),
+            np.fromiter((r[1] for r in raw), dtype=np.int64, count=n),
+            np.fromiter((r[2] for r in raw), dtype=np.float64, count=n),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": self.users, "movie_id": self.movies})
+
+    def take(self, index: np.ndarray) -> Ratings:
+        return Ratings(self.users[index], self.movies[index], self.ratings[index])
+
+
+def baseline_als(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_items: int,
+    global_mean: float,
+    n_epochs: int = 10,
+    reg_u: float = 15.0,
+    reg_i: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Surprise's ``BaselineOnly`` fit (``baseline_als``, its default options), vectorized.
+
+    Same alternating updates over inner ids as Surprise's Cython loop, with ``bincount`` sums:
+    equal to ``BaselineOnly().fit(trainset)``'s ``bu``/``bi`` up to summation order (tested).
+    """
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    n_u = np.bincount(users, minlength=n_users)
+    n_i = np.bincount(items, minlength=n_items)
+    for _ in range(n_epochs):
+        bi = np.bincount(items, ratings - global_mean - bu[users], n_items) / (reg_i + n_i)
+        bu = np.bincount(users, ratings - global_mean - bi[items], n_users) / (reg_u + n_u)
+    return bu, bi
+
+
+def baseline_factors(factors: SVDFactors, train: Ratings, global_mean: float) -> SVDFactors:
+    """``BaselineOnly`` (``mu + bu + bi``) on ``train``, as zero-rank factors for ``score_pairs``.
+
+    ``factors`` (the SVD fitted on the same trainset) supplies the inner id order and scale.
+    """
+    users = _lookup(factors.raw_uids, train.users)
+    items = _lookup(factors.raw_iids, train.movies)
+    bu, bi = baseline_als(
+        users, items, train.ratings, factors.n_users, factors.n_items, global_mean
+    )
+    return SVDFactors(
+        global_mean=float(global_mean),
+        bu=bu,
+        bi=bi,
+        pu=np.zeros((factors.n_users, 0)),
+        qi=np.zeros((factors.n_items, 0)),
+        raw_uids=factors.raw_uids,
+        raw_iids=factors.raw_iids,
+        lower=factors.lower,
+        upper=factors.upper,
+    )
+
+
+def error(est: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    err = est - truth
+    return float(np.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
+
+
+def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    """Binary users x movies matrix of (raw user, inner movie) pairs; users not listed dropped."""
+    r = _lookup(users, rows)
+    keep = (r >= 0) & (cols >= 0)
+    m = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float64), (r[keep], cols[keep])),
+        shape=(users.size, n_cols),
+    )
+    m.data[:] = 1.0
+    return m
+
+
+def ranking_eval(
+    factors: SVDFactors,
+    train: Ratings,
+    test: Ratings,
+    policies: Sequence[RankingPolicy],
+    k: int = K,
+    block_size: int = 1024,
+) -> list[dict[str, float]]:
+    """``ranking_metrics(rank_users(...))`` for several policies in one pass over the users.
+
+    Same lists (ties by movie id), same metrics, same users (everyone with a ``test`` rating;
+    cold or unknown users get the most-popular list), but the estimate, taste and popularity
+    matrices are computed once per block of users and shared by every policy.
+    """
+    users = np.unique(test.users)
+    inner_u = _lookup(factors.raw_uids, users)
+    known = inner_u >= 0
+    safe_u = np.where(known, inner_u, 0)  # unknown users never use their (dummy) estimates
+    rated = _csr(users, train.users, _lookup(factors.raw_iids, train.movies), factors.n_items)
+    relevant = _csr(users, test.users, _lookup(factors.raw_iids, test.movies), factors.n_items)
+    # Every distinct held-out movie counts as relevant, known to the model or not (as in
+    # ranking_metrics).
+    pairs = np.unique(np.stack([_lookup(users, test.users), test.movies]), axis=1)
+    n_rel = np.bincount(pairs[0], minlength=users.size)
+    per_user = np.bincount(
+        _lookup(users, train.users)[_lookup(users, train.users) >= 0], minlength=users.size
+    )
+    pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
+    item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
+    taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)
+    sums = np.zeros((len(policies), 3))  # precision, recall, ndcg totals
+
+    def score(top: np.ndarray, rel: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        hits = np.take_along_axis(rel, top, axis=1)
+        n_hits = hits.sum(axis=1)
+        dcg = (hits * discounts[: top.shape[1]]).sum(axis=1)
+        idcg = ideal[np.minimum(n_rel[rows], k) - 1]
+        return np.stack([n_hits / k, n_hits / n_rel[rows], dcg / idcg], axis=1)
+
+    for start in range(0, users.size, block_size):
+        rows = np.arange(start, min(start + block_size, users.size))
+        iu = safe_u[rows]
+        est = (factors.global_mean + factors.bu[iu])[:, None] + factors.bi
+        est += factors.pu[iu] @ factors.qi.T
+        cos = taste[rows] @ item_unit.T
+        seen = rated[rows].toarray() > 0
+        rel = relevant[rows].toarray() > 0
+        popular_keys = np.broadcast_to(pop, seen.shape).copy()
+        popular_keys[seen] = -np.inf
+        popular = score(_top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
+        for p, policy in enumerate(policies):
+            warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
+            result = popular.copy()
+            if warm.any() and (policy.taste_weight or policy.rating_weight):
+                w = np.flatnonzero(warm)
+                keys = policy.popularity_weight * pop + policy.taste_weight * cos[w]
+                keys += policy.rating_weight * est[w]
+                keys[seen[w]] = -np.inf
+                result[w] = score(_top_k_indices(keys, k, factors.raw_iids), rel[w], rows[w])
+            sums[p] += result.sum(axis=0)
+    means = sums / max(users.size, 1)
+    return [{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in means]
+
+
+def grid_ndcg(
+    factors: SVDFactors,
+    train: Ratings,
+    validation: Ratings,
+    base: RankingPolicy,
+    grid: Iterable[tuple[float, float]] = DEFAULT_GRID,
+    k: int = K,
+) -> tuple[RankingPolicy, list[dict]]:
+    """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass."""
+    policies = [
+        replace(base, popularity_weight=1.0, taste_weight=t, rating_weight=r) for t, r in grid
+    ]
+    results = ranking_eval(factors, train, validation, policies, k)
+    tried, best, best_value = [], None, -np.inf
+    for policy, metrics in zip(policies, results, strict=True):
+        tried.append(
+            {
+                "taste_weight": policy.taste_weight,
+                "rating_weight": policy.rating_weight,
+                "ndcg": metrics["ndcg"],
+            }
+        )
+        if metrics["ndcg"] > best_value:  # ties keep the earlier (simpler) point
+            best, best_value = policy, metrics["ndcg"]
+    # A blend must beat the plain popularity list clearly on validation to be chosen; a
+    # marginal win there is as likely a loss on new data (the shipped list must not rank
+    # worse than most-popular).
+    popular = [i for i, p in enumerate(policies) if not (p.taste_weight or p.rating_weight)]
+    if popular:
+        floor = results[popular[0]]["ndcg"] * (1.0 + MIN_RELATIVE_GAIN)
+        if best_value < floor:
+            best = policies[popular[0]]
+    return best, tried
+
+
+def select_policy(
+    trainset_builder: Callable[[list[tuple]], Trainset],
+    fit: Callable[[Trainset], object],
+    train_raw: list[tuple],
+    seed: int,
+    min_user_ratings: int,
+    train: Ratings | None = None,
+) -> tuple[RankingPolicy, list[dict]]:
+    """Pick blend weights on a validation split of ``train_raw`` (never the test fold).
+
+    ``train``: the same ratings as arrays, if the caller has them already.
+    """
+    order = np.random.RandomState(seed).permutation(len(train_raw))
+    n_val = max(1, int(len(train_raw) * VALIDATION_FRACTION))
+    inner = [train_raw[i] for i in order[n_val:]]
+    factors = SVDFactors.from_svd(fit(trainset_builder(inner)))
+    everything = train if train is not None else Ratings.from_tuples(train_raw)
+    base = RankingPolicy(min_user_ratings=min_user_ratings)
+    return grid_ndcg(factors, everything.take(order[n_val:]), everything.take(order[:n_val]), base)
+
+
+def evaluate_fold(
+    model: object,
+    trainset: Trainset,
+    train: Ratings,
+    test: Ratings,
+    policy: RankingPolicy,
+) -> dict:
+    """Baseline errors and ranking metrics on one fold; keys are flat floats for a table row."""
+    row: dict = {}
+    row["global_mean_rmse"], row["global_mean_mae"] = error(
+        np.full(test.ratings.shape, trainset.global_mean), test.ratings
+    )
+    factors = SVDFactors.from_svd(model)
+    baseline = baseline_factors(factors, train, trainset.global_mean)
+    row["baseline_rmse"], row["baseline_mae"] = error(
+        score_pairs(baseline, test.users, test.movies), test.ratings
+    )
+    rankings = {
+        # The seed's ranking: predicted rating for every user the model knows.
+        "svd": RankingPolicy(min_user_ratings=0),
+        "popular": RankingPolicy.popularity_only(),
+        "blend": policy,
+    }
+    results = ranking_eval(factors, train, test, list(rankings.values()))
+    for name, metrics in zip(rankings, results, strict=True):
+        for metric in ("precision", "recall", "ndcg"):
+            row[f"{name}_{metric}"] = float(metrics[metric])
+    row["taste_weight"] = policy.taste_weight
+    row["rating_weight"] = policy.rating_weight
+    return row

@@ -1,0 +1,193 @@
+"""Online serving of the champion model: ``predict`` and ``recommend`` for one user at a time.
+
+    from recsys_assets.serving import Recommender
+    rec = Recommender()                  # the store under RECSYS_HOME (signing key from env)
+    rec.predict(196, 242)                # == champion.predict(196, 242).est
+    rec.recommend(196, n=10)             # [Recommendation(movie_id, score, source), ...]
+
+The champion is loaded once (verified: HMAC signature when a key is configured, then size and
+SHA-256, before unpickling) and cached; calls ``stat`` ``latest.json`` at most every
+``check_interval`` seconds (1 s by default; 0 = every call) and reload when it changed, so a
+promotion or rollback is picked up without a restart. Ranking is the
+same as ``user_predictions`` (``ml.ranking``): the champion's blend for users with enough
+training ratings, the most-popular list for the others and for users the model never saw.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys_assets.ml.artifacts import LATEST_NAME, NoModelError
+from recsys_assets.ml.ranking import SOURCE_POPULAR, SOURCE_SVD, RankingPolicy
+from recsys_assets.ml.topn import SVDFactors
+from recsys_assets.resources.model_store import ModelStore
+
+__all__ = ["Recommendation", "Recommender"]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    movie_id: int
+    score: float  # the SVD's predicted rating, clipped to the rating scale
+    source: str  # 'svd' (the model's blend) or 'popular' (fallback)
+
+
+def _rated_csr(trainset: object, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each inner user's rated inner items as CSR arrays (compact or full Surprise trainset)."""
+    if hasattr(trainset, "user_indptr"):
+        return np.asarray(trainset.user_indptr), np.asarray(trainset.user_items)
+    # A full surprise.Trainset (models saved before artifacts were compacted).
+    lengths = [len(trainset.ur[u]) for u in range(n_users)]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.fromiter((i for u in range(n_users) for i, _ in trainset.ur[u]), np.int64)
+    return indptr, items
+
+
+class _Champion:
+    """Everything one request needs, precomputed from the loaded model."""
+
+    def __init__(self, model: object, manifest: dict) -> None:
+        self.version: str = manifest["version"]
+        self.manifest = manifest
+        self.policy = RankingPolicy.from_manifest(manifest)
+        f = SVDFactors.from_svd(model)
+        self.f = f
+        ts = model.trainset
+        self.user_index = {int(r): i for i, r in enumerate(f.raw_uids.tolist())}
+        self.item_index = {int(r): i for i, r in enumerate(f.raw_iids.tolist())}
+        self.indptr, self.items = _rated_csr(ts, f.n_users)
+        counts = getattr(ts, "item_counts", None)
+        if counts is None:
+            counts = np.bincount(self.items, minlength=f.n_items)
+        self.counts = np.asarray(counts, dtype=np.float64)
+        top = self.counts.max(initial=0.0)
+        self.popularity = self.counts / top if top > 0 else np.zeros_like(self.counts)
+        self.qi_t = np.ascontiguousarray(f.qi.T)
+        norms = np.linalg.norm(f.qi, axis=1, keepdims=True)
+        self.item_unit_t = np.ascontiguousarray((f.qi / np.maximum(norms, 1e-12)).T)
+        # Most-popular order, ties by movie id: the fallback list (unrated filtering per user).
+        self.popular_order = np.lexsort((f.raw_iids, -self.counts))
+        self.item_base = f.global_mean + f.bi  # what predict gives a user the model never saw
+        self.bu, self.bi = f.bu.tolist(), f.bi.tolist()  # Python floats: cheaper per scalar
+
+    def estimates(self, inner_u: int | None) -> np.ndarray:
+        """Unclipped estimates for every movie, in ``SVD.estimate``'s association order."""
+        f = self.f
+        if inner_u is None:
+            return self.item_base
+        est = (f.global_mean + f.bu[inner_u]) + f.bi
+        est += f.pu[inner_u] @ self.qi_t
+        return est
+
+    def predict(self, user_id: int, movie_id: int) -> float:
+        f = self.f
+        u = self.user_index.get(int(user_id))
+        i = self.item_index.get(int(movie_id))
+        est = f.global_mean  # same terms, same order as SVD.estimate
+        if u is not None:
+            est += self.bu[u]
+        if i is not None:
+            est += self.bi[i]
+        if u is not None and i is not None:
+            est += float(np.dot(f.qi[i], f.pu[u]))
+        return min(f.upper, max(f.lower, est))
+
+    def recommend(self, user_id: int, n: int) -> list[Recommendation]:
+        f = self.f
+        u = self.user_index.get(int(user_id))
+        rated = self.items[self.indptr[u] : self.indptr[u + 1]] if u is not None else None
+        est = self.estimates(u)
+        warm = u is not None and rated.size >= self.policy.min_user_ratings
+        if not warm:
+            if rated is None or rated.size == 0:
+                chosen = self.popular_order[:n]
+            else:
+                mask = np.ones(f.n_items, dtype=bool)
+                mask[rated] = False
+                chosen = self.popular_order[mask[self.popular_order]][:n]
+            source = SOURCE_POPULAR
+        else:
+            p = self.policy
+            keys = est * p.rating_weight if p.rating_weight != 1.0 else est.copy()
+            if p.popularity_weight:
+                keys += p.popularity_weight * self.popularity
+            if p.taste_weight:
+                taste = f.qi[rated].sum(axis=0)
+                taste /= max(float(np.linalg.norm(taste)), 1e-12)
+                keys += (p.taste_weight * taste) @ self.item_unit_t
+            keys[rated] = -np.inf
+            k = min(n, f.n_items - rated.size)
+            if k <= 0:
+                return []
+            cand = np.argpartition(-keys, k - 1)[:k] if k < f.n_items else np.arange(f.n_items)
+            if k < f.n_items and np.count_nonzero(keys >= keys[cand].min()) > k:
+                # A tie straddles the cut (argpartition picks arbitrarily): rank exactly,
+                # ties by movie id like user_predictions.
+                cand = np.lexsort((f.raw_iids, -keys))[:k]
+            chosen = cand[np.lexsort((f.raw_iids[cand], -keys[cand]))]
+            source = SOURCE_SVD
+        scores = np.clip(est[chosen], f.lower, f.upper)
+        return [
+            Recommendation(int(m), float(s), source)
+            for m, s in zip(f.raw_iids[chosen].tolist(), scores.tolist(), strict=True)
+        ]
+
+
+class Recommender:
+    """The champion of a model store, cached and reloaded when ``latest`` changes."""
+
+    def __init__(self, store: ModelStore | None = None, check_interval: float = 1.0) -> None:
+        self._store = store if store is not None else ModelStore.from_env()
+        self._latest = Path(self._store.root_path) / LATEST_NAME
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._champion: _Champion | None = None
+        self._check_interval = check_interval
+        self._next_check = 0.0
+
+    def _current(self) -> _Champion:
+        champion = self._champion
+        if champion is not None and time.monotonic() < self._next_check:
+            return champion
+        try:
+            st = os.stat(self._latest)
+        except FileNotFoundError:
+            raise NoModelError(
+                f"no champion model under {self._store.root_path}; run the pipeline first"
+            ) from None
+        # os.replace gives latest.json a new inode on every promotion or rollback.
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._next_check = time.monotonic() + self._check_interval
+        if champion is not None and stamp == self._stamp:
+            return champion
+        with self._lock:
+            if self._champion is None or stamp != self._stamp:
+                model, manifest = self._store.load_latest()  # verified before unpickling
+                self._champion = _Champion(model, manifest)
+                self._stamp = stamp
+            return self._champion
+
+    @property
+    def version(self) -> str:
+        """Version of the champion currently served."""
+        return self._current().version
+
+    @property
+    def manifest(self) -> dict:
+        return self._current().manifest
+
+    def predict(self, user_id: int, movie_id: int) -> float:
+        """The champion's predicted rating, equal to ``model.predict(user_id, movie_id).est``."""
+        return self._current().predict(user_id, movie_id)
+
+    def recommend(self, user_id: int, n: int = 10) -> list[Recommendation]:
+        """Top ``n`` movies the user has not rated; most-popular for unknown/cold users."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return self._current().recommend(user_id, n)

@@ -1,0 +1,58 @@
+"""A stripped SVD predicts exactly like the full one and pickles much smaller."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from surprise import SVD, Dataset, Reader
+
+from recsys_assets.data.demo import generate_demo_ratings
+from recsys_assets.ml.compact import CompactTrainset, strip_svd
+from recsys_assets.ml.topn import SVDFactors
+
+
+@pytest.fixture(scope="module")
+def model_and_ratings():
+    _, ratings = generate_demo_ratings(n_users=150, n_movies=120, n_ratings=6000, seed=5)
+    data = Dataset.load_from_df(
+        ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(1, 5))
+    )
+    return SVD(n_factors=8, n_epochs=10, random_state=0).fit(data.build_full_trainset()), ratings
+
+
+def test_stripped_model_predicts_like_the_full_one(model_and_ratings):
+    model, ratings = model_and_ratings
+    stripped = pickle.loads(pickle.dumps(strip_svd(model), protocol=5))
+    assert isinstance(stripped.trainset, CompactTrainset)
+    users = [*ratings["user_id"].unique()[:20].tolist(), 99_999]  # 99_999: unknown user
+    movies = [*ratings["movie_id"].unique()[:20].tolist(), 88_888]  # unknown movie
+    for u in users:
+        for m in movies:
+            full, small = model.predict(u, m), stripped.predict(u, m)
+            assert small.est == full.est
+            assert small.details == full.details
+    # The original keeps its full trainset.
+    assert hasattr(model.trainset, "ur")
+
+
+def test_stripped_model_is_smaller_and_keeps_serving_data(model_and_ratings):
+    model, ratings = model_and_ratings
+    stripped = strip_svd(model)
+    assert len(pickle.dumps(stripped, protocol=5)) < 0.7 * len(pickle.dumps(model, protocol=5))
+    ts = stripped.trainset
+    assert ts.item_counts.sum() == len(ratings) == ts.n_ratings
+    u = ratings["user_id"].iloc[0]
+    rated = {model.trainset.to_raw_iid(i) for i in ts.rated_items(ts.to_inner_uid(u))}
+    assert rated == set(ratings.loc[ratings["user_id"] == u, "movie_id"])
+    with pytest.raises(ValueError, match="not part of the trainset"):
+        ts.to_inner_uid(99_999)
+    # Vectorized scoring reads the same arrays from either model.
+    a, b = SVDFactors.from_svd(model), SVDFactors.from_svd(stripped)
+    assert (a.raw_uids == b.raw_uids).all() and (a.raw_iids == b.raw_iids).all()
+    assert (a.global_mean, a.lower, a.upper) == (b.global_mean, b.lower, b.upper)
+
+
+def test_strip_refuses_an_unfitted_model():
+    with pytest.raises(ValueError, match="not fitted"):
+        strip_svd(SVD())

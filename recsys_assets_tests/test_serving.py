@@ -1,0 +1,146 @@
+"""`recsys_assets.serving` and the registry / recommend commands, on a trained pipeline."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from recsys_assets.cli import main
+from recsys_assets.definitions import all_assets, all_checks
+from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError
+from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.serving import Recommender
+from recsys_assets_tests.assets.test_gates import config
+from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
+
+
+@pytest.fixture
+def trained(recsys_home, demo_db):
+    def run(run_config=FAST_CONFIG, store=None):
+        resources = make_resources(recsys_home, demo_db)
+        if store is not None:
+            resources["model_store"] = store
+        result = dg.materialize(
+            [*all_assets, *all_checks], resources=resources, run_config=run_config
+        )
+        assert result.success
+        return result
+
+    return run
+
+
+@pytest.fixture
+def store(recsys_home):
+    return ModelStore(root=str(recsys_home / "models" / "surprise"))
+
+
+def test_predict_equals_model_predict(trained, store, demo_db):
+    result = trained()
+    model = result.output_for_node("svd_model")
+    rec = Recommender(store)
+    ratings = result.output_for_node("ratings_df")
+    users = [*ratings["user_id"].unique()[:15].tolist(), 77_777]
+    movies = [*ratings["movie_id"].unique()[:15].tolist(), 66_666]
+    for u in users:
+        for m in movies:
+            assert rec.predict(u, m) == pytest.approx(model.predict(u, m).est, abs=1e-12)
+
+
+def test_recommend_matches_user_predictions(trained, store, demo_db):
+    trained()
+    rec = Recommender(store)
+    table = demo_db.read_predictions()
+    for user, rows in list(table.groupby("user_id"))[:40]:
+        got = rec.recommend(user, n=10)
+        assert [r.movie_id for r in got] == rows["movie_id"].tolist()
+        assert [r.score for r in got] == pytest.approx(rows["score"].tolist())
+        assert {r.source for r in got} == set(rows["source"])
+
+
+def test_unknown_user_gets_the_popular_fallback(trained, store):
+    result = trained()
+    rec = Recommender(store)
+    got = rec.recommend(123_456, n=5)
+    assert len(got) == 5 and {r.source for r in got} == {"popular"}
+    counts = result.output_for_node("ratings_df")["movie_id"].value_counts()
+    top = counts.sort_values(ascending=False)
+    assert [int(r.movie_id) for r in got][0] == int(top.index[0])
+    assert [counts[r.movie_id] for r in got] == sorted(
+        (counts[r.movie_id] for r in got), reverse=True
+    )
+    model = result.output_for_node("svd_model")
+    assert got[0].score == pytest.approx(model.predict(123_456, got[0].movie_id).est)
+    with pytest.raises(ValueError, match="n must be"):
+        rec.recommend(1, n=0)
+
+
+def test_reloads_when_latest_changes(trained, store):
+    trained()
+    rec = Recommender(store, check_interval=0)
+    first = rec.version
+    trained(config({**FAST_SVD, "random_state": 7}))
+    assert rec.version != first == store.history()[0]["version"]
+    store.rollback()
+    assert rec.version == first
+
+
+def test_signing_key_required_and_checked(trained, recsys_home, monkeypatch):
+    root = str(recsys_home / "models" / "surprise")
+    trained(store=ModelStore(root=root, signing_key="s3cret"))
+    assert Recommender(ModelStore(root=root, signing_key="s3cret")).recommend(1, n=3)
+    with pytest.raises(ArtifactSignatureError, match="does not match"):
+        Recommender(ModelStore(root=root, signing_key="other")).recommend(1, n=3)
+    # Saved without a key, loaded with one: refused as unsigned.
+    trained(store=ModelStore(root=root))
+    with pytest.raises(ArtifactSignatureError, match="not signed"):
+        Recommender(ModelStore(root=root, signing_key="s3cret")).predict(1, 1)
+
+
+def test_tampered_artifact_refused(trained, store):
+    trained()
+    pkl = next((store.root_path).glob("2*.pkl"))
+    pkl.write_bytes(pkl.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ArtifactIntegrityError, match="checksum"):
+        Recommender(store).recommend(1)
+
+
+def test_models_commands(trained, store, capsys):
+    trained()
+    trained(config({**FAST_SVD, "random_state": 7}))
+    first, second = (m["version"] for m in store.versions())
+    capsys.readouterr()
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "CV RMSE" in out and f"{second}" in out and "champion" in out and "was" in out
+
+    assert main(["models", "show", first]) == 0
+    out = capsys.readouterr().out
+    assert f'"version": "{first}"' in out and "champion now: no" in out
+
+    assert main(["models", "rollback"]) == 0
+    assert f"rolled back from {second} to {first}" in capsys.readouterr().out
+    assert store.latest_manifest()["version"] == first
+
+    assert main(["models", "promote", second]) == 0
+    assert store.latest_manifest()["version"] == second
+    capsys.readouterr()
+    assert main(["models", "show", "nonsense"]) == 2
+    assert "invalid model version" in capsys.readouterr().err
+
+
+def test_recommend_command_prints_titles(trained, demo_db, capsys):
+    trained()
+    user = int(demo_db.read_predictions()["user_id"].iloc[0])
+    capsys.readouterr()
+    assert main(["recommend", str(user), "--n", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    titles = demo_db.movie_titles()
+    assert out[0].startswith(f"user {user}: top 3 from model ")
+    assert len(out) == 4
+    assert any(title in out[1] for title in titles.values())
+
+
+def test_recommend_without_a_model_fails_clearly(recsys_home, capsys):
+    assert main(["recommend", "1"]) == 2
+    assert "no champion model" in capsys.readouterr().err
