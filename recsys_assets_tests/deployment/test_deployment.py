@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets_tests.servers import REPO, Deployment, wait_for
@@ -29,13 +30,9 @@ pytestmark = pytest.mark.integration
 
 LOCATION = {"repositoryLocationName": "recsys_assets", "repositoryName": "__repository__"}
 RUN_TIMEOUT = 420  # waiting, not asserting: two shared cores may be slow
-SMALL_TRAINING = {
-    "ops": {
-        "cv_report": {"config": {"n_epochs": 5, "n_factors": 10, "n_folds": 4, "n_jobs": 1}},
-        "svd_model": {"config": {"n_epochs": 5, "n_factors": 10}},
-        "user_predictions": {"config": {"top_n": 10}},
-    }
-}
+# The seed's hyperparameters (as the schedule and the retrain sensor use them), top 10. On the
+# data below the SVD clearly beats BaselineOnly, so the promotion gates pass.
+TRAINING = training_run_config(n_epochs=20, n_folds=4, top_n=10)
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
   launchPipelineExecution(executionParams: $executionParams) {
@@ -89,7 +86,7 @@ def deployment(postgres):
     )
     ratings_db = RatingsDatabase(url=postgres.url("ratings"))
     ratings_db.ensure_schema()
-    movies, ratings = generate_demo_ratings(n_users=60, n_movies=400, n_ratings=3000, seed=3)
+    movies, ratings = generate_demo_ratings(n_users=150, n_movies=200, n_ratings=15000, seed=3)
     ratings_db.insert_movies(movies)
     ratings_db.insert_ratings(ratings)
     deploy = Deployment(env, root)
@@ -152,7 +149,7 @@ def test_deployment_end_to_end(deployment):
         {
             "executionParams": {
                 "selector": {**LOCATION, "jobName": "training_job"},
-                "runConfigData": SMALL_TRAINING,
+                "runConfigData": TRAINING,
                 "mode": "default",
                 "executionMetadata": {"tags": [{"key": "launched_by", "value": "test"}]},
             }
@@ -163,7 +160,10 @@ def test_deployment_end_to_end(deployment):
     assert first["runId"] == launched["run"]["runId"]
     assert first["tags"]["recsys/job"] == "training"  # the run queue's concurrency key
     before = ratings_db.read_predictions()
-    assert before["user_id"].nunique() == ratings_db.read_ratings()["user_id"].nunique()
+    all_ratings = ratings_db.read_ratings()
+    rated = all_ratings.groupby("user_id")["movie_id"].nunique()
+    # Every user who has not rated every movie gets suggestions (heavy demo users rated all).
+    assert set(before["user_id"]) == set(rated[rated < all_ratings["movie_id"].nunique()].index)
 
     # 2. The sensors are on by default; wait for the ratings sensor's baseline, then rate.
     wait_for(
@@ -172,7 +172,7 @@ def test_deployment_end_to_end(deployment):
         "the ratings sensor's first tick",
         deploy.diagnostics,
     )
-    user = int(before["user_id"].iloc[0])
+    user = int(rated.idxmin())  # plenty of unrated movies left after rating three more
     top_movies = before[before["user_id"] == user]["movie_id"].head(3).tolist()
     ratings_db.insert_ratings(
         pd.DataFrame(
