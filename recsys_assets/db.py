@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -98,6 +98,15 @@ ratings = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),  # unix seconds
     sa.Index("ix_ratings_user_id", "user_id"),
     sa.Index("ix_ratings_created_at", "created_at"),
+)
+
+# Partial index over the (few) inactive rows: keeps the sensors' count of deactivated ratings
+# an index-only lookup instead of a table scan.
+ratings_inactive_index = sa.Index(
+    "ix_ratings_inactive",
+    ratings.c.id,
+    sqlite_where=ratings.c.active == sa.false(),
+    postgresql_where=ratings.c.active == sa.false(),
 )
 
 native_user_predictions = _user_predictions_table(native_metadata)
@@ -232,6 +241,8 @@ def ensure_schema(engine: Engine, preset: str) -> None:
     if preset == "native":
         native_metadata.create_all(engine, checkfirst=True)
         _add_source_column(engine)
+        # create_all skips indexes of tables that already exist (databases made before it).
+        ratings_inactive_index.create(engine, checkfirst=True)
         return
     inspector = sa.inspect(engine)
     for table in (ratings_rating, django_content_type):
@@ -703,10 +714,95 @@ def read_predictions(engine: Engine, user_id: int | None = None) -> pd.DataFrame
     return frame.astype(dtypes)
 
 
+# --- change tracking (sensors) -------------------------------------------------------------
+
+
+class RatingsWatermark(NamedTuple):
+    """Cheap fingerprint of the ratings table, compared tick to tick by the ratings sensor.
+
+    max_id: highest row id (primary-key index) — grows with every new rating. inactive: rows
+    with active = false (partial index in the native preset) — grows when the app deactivates
+    a rating, as the Django app does for the previous rating when a user re-rates a movie.
+    """
+
+    max_id: int
+    inactive: int
+
+
+class RatingsChanges(NamedTuple):
+    """Active movie ratings with ids in (after_id, upto_id], grouped by user."""
+
+    new_ratings: int
+    user_ids: list[int]
+
+
+def _ratings_table(preset: str) -> sa.Table:
+    return ratings if check_preset(preset) == "native" else ratings_rating
+
+
+def ratings_watermark(engine: Engine, preset: str) -> RatingsWatermark:
+    """max(id) and the inactive-row count of the preset's ratings table (all content types).
+
+    Two index lookups, no table scan: max over the primary key, and a count over the inactive
+    rows (native: partial index `ix_ratings_inactive`; django: add the same index — see README).
+    """
+    table = _ratings_table(preset)
+    max_id = sa.select(sa.func.max(table.c.id))
+    inactive = sa.select(sa.func.count()).select_from(table).where(table.c.active == sa.false())
+    with engine.connect() as conn:
+        return RatingsWatermark(
+            max_id=int(conn.execute(max_id).scalar() or 0),
+            inactive=int(conn.execute(inactive).scalar_one()),
+        )
+
+
+def ratings_changes(engine: Engine, preset: str, after_id: int, upto_id: int) -> RatingsChanges:
+    """New active movie ratings with row id in (after_id, upto_id] and the users who made them.
+
+    A range scan on the primary key: the cost follows the number of new rows, not the table.
+    """
+    stmt, id_col = _ratings_query(preset)
+    sub = stmt.where(id_col > int(after_id), id_col <= int(upto_id)).subquery()
+    per_user = (
+        sa.select(sub.c.user_id, sa.func.count().label("n"))
+        .group_by(sub.c.user_id)
+        .order_by(sub.c.user_id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(per_user).all()
+    return RatingsChanges(
+        new_ratings=int(sum(n for _, n in rows)), user_ids=[int(u) for u, _ in rows]
+    )
+
+
+def read_user_ratings(engine: Engine, preset: str, user_ids: Sequence[int]) -> pd.DataFrame:
+    """Active movie ratings of the given users (same columns as `read_ratings`, raw values).
+
+    Used to rescore a few users without reading the whole table; uses the user_id index.
+    """
+    stmt, id_col = _ratings_query(preset)
+    users = sorted({int(u) for u in user_ids})
+    parts: list[pd.DataFrame] = []
+    with engine.connect() as conn:
+        for chunk in _in_chunks(users):
+            # A few users' rows: the plain execute path (IN lists need SQLAlchemy's expansion).
+            query = stmt.where(stmt.selected_columns.user_id.in_(chunk)).order_by(id_col)
+            result = conn.execute(query)
+            rows = result.all()
+            if rows:
+                frame = pd.DataFrame.from_records(rows, columns=list(result.keys()))
+                parts.append(_normalize_ratings(frame))
+    if not parts:
+        return _empty_ratings()
+    return pd.concat(parts, ignore_index=True)
+
+
 __all__ = [
     "BATCH_SIZE",
     "PREDICTION_COLUMNS",
     "RATINGS_COLUMNS",
+    "RatingsChanges",
+    "RatingsWatermark",
     "SchemaError",
     "check_preset",
     "count_ratings",
@@ -719,7 +815,10 @@ __all__ = [
     "make_engine",
     "read_movie_titles",
     "read_predictions",
+    "ratings_changes",
+    "ratings_watermark",
     "read_ratings",
+    "read_user_ratings",
     "replace_predictions",
     "safe_url",
     "to_unix_seconds",

@@ -1,4 +1,4 @@
-"""The one place that wires assets, resources and jobs into a Dagster code location."""
+"""The one place that wires assets, checks, jobs, schedules, sensors and resources together."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ import os
 import dagster as dg
 
 from recsys_assets import checks, settings
-from recsys_assets.assets import artifact, predictions, ratings, training
+from recsys_assets.assets.ratings import ratings
+from recsys_assets.jobs import refresh_predictions_job, training_assets, training_job
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.resources.retrain_policy import RetrainPolicy
+from recsys_assets.schedules import build_daily_training_schedule
+from recsys_assets.sensors.ratings_db_sensor import build_ratings_db_sensor
+from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
+from recsys_assets.sensors.run_failure_sensor import run_failure_alert
 
-all_assets = dg.load_assets_from_modules([ratings, training, artifact, predictions])
+# The materializable assets (tests materialize exactly these); the external `ratings` table
+# is added to the definitions beside them.
+all_assets = training_assets
 all_checks = dg.load_asset_checks_from_modules([checks])
-
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.assets(*all_assets),
-    description="Read ratings, cross-validate and fit SVD, export the model, promote it if it "
-    "passes the gates, rank every user's top-N with the champion.",
-)
 
 
 def _database_url() -> str | dg.EnvVar:
@@ -40,15 +41,18 @@ def build_resources() -> dict[str, object]:
         "ratings_db": RatingsDatabase(url=_database_url(), preset=settings.schema_preset()),
         "model_store": ModelStore(root=str(settings.models_dir()), signing_key=_signing_key()),
         "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
+        "retrain_policy": RetrainPolicy.from_env(),
     }
 
 
 def build_defs() -> dg.Definitions:
-    """Definitions with resources read from the environment now (the CLI calls this per run)."""
+    """Definitions with settings read from the environment now (the CLI calls this per run)."""
     return dg.Definitions(
-        assets=all_assets,
+        assets=[ratings, *all_assets],
         asset_checks=all_checks,
-        jobs=[training_job],
+        jobs=[training_job, refresh_predictions_job],
+        schedules=[build_daily_training_schedule()],
+        sensors=[build_ratings_db_sensor(), build_retrain_sensor(), run_failure_alert],
         resources=build_resources(),
     )
 

@@ -31,6 +31,13 @@ _EMBEDDED_DAGSTER_YAML = """\
 # For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
 telemetry:
   enabled: false
+# One training run at a time, as in deploy/dagster.yaml (every training_job run is tagged).
+concurrency:
+  runs:
+    tag_concurrency_limits:
+      - key: recsys/job
+        value: training
+        limit: 1
 """
 
 

@@ -46,3 +46,62 @@ def io_manager_base() -> str:
 def dagster_home() -> Path:
     """DAGSTER_HOME if set, else an embedded SQLite instance under RECSYS_HOME."""
     return Path(os.environ.get("DAGSTER_HOME") or recsys_home() / "dagster_home").resolve()
+
+
+# --- automation (schedule, sensors, alerts) ------------------------------------------------
+
+
+def _env_number(name: str, default: float, cast: type, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """Integer from the environment (unset or empty → `default`); bad values name the variable."""
+    return int(_env_number(name, default, int, minimum))
+
+
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    return float(_env_number(name, default, float, minimum))
+
+
+def timezone() -> str:
+    """IANA timezone of the schedules (`RECSYS_TIMEZONE`, default UTC); checked on load."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = os.environ.get("RECSYS_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"RECSYS_TIMEZONE={name!r} is not a known IANA timezone (e.g. UTC, Europe/Berlin)"
+        ) from None
+    return name
+
+
+def sensor_interval_seconds() -> int:
+    """How often the ratings sensors tick (`RECSYS_SENSOR_INTERVAL_SECONDS`, default 60)."""
+    return env_int("RECSYS_SENSOR_INTERVAL_SECONDS", 60, minimum=1)
+
+
+def alert_webhook_url() -> str | None:
+    """Where the run failure sensor POSTs a JSON alert (`RECSYS_ALERT_WEBHOOK_URL`), if set."""
+    return os.environ.get("RECSYS_ALERT_WEBHOOK_URL") or None
+
+
+def db_retry_delay_seconds() -> float:
+    """First retry delay after a transient DB error (`RECSYS_DB_RETRY_DELAY_SECONDS`, 5 s);
+    later retries back off exponentially."""
+    return env_float("RECSYS_DB_RETRY_DELAY_SECONDS", 5.0)
+
+
+def db_max_retries() -> int:
+    return env_int("RECSYS_DB_MAX_RETRIES", 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets_tests.servers import Postgres, postgres_server
 
 # Small and fast, but the same code paths as the defaults; on the demo fixture's data it beats
 # BaselineOnly, so the promotion gates pass.
@@ -48,3 +50,12 @@ def make_resources(home: Path, db: RatingsDatabase) -> dict[str, object]:
         "model_store": ModelStore(root=str(home / "models" / "surprise")),
         "io_manager": PickleIOManager(base_dir=str(home / "storage")),
     }
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on a free loopback port (databases `dagster`, `ratings`),
+    started on first use and stopped at the end of the session. Skipped when the server
+    binaries are missing — a failure when CI is set."""
+    with postgres_server() as server:
+        yield server

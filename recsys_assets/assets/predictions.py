@@ -8,6 +8,7 @@ import pandas as pd
 
 from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
+from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.ml.ranking import (
     SOURCE_POPULAR,
     SOURCE_SVD,
@@ -20,7 +21,12 @@ from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
-@dg.asset(group_name="serving", compute_kind="numpy", deps=[champion_model])
+@dg.asset(
+    group_name="serving",
+    compute_kind="numpy",
+    deps=[champion_model],
+    retry_policy=db_retry_policy(),
+)
 def user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
@@ -36,6 +42,17 @@ def user_predictions(
     most-popular list (`source='popular'`). `score` is the SVD's predicted rating. The previous
     set is replaced in one transaction.
     """
+    with retry_only_transient_db_errors(context):
+        return _write_user_predictions(context, config, ratings_df, model_store, ratings_db)
+
+
+def _write_user_predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    ratings_df: pd.DataFrame,
+    model_store: ModelStore,
+    ratings_db: RatingsDatabase,
+) -> dg.MaterializeResult:
     start = time.perf_counter()
     model, manifest = model_store.load_latest()
     policy = RankingPolicy.from_manifest(manifest)

@@ -1,4 +1,4 @@
-"""`ratings_df`: active movie ratings from the app database, cleaned and counted."""
+"""`ratings` (the app's table, an external asset) and `ratings_df` (cleaned and counted)."""
 
 import time
 
@@ -7,15 +7,38 @@ import pandas as pd
 
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.metadata import markdown_table
+from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
+# The ratings table is written by the web app, not by Dagster: an external asset. The ratings
+# sensor (and any app calling Dagster's API) reports a materialization when it changes.
+ratings = dg.AssetSpec(
+    "ratings",
+    group_name="app_db",
+    description="The app's ratings table (RECSYS_DATABASE_URL; `ratings` or `ratings_rating`). "
+    "Written by the web app; changes are reported by the `ratings_db_sensor` or the app itself.",
+    kinds={"sql"},
+)
 
-@dg.asset(group_name="training", compute_kind="pandas")
+
+@dg.asset(
+    group_name="training",
+    compute_kind="pandas",
+    deps=[ratings],
+    retry_policy=db_retry_policy(),
+)
 def ratings_df(
     context: dg.AssetExecutionContext, config: RatingsConfig, ratings_db: RatingsDatabase
 ) -> dg.Output[pd.DataFrame]:
     """Active movie ratings as `user_id, movie_id, rating, timestamp`, with bad rows dropped."""
+    with retry_only_transient_db_errors(context):
+        return _load_ratings_df(context, config, ratings_db)
+
+
+def _load_ratings_df(
+    context: dg.AssetExecutionContext, config: RatingsConfig, ratings_db: RatingsDatabase
+) -> dg.Output[pd.DataFrame]:
     start = time.perf_counter()
     raw = ratings_db.read_ratings()
     read_seconds = time.perf_counter() - start

@@ -59,6 +59,15 @@ class RatingsDatabase(dg.ConfigurableResource):
     def count_ratings(self) -> int:
         return db.count_ratings(self.engine(), self._preset())
 
+    def read_user_ratings(self, user_ids: Sequence[int]) -> pd.DataFrame:
+        return db.read_user_ratings(self.engine(), self._preset(), user_ids)
+
+    def watermark(self) -> db.RatingsWatermark:
+        return db.ratings_watermark(self.engine(), self._preset())
+
+    def changes(self, after_id: int, upto_id: int) -> db.RatingsChanges:
+        return db.ratings_changes(self.engine(), self._preset(), after_id, upto_id)
+
     def movie_titles(self) -> dict[int, str]:
         return db.read_movie_titles(self.engine(), self._preset())
 

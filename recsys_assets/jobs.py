@@ -1,0 +1,34 @@
+"""The project's jobs: full training over the asset graph, and the incremental refresh."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_assets.assets import artifact, predictions, ratings, training
+from recsys_assets.ops.refresh_predictions import refresh_user_predictions
+
+# The materializable assets (the external `ratings` table is declared separately).
+training_assets = dg.load_assets_from_modules([ratings, training, artifact, predictions])
+
+# Run tag the instance's run queue limits to one at a time (deploy/dagster.yaml) and the
+# retrain sensor looks for before requesting another training run.
+JOB_TAG = "recsys/job"
+TRAINING_TAGS = {JOB_TAG: "training"}
+REFRESH_TAGS = {JOB_TAG: "refresh"}
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets(*training_assets),
+    description="Read ratings, cross-validate and fit SVD, export the model, promote it if it "
+    "passes the gates, rank every user's top-N with the champion.",
+    tags=TRAINING_TAGS,
+)
+
+
+@dg.job(
+    tags=REFRESH_TAGS,
+    description="Recompute user_predictions for the given users with the current `latest` "
+    "model, without retraining.",
+)
+def refresh_predictions_job() -> None:
+    refresh_user_predictions()

@@ -1,0 +1,1 @@
+"""Ops for jobs that are not plain asset materializations (incremental prediction refresh)."""

@@ -1,0 +1,26 @@
+"""`daily_training`: the nightly full retrain (the seed's Celery Beat entry, 02:00, 20 epochs)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_assets import settings
+from recsys_assets.assets.config import training_run_config
+from recsys_assets.jobs import training_job
+
+DAILY_TRAINING_CRON = "0 2 * * *"
+DAILY_TRAINING_EPOCHS = 20
+
+
+def build_daily_training_schedule(timezone: str | None = None) -> dg.ScheduleDefinition:
+    """The schedule in `timezone` (default: RECSYS_TIMEZONE, else UTC), running by default so
+    a fresh deployment trains every night without a click in the UI."""
+    return dg.ScheduleDefinition(
+        name="daily_training",
+        job=training_job,
+        cron_schedule=DAILY_TRAINING_CRON,
+        execution_timezone=timezone or settings.timezone(),
+        run_config=training_run_config(n_epochs=DAILY_TRAINING_EPOCHS),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Full retrain every night at 02:00 (n_epochs=20).",
+    )

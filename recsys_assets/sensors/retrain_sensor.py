@@ -1,0 +1,210 @@
+"""`retrain_on_new_ratings`: an asset sensor on `ratings` events that retrains or refreshes.
+
+Every `ratings` materialization counts — the ones `ratings_db_sensor` reports and the ones an
+application reports through Dagster's API. Per tick:
+
+* Retrain (training_job) when the ratings changed since the last successful training reach
+  the RetrainPolicy threshold, unless a training run is queued or running, or the last one
+  started less than `min_interval_seconds` ago. The count comes from the event log, not from
+  the sensor's cursor, so a deferred retrain happens on a later tick and a successful training
+  (from any source: this sensor, the 02:00 schedule, the UI) resets it.
+* Otherwise rescore just the users named in the new events (refresh_predictions_job) with the
+  current model.
+
+Run keys embed the storage id of the newest `ratings` event (unique in the instance), so a
+retried tick or a restarted daemon cannot start the same run twice, and never clashes with
+an older run.
+"""
+
+import time
+import warnings
+from typing import NamedTuple
+
+import dagster as dg
+from dagster import DagsterRunStatus, RunsFilter
+
+from recsys_assets import settings
+from recsys_assets.assets.config import training_run_config
+from recsys_assets.jobs import refresh_predictions_job, training_job
+from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.resources.retrain_policy import RetrainPolicy
+from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
+
+CHAMPION_MODEL = dg.AssetKey("champion_model")
+RATINGS_DF = dg.AssetKey("ratings_df")
+USER_PREDICTIONS = dg.AssetKey("user_predictions")
+ACTIVE_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+# Events read per tick; far more than a day of one-per-minute sensor events.
+EVENT_PAGE = 10_000
+
+
+class TrainingMark(NamedTuple):
+    """Where the current model's data ends in the event log, and how big its training set was."""
+
+    storage_id: int
+    trained_ratings: int | None
+    run_id: str | None
+
+
+def last_training_mark(instance: dg.DagsterInstance) -> TrainingMark:
+    """The `ratings_df` read of the last run that promoted a model (`champion_model`).
+
+    Ratings events after that read were not in the champion's training data. A candidate that
+    failed its gates does not count as a successful training. Storage ids of asset
+    materializations are comparable (one asset index, SQLite or PostgreSQL).
+    """
+    models = instance.fetch_materializations(CHAMPION_MODEL, limit=1).records
+    if not models:
+        return TrainingMark(0, None, None)
+    model = models[0]
+    for record in instance.fetch_materializations(RATINGS_DF, limit=20).records:
+        if record.run_id == model.run_id:
+            metadata = record.asset_materialization.metadata
+            rows = metadata.get("rows_kept")
+            return TrainingMark(
+                record.storage_id, int(rows.value) if rows is not None else None, model.run_id
+            )
+    return TrainingMark(model.storage_id, None, model.run_id)
+
+
+def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
+    """N of the predictions now in the table (latest user_predictions materialization), so a
+    refresh keeps every user's list the same length."""
+    records = instance.fetch_materializations(USER_PREDICTIONS, limit=1).records
+    if records:
+        value = records[0].asset_materialization.metadata.get("top_n")
+        if value is not None and isinstance(value.value, int) and value.value > 0:
+            return value.value
+    return default
+
+
+def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int) -> list:
+    return list(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RATINGS, after_storage_id=storage_id),
+            limit=EVENT_PAGE,
+            ascending=True,
+        ).records
+    )
+
+
+def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> str | None:
+    """Why a training run must not be requested now, or None."""
+    active = instance.get_run_records(
+        RunsFilter(job_name=training_job.name, statuses=ACTIVE_STATUSES), limit=1
+    )
+    if active:
+        run = active[0].dagster_run
+        return f"training run {run.run_id} is {run.status.value}"
+    latest = instance.get_run_records(RunsFilter(job_name=training_job.name), limit=1)
+    if latest and policy.min_interval_seconds > 0:
+        age = time.time() - latest[0].create_timestamp.timestamp()
+        if age < policy.min_interval_seconds:
+            return (
+                f"last training run started {age:.0f}s ago, less than min_interval_seconds="
+                f"{policy.min_interval_seconds}"
+            )
+    return None
+
+
+def evaluate_retrain(
+    context: dg.MultiAssetSensorEvaluationContext,
+    retrain_policy: RetrainPolicy,
+    model_store: ModelStore,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    instance = context.instance
+    new_events = list(context.materialization_records_for_key(RATINGS, limit=EVENT_PAGE))
+    mark = last_training_mark(instance)
+    pending_events = _ratings_events_after(instance, mark.storage_id)
+    for record in new_events:
+        _, warning = changed_ratings(record.asset_materialization.metadata)
+        if warning:
+            context.log.warning("ratings event %d: %s", record.storage_id, warning)
+    pending = sum(changed_ratings(r.asset_materialization.metadata)[0] for r in pending_events)
+    threshold = retrain_policy.threshold(mark.trained_ratings)
+    if new_events:
+        context.advance_cursor({RATINGS: new_events[-1]})
+
+    notes = [f"{pending} ratings changed since the last training (retrain at {threshold})"]
+    if pending_events and pending >= threshold:
+        blocker = _training_blocker(instance, retrain_policy)
+        if blocker is None:
+            newest = pending_events[-1].storage_id
+            context.log.info("requesting training: %s", notes[0])
+            return [
+                dg.RunRequest(
+                    run_key=f"retrain-after-ratings-event-{newest}",
+                    job_name=training_job.name,
+                    run_config=training_run_config(n_epochs=retrain_policy.n_epochs),
+                    tags={"recsys/trigger": "new_ratings", "recsys/new_ratings": str(pending)},
+                )
+            ]
+        notes.append(f"retrain deferred: {blocker}")
+
+    if new_events and retrain_policy.refresh_predictions:
+        users: set[int] = set()
+        for record in new_events:
+            ids, warning = user_ids(record.asset_materialization.metadata)
+            if warning:
+                context.log.warning("ratings event %d: %s", record.storage_id, warning)
+            users.update(ids)
+        if users and model_store.latest_manifest() is None:
+            notes.append("no trained model yet, so no predictions to refresh")
+        elif users:
+            context.log.info("requesting refresh of %d users; %s", len(users), "; ".join(notes))
+            return [
+                dg.RunRequest(
+                    run_key=f"refresh-after-ratings-event-{new_events[-1].storage_id}",
+                    job_name=refresh_predictions_job.name,
+                    run_config={
+                        "ops": {
+                            "refresh_user_predictions": {
+                                "config": {
+                                    "user_ids": sorted(users),
+                                    "top_n": current_top_n(instance),
+                                }
+                            }
+                        }
+                    },
+                    tags={"recsys/trigger": "new_ratings", "recsys/users": str(len(users))},
+                )
+            ]
+    return dg.SkipReason("; ".join(notes))
+
+
+# Dagster steers "react to upstream assets" towards Declarative Automation, but says to use a
+# multi_asset_sensor when specific jobs are targeted with side conditions, as here. Silence
+# just that notice (it is repeated whenever the definitions are loaded or copied).
+warnings.filterwarnings(
+    "ignore", message=".*MultiAssetSensorDefinition.*", category=dg.SupersessionWarning
+)
+
+
+def build_retrain_sensor(minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
+    return _retrain_sensor(minimum_interval_seconds)
+
+
+def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition:
+    @dg.multi_asset_sensor(
+        monitored_assets=[RATINGS],
+        name="retrain_on_new_ratings",
+        jobs=[training_job, refresh_predictions_job],
+        minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="On new `ratings` events: retrain when enough ratings changed since the "
+        "last training (RetrainPolicy), else refresh the predictions of the users who rated.",
+    )
+    def retrain_on_new_ratings(
+        context: dg.MultiAssetSensorEvaluationContext,
+        retrain_policy: RetrainPolicy,
+        model_store: ModelStore,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        return evaluate_retrain(context, retrain_policy, model_store)
+
+    return retrain_on_new_ratings

@@ -1,0 +1,98 @@
+"""`run_failure_alert`: log which asset (step) failed and why; POST it to a webhook if set.
+
+The webhook (RECSYS_ALERT_WEBHOOK_URL, read on every tick) receives one JSON object per failed
+run — e.g. a Slack/Teams incoming-webhook relay or an internal alerting endpoint.
+"""
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import dagster as dg
+
+from recsys_assets import settings
+
+WEBHOOK_TIMEOUT_SECONDS = 10
+
+
+def _error_text(error: Any) -> str:
+    if error is None:
+        return "unknown error"
+    message = error.message.strip()
+    # SerializableErrorInfo prefixes the exception class ("dagster...Failure: no usable ...").
+    prefix = f"{error.cls_name}: " if error.cls_name else ""
+    for candidate in (prefix, f"dagster._core.definitions.events.{prefix}"):
+        if candidate and message.startswith(candidate):
+            return message[len(candidate) :]
+    return message
+
+
+def failure_report(context: dg.RunFailureSensorContext) -> dict[str, Any]:
+    """The failed run, its failed steps (the asset or op each one computes) and their errors."""
+    run = context.dagster_run
+    steps = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        steps.append(
+            {
+                # Asset steps are keyed by the asset's name; the op of the refresh job writes
+                # user_predictions.
+                "step": event.step_key,
+                "asset": event.asset_key.to_user_string() if event.asset_key else event.step_key,
+                "error": _error_text(error),
+                "error_class": error.cls_name if error else None,
+            }
+        )
+    return {
+        "status": "FAILURE",
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "tags": dict(run.tags),
+        "message": context.failure_event.message,
+        "failed_steps": steps,
+    }
+
+
+def post_json(url: str, payload: dict[str, Any]) -> int:
+    """POST `payload` as JSON; return the HTTP status. Raises OSError/HTTPError on failure."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload, default=str).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "recsys-assets"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+        return response.status
+
+
+def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
+    """Log the failure; POST it to RECSYS_ALERT_WEBHOOK_URL if set. Returns the report, with
+    `webhook_status` (HTTP status, or the error text if the POST failed) when one was sent."""
+    report = failure_report(context)
+    failed = (
+        ", ".join(f"{s['asset']}: {s['error'].splitlines()[0]}" for s in report["failed_steps"])
+        or report["message"]
+    )
+    context.log.error("run %s of %s failed — %s", report["run_id"], report["job"], failed)
+    url = settings.alert_webhook_url()
+    if not url:
+        return report
+    try:
+        status = post_json(url, report)
+    except (OSError, urllib.error.HTTPError) as exc:
+        # The alert is best effort: a dead webhook must not block later failure alerts.
+        context.log.warning("alert webhook %s failed: %s", url.split("?")[0], exc)
+        return {**report, "webhook_status": str(exc)}
+    context.log.info("posted failure alert for run %s (HTTP %d)", report["run_id"], status)
+    return {**report, "webhook_status": status}
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alert",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Logs the failed asset and error of every failed run; POSTs JSON to "
+    "RECSYS_ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    alert_failed_run(context)

@@ -1,0 +1,78 @@
+"""Transient database errors are retried with backoff; everything else fails at once."""
+
+import socket
+
+import dagster as dg
+import pytest
+
+from recsys_assets.assets.retries import retry_only_transient_db_errors
+from recsys_assets.definitions import defs
+from recsys_assets.resources.ratings_db import RatingsDatabase
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+@pytest.mark.parametrize("name", ["ratings_df", "user_predictions"])
+def test_db_assets_back_off_exponentially(name):
+    node = defs.resolve_assets_def(name).node_def
+    assert node.retry_policy.backoff == dg.Backoff.EXPONENTIAL
+    assert node.retry_policy.max_retries == 3
+
+
+def _run(op_fn):
+    @dg.job
+    def job():
+        op_fn()
+
+    return job.execute_in_process(raise_on_error=False)
+
+
+def _retries(result) -> int:
+    return sum(1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY")
+
+
+POLICY = dg.RetryPolicy(max_retries=2, delay=0.01, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def test_refused_connection_is_retried_then_fails():
+    database = RatingsDatabase(url=f"postgresql+psycopg2://u:p@127.0.0.1:{_closed_port()}/db")
+
+    @dg.op(retry_policy=POLICY)
+    def read(context: dg.OpExecutionContext):
+        with retry_only_transient_db_errors(context):
+            database.count_ratings()
+
+    result = _run(read)
+    assert not result.success
+    assert _retries(result) == 2
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    cause = str(failure.step_failure_data.error.cause)
+    assert "OperationalError" in cause and "Connection refused" in cause
+
+
+def test_sqlite_syntax_style_errors_are_not_retried(tmp_path):
+    database = RatingsDatabase(url=f"sqlite:///{tmp_path / 'no_tables.db'}")
+
+    @dg.op(retry_policy=POLICY)
+    def read(context: dg.OpExecutionContext):
+        with retry_only_transient_db_errors(context):
+            database.count_ratings()  # "no such table": OperationalError, but not transient
+
+    result = _run(read)
+    assert not result.success and _retries(result) == 0
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "no such table: ratings" in failure.step_failure_data.user_failure_data.description
+
+
+def test_bad_input_failure_is_final():
+    @dg.op(retry_policy=POLICY)
+    def bad(context: dg.OpExecutionContext):
+        with retry_only_transient_db_errors(context):
+            raise dg.Failure("too few ratings")
+
+    result = _run(bad)
+    assert not result.success and _retries(result) == 0

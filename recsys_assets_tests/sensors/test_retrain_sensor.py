@@ -1,0 +1,207 @@
+"""`retrain_on_new_ratings` against a real (temporary, SQLite) Dagster instance.
+
+`ratings` events are stored exactly as the daemon stores the ratings sensor's events and as
+the webserver stores an app's API report: `report_runless_asset_event`.
+"""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from recsys_assets.assets.ratings import ratings
+from recsys_assets.definitions import all_assets
+from recsys_assets.jobs import refresh_predictions_job, training_job
+from recsys_assets.resources.retrain_policy import RetrainPolicy
+from recsys_assets.sensors.ratings_events import RATINGS
+from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
+from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
+
+SENSOR = build_retrain_sensor()
+
+
+class Harness:
+    """An instance, definitions with test resources, and the sensor's cursor between ticks."""
+
+    def __init__(self, instance, home, database, policy):
+        self.instance = instance
+        self.resources = {**make_resources(home, database), "retrain_policy": policy}
+        self.defs = dg.Definitions(
+            assets=[ratings, *all_assets],
+            jobs=[training_job, refresh_predictions_job],
+            sensors=[SENSOR],
+            resources=self.resources,
+        )
+        self.cursor = None
+
+    def report(self, **metadata):
+        self.instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=RATINGS, metadata=metadata)
+        )
+
+    def tick(self):
+        context = dg.build_multi_asset_sensor_context(
+            monitored_assets=[RATINGS],
+            instance=self.instance,
+            cursor=self.cursor,
+            definitions=self.defs,
+            resources=self.resources,
+        )
+        result = SENSOR(context)
+        self.cursor = context.cursor  # what the daemon would persist after the tick
+        return result
+
+    def train(self, run_config=FAST_CONFIG, tags=None):
+        result = self.defs.resolve_job_def("training_job").execute_in_process(
+            run_config=run_config, instance=self.instance, tags=tags
+        )
+        assert result.success
+        return result
+
+
+@pytest.fixture
+def harness(recsys_home, demo_db):
+    policy = RetrainPolicy(min_new_ratings=100, min_interval_seconds=0)
+    with dg.instance_for_test() as instance:
+        yield Harness(instance, recsys_home, demo_db, policy)
+
+
+def _only(requests):
+    assert isinstance(requests, list) and len(requests) == 1, requests
+    return requests[0]
+
+
+def test_no_events_no_runs(harness):
+    assert isinstance(harness.tick(), dg.SkipReason)
+
+
+def test_below_threshold_refreshes_the_users_then_nothing_twice(harness):
+    harness.train()
+    harness.report(new_ratings=3, user_ids=dg.MetadataValue.json([5, 7]))
+    request = _only(harness.tick())
+    assert request.job_name == "refresh_predictions_job"
+    config = request.run_config["ops"]["refresh_user_predictions"]["config"]
+    # Same users, same list length as the predictions in the table (FAST_CONFIG: top 10).
+    assert config == {"user_ids": [5, 7], "top_n": 10}
+    # The same events are never handled twice.
+    second = harness.tick()
+    assert isinstance(second, dg.SkipReason)
+    assert "3 ratings changed since the last training (retrain at 100)" in second.skip_message
+
+
+def test_no_model_yet_means_no_refresh(harness):
+    harness.report(new_ratings=3, user_ids=[5])
+    result = harness.tick()
+    assert isinstance(result, dg.SkipReason) and "no trained model yet" in result.skip_message
+
+
+def test_above_threshold_one_training_run_then_reset_after_success(harness):
+    harness.train()
+    harness.report(new_ratings=60, user_ids=[1])
+    assert _only(harness.tick()).job_name == "refresh_predictions_job"
+    harness.report(new_ratings=40, user_ids=[2])
+    request = _only(harness.tick())
+    assert request.job_name == "training_job"
+    assert request.tags["recsys/new_ratings"] == "100"
+    # The sensor's retrain uses the schedule's config shape: CV and fit agree.
+    ops = request.run_config["ops"]
+    assert ops["cv_report"]["config"]["n_epochs"] == ops["svd_model"]["config"]["n_epochs"] == 20
+
+    # No new event: a tick before the run exists asks again with the same run key, which
+    # the daemon drops as a duplicate...
+    again = harness.tick()
+    assert _only(again).run_key == request.run_key
+    # ...and once the run exists (here: started), the sensor does not ask at all.
+    harness.instance.create_run_for_job(
+        harness.defs.resolve_job_def("training_job"),
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/sensor_name": "retrain_on_new_ratings"},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    running = harness.tick()
+    assert isinstance(running, dg.SkipReason) and "is STARTED" in running.skip_message
+
+    # Run keys embed the newest event's storage id, so a later burst gets a new key.
+    harness.report(new_ratings=500, user_ids=[3])
+    refresh = _only(harness.tick())  # training still running: refresh only
+    assert refresh.job_name == "refresh_predictions_job"
+
+
+def test_successful_training_resets_the_count(harness):
+    harness.train()
+    harness.report(new_ratings=150, user_ids=[1])
+    request = _only(harness.tick())
+    assert request.job_name == "training_job"
+    harness.train()
+    result = harness.tick()
+    assert isinstance(result, dg.SkipReason)
+    assert "0 ratings changed since the last training" in result.skip_message
+    # New ratings after that training start counting from zero.
+    harness.report(new_ratings=99, user_ids=[2])
+    assert _only(harness.tick()).job_name == "refresh_predictions_job"
+    harness.report(new_ratings=1, user_ids=[2])
+    assert _only(harness.tick()).job_name == "training_job"
+
+
+def test_minimum_interval_defers_training_and_refreshes_meanwhile(harness):
+    harness.train()
+    harness.resources["retrain_policy"] = RetrainPolicy(
+        min_new_ratings=10, min_interval_seconds=3600
+    )
+    harness.report(new_ratings=50, user_ids=[4])
+    request = _only(harness.tick())
+    assert request.job_name == "refresh_predictions_job"
+
+
+def test_fraction_threshold_uses_the_trained_size(harness):
+    trained = harness.train()
+    rows = trained.asset_materializations_for_node("ratings_df")[0].metadata["rows_kept"].value
+    harness.resources["retrain_policy"] = RetrainPolicy(
+        min_new_ratings=1_000_000, min_new_fraction=0.01, min_interval_seconds=0
+    )
+    harness.report(new_ratings=int(rows * 0.01) + 1)
+    assert _only(harness.tick()).job_name == "training_job"
+
+
+def test_app_event_without_a_count_counts_as_one(harness):
+    harness.train()
+    harness.resources["retrain_policy"] = RetrainPolicy(min_new_ratings=1, min_interval_seconds=0)
+    harness.report(source="app")
+    assert _only(harness.tick()).job_name == "training_job"
+
+
+def test_env_overrides(monkeypatch):
+    monkeypatch.setenv("RECSYS_RETRAIN_MIN_NEW_RATINGS", "25")
+    monkeypatch.setenv("RECSYS_RETRAIN_MIN_INTERVAL_SECONDS", "0")
+    policy = RetrainPolicy.from_env()
+    assert (policy.min_new_ratings, policy.min_interval_seconds) == (25, 0)
+    monkeypatch.setenv("RECSYS_RETRAIN_MIN_NEW_RATINGS", "lots")
+    with pytest.raises(ValueError, match="RECSYS_RETRAIN_MIN_NEW_RATINGS='lots' is not a valid"):
+        RetrainPolicy.from_env()
+
+
+def test_sensor_ratings_events_end_to_end(harness, demo_db):
+    """The polling sensor's events, stored as the daemon stores them, drive the refresh."""
+    from recsys_assets.sensors.ratings_db_sensor import build_ratings_db_sensor
+
+    poller = build_ratings_db_sensor()
+    harness.train()
+
+    def poll(cursor):
+        context = dg.build_sensor_context(
+            instance=harness.instance, cursor=cursor, resources={"ratings_db": demo_db}
+        )
+        result = poller(context)
+        for event in result.asset_events:
+            harness.instance.report_runless_asset_event(event)
+        return result.cursor
+
+    cursor = poll(None)
+    demo_db.insert_ratings(
+        pd.DataFrame(
+            {"user_id": [11, 12], "movie_id": [1, 1], "rating": [4.0, 2.0], "timestamp": 1}
+        )
+    )
+    poll(cursor)
+    request = _only(harness.tick())
+    assert request.job_name == "refresh_predictions_job"
+    assert request.run_config["ops"]["refresh_user_predictions"]["config"]["user_ids"] == [11, 12]

@@ -1,0 +1,91 @@
+"""run_failure_alert: logs the failed asset and posts JSON to a real HTTP server on loopback."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+
+from recsys_assets.definitions import all_assets
+from recsys_assets.sensors.run_failure_sensor import alert_failed_run, run_failure_alert
+from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"path": self.path, "body": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _failed_run_context(instance, home, database):
+    result = dg.materialize(
+        all_assets,
+        resources=make_resources(home, database),
+        run_config=FAST_CONFIG,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+
+
+def test_failed_run_is_posted_to_the_webhook(recsys_home, ratings_db, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", url)
+    with dg.instance_for_test() as instance:
+        # An empty ratings table: ratings_df fails with a message that says so.
+        context = _failed_run_context(instance, recsys_home, ratings_db)
+        run_failure_alert(context)
+    (alert,) = received
+    assert alert["path"] == "/alerts"
+    body = alert["body"]
+    assert body["status"] == "FAILURE" and body["run_id"] == context.dagster_run.run_id
+    (step,) = body["failed_steps"]
+    assert step["asset"] == "ratings_df" and step["step"] == "ratings_df"
+    assert "no usable ratings" in step["error"]
+
+
+def test_without_webhook_it_only_logs(recsys_home, ratings_db, monkeypatch, capfd):
+    monkeypatch.delenv("RECSYS_ALERT_WEBHOOK_URL", raising=False)
+    with dg.instance_for_test() as instance:
+        context = _failed_run_context(instance, recsys_home, ratings_db)
+        capfd.readouterr()
+        report = alert_failed_run(context)
+    assert "webhook_status" not in report
+    assert report["failed_steps"][0]["error"].startswith("no usable ratings in sqlite:")
+    logged = capfd.readouterr().err
+    assert f"run {context.dagster_run.run_id} of " in logged
+    assert "failed — ratings_df: no usable ratings" in logged
+
+
+def test_dead_webhook_does_not_break_the_sensor(recsys_home, ratings_db, monkeypatch):
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/nothing-listens")
+    with dg.instance_for_test() as instance:
+        context = _failed_run_context(instance, recsys_home, ratings_db)
+        report = alert_failed_run(context)
+    assert "refused" in report["webhook_status"].lower()
