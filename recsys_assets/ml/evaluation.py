@@ -1,14 +1,15 @@
 """Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
 
-Called by ``ml.training.run_fold`` after it fitted the fold's SVD, so every figure here is
+Called by ``ml.training.cross_validate_svd`` after it fitted the fold's SVD, so every figure here is
 measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
-  and the shipped blend (``ml.ranking``), whose weights are chosen on a validation split of
-  the fold's *training* ratings with a second SVD fitted without them: the test fold is
-  never used to pick anything.
+  and the shipped blend (``ml.ranking``), whose weights are chosen on validation ratings from
+  the fold's *training* data with a second SVD fitted without them (``select_policy``, or
+  one inner model shared by two folds, see ``training.shared_inner_pairs``): the test fold
+  is never used to pick anything.
 """
 
 from __future__ import annotations
@@ -255,12 +256,21 @@ def evaluate_fold(
     policy: RankingPolicy,
 ) -> dict:
     """Baseline errors and ranking metrics on one fold; keys are flat floats for a table row."""
+    return evaluate_factors(SVDFactors.from_svd(model), train, test, policy)
+
+
+def evaluate_factors(
+    factors: SVDFactors, train: Ratings, test: Ratings, policy: RankingPolicy
+) -> dict:
+    """``evaluate_fold`` from the fold model's factors (small enough to pass between processes).
+
+    ``factors.global_mean`` is the fold trainset's mean, the global-mean baseline.
+    """
     row: dict = {}
     row["global_mean_rmse"], row["global_mean_mae"] = error(
-        np.full(test.ratings.shape, trainset.global_mean), test.ratings
+        np.full(test.ratings.shape, factors.global_mean), test.ratings
     )
-    factors = SVDFactors.from_svd(model)
-    baseline = baseline_factors(factors, train, trainset.global_mean)
+    baseline = baseline_factors(factors, train, factors.global_mean)
     row["baseline_rmse"], row["baseline_mae"] = error(
         score_pairs(baseline, test.users, test.movies), test.ratings
     )
