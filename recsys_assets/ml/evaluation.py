@@ -126,6 +126,18 @@ def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> 
     return m
 
 
+def _distinct_per_user(user_pos: np.ndarray, movies: np.ndarray, n_users: int) -> np.ndarray:
+    """Distinct movies per user position (positions < 0 dropped); 1-D unique of pair keys."""
+    keep = user_pos >= 0
+    movies = np.asarray(movies, dtype=np.int64)[keep]
+    if movies.size == 0:
+        return np.zeros(n_users, dtype=np.int64)
+    lo = int(movies.min())
+    span = int(movies.max()) - lo + 1
+    keys = np.unique(user_pos[keep] * span + (movies - lo))
+    return np.bincount(keys // span, minlength=n_users)
+
+
 def ranking_eval(
     factors: SVDFactors,
     train: Ratings,
@@ -148,8 +160,7 @@ def ranking_eval(
     relevant = _csr(users, test.users, _lookup(factors.raw_iids, test.movies), factors.n_items)
     # Every distinct held-out movie counts as relevant, known to the model or not (as in
     # ranking_metrics).
-    pairs = np.unique(np.stack([_lookup(users, test.users), test.movies]), axis=1)
-    n_rel = np.bincount(pairs[0], minlength=users.size)
+    n_rel = _distinct_per_user(_lookup(users, test.users), test.movies, users.size)
     per_user = np.bincount(
         _lookup(users, train.users)[_lookup(users, train.users) >= 0], minlength=users.size
     )
@@ -178,15 +189,22 @@ def ranking_eval(
         popular_keys = np.broadcast_to(pop, seen.shape).copy()
         popular_keys[seen] = -np.inf
         popular = score(_top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
+        warm_rows: dict[int, tuple] = {}  # per min_user_ratings: the grid shares one slice
         for p, policy in enumerate(policies):
-            warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
             result = popular.copy()
-            if warm.any() and (policy.taste_weight or policy.rating_weight):
-                w = np.flatnonzero(warm)
-                keys = policy.popularity_weight * pop + policy.taste_weight * cos[w]
-                keys += policy.rating_weight * est[w]
-                keys[seen[w]] = -np.inf
-                result[w] = score(_top_k_indices(keys, k, factors.raw_iids), rel[w], rows[w])
+            if policy.taste_weight or policy.rating_weight:
+                if policy.min_user_ratings not in warm_rows:
+                    warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
+                    w = np.flatnonzero(warm)
+                    warm_rows[policy.min_user_ratings] = (w, cos[w], est[w], seen[w], rel[w])
+                w, cos_w, est_w, seen_w, rel_w = warm_rows[policy.min_user_ratings]
+                if w.size:
+                    # Same sums in the same order as pop_w * pop + taste_w * cos + rating_w * est.
+                    keys = policy.taste_weight * cos_w
+                    keys += policy.popularity_weight * pop
+                    keys += policy.rating_weight * est_w
+                    keys[seen_w] = -np.inf
+                    result[w] = score(_top_k_indices(keys, k, factors.raw_iids), rel_w, rows[w])
             sums[p] += result.sum(axis=0)
     means = sums / max(users.size, 1)
     return [{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in means]

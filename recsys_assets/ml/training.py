@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -88,6 +89,47 @@ def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.nda
         chain.from_iterable(chain.from_iterable(ur.values())), dtype=np.float64, count=2 * n
     ).reshape(n, 2)
     return users, flat[:, 0].astype(np.int64), flat[:, 1].copy()
+
+
+def _first_seen_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner ids numbered by first appearance (as Surprise does), and each id's first row."""
+    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    inner = np.empty_like(order)
+    inner[order] = np.arange(order.size)
+    return inner[inverse.ravel()], first[order]
+
+
+def _grouped(keys: np.ndarray, values: np.ndarray, ratings: np.ndarray, n: int) -> defaultdict:
+    """{key: [(value, rating), ...]} in row order, keys 0..n-1 in order (as Surprise's ur/ir)."""
+    perm = np.argsort(keys, kind="stable")
+    pairs = list(zip(values[perm].tolist(), ratings[perm].tolist(), strict=True))
+    bounds = [0, *np.cumsum(np.bincount(keys, minlength=n)).tolist()]
+    return defaultdict(list, {k: pairs[bounds[k] : bounds[k + 1]] for k in range(n)})
+
+
+def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndarray) -> Trainset:
+    """`dataset.construct_trainset([raw[i] for i in index])`, equal in every field, faster.
+
+    `ratings` are `dataset.raw_ratings` as arrays. Surprise's builder is a per-rating Python
+    loop; here ids are numbered with numpy and only the (id, rating) tuples are Python
+    objects. The id maps are keyed by the raw ids' own objects.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    raw = dataset.raw_ratings
+    users, user_first = _first_seen_ids(ratings.users[index])
+    items, item_first = _first_seen_ids(ratings.movies[index])
+    values = ratings.ratings[index]
+    return Trainset(
+        _grouped(users, items, values, user_first.size),
+        _grouped(items, users, values, item_first.size),
+        user_first.size,
+        item_first.size,
+        index.size,
+        dataset.reader.rating_scale,
+        {raw[index[f]][0]: u for u, f in enumerate(user_first.tolist())},
+        {raw[index[f]][1]: i for i, f in enumerate(item_first.tolist())},
+    )
 
 
 def _shared_objects(values: np.ndarray) -> list:
@@ -196,11 +238,10 @@ class _CVRun:
     params: SVDParams
     min_user_ratings: int | None
     # Every rating as arrays, built once in the parent rather than once per fold.
-    everything: evaluation.Ratings | None
+    everything: evaluation.Ratings
 
     def trainset(self, index: np.ndarray) -> Trainset:
-        raw = self.dataset.raw_ratings
-        return self.dataset.construct_trainset([raw[i] for i in index])
+        return build_trainset(self.dataset, self.everything, index)
 
 
 # Forked workers inherit the run (dataset included) through this module global instead of
@@ -244,7 +285,7 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
 def _select_shared(a: int, b: int) -> tuple[dict[int, RankingPolicy], float]:
     """Blend weights for folds a and b from one inner model fitted on the other folds."""
     run = _RUN
-    assert run is not None and run.everything is not None and run.min_user_ratings is not None
+    assert run is not None and run.min_user_ratings is not None
     t0 = time.perf_counter()
     inner_idx = train_indices(run.indices, run.bounds, [a, b])
     factors = SVDFactors.from_svd(fit_svd(run.trainset(inner_idx), run.params))
@@ -260,7 +301,7 @@ def _select_shared(a: int, b: int) -> tuple[dict[int, RankingPolicy], float]:
 def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
     """Blend weights for `fold` from an inner split of its own training ratings."""
     run = _RUN
-    assert run is not None and run.everything is not None and run.min_user_ratings is not None
+    assert run is not None and run.min_user_ratings is not None
     t0 = time.perf_counter()
     train_idx = train_indices(run.indices, run.bounds, [fold])
     raw = run.dataset.raw_ratings
@@ -278,7 +319,7 @@ def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
 def _evaluate(fold: int, factors: SVDFactors, policy: RankingPolicy) -> dict:
     """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`)."""
     run = _RUN
-    assert run is not None and run.everything is not None
+    assert run is not None
     t0 = time.perf_counter()
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
@@ -366,7 +407,7 @@ def cross_validate_svd(
     indices, bounds = fold_bounds(len(dataset.raw_ratings), n_folds, seed)  # before forking
     n_jobs = default_jobs(n_folds) if n_jobs is None else n_jobs
     ranking = min_user_ratings is not None
-    everything = evaluation.Ratings.from_tuples(dataset.raw_ratings) if ranking else None
+    everything = evaluation.Ratings.from_tuples(dataset.raw_ratings)
     rows = []
 
     def report(row: dict) -> None:

@@ -159,3 +159,27 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
         assert not inner & validation and inner in fits  # the inner model saw only `inner`
     # Folds 1-2 and 3-4 share an inner model each: three distinct inner training sets.
     assert len({frozenset(inner) for inner, _ in grids}) == 3
+
+
+def test_build_trainset_equals_surprise(dataset):
+    from recsys_assets.ml.evaluation import Ratings
+    from recsys_assets.ml.training import build_trainset
+
+    raw = dataset.raw_ratings
+    index = np.random.default_rng(4).permutation(len(raw))[: len(raw) * 2 // 3]
+    ours = build_trainset(dataset, Ratings.from_tuples(raw), index)
+    expected = dataset.construct_trainset([raw[i] for i in index])
+    assert ours._raw2inner_id_users == expected._raw2inner_id_users
+    assert list(ours._raw2inner_id_items.items()) == list(expected._raw2inner_id_items.items())
+    assert dict(ours.ur) == dict(expected.ur) and dict(ours.ir) == dict(expected.ir)
+    assert list(ours.ur) == list(expected.ur)  # same iteration order, so the same SGD
+    assert (ours.n_users, ours.n_items, ours.n_ratings, ours.rating_scale) == (
+        expected.n_users,
+        expected.n_items,
+        expected.n_ratings,
+        expected.rating_scale,
+    )
+    assert ours.global_mean == expected.global_mean
+    a, b = fit_svd(ours, PARAMS), PARAMS.build().fit(expected)
+    np.testing.assert_array_equal(a.pu, b.pu)
+    np.testing.assert_array_equal(a.qi, b.qi)
