@@ -144,8 +144,12 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
         grids.append((pairs(train.users, train.movies), pairs(validation.users, validation.movies)))
         return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), []
 
+    def tagging_grids(factors, train, validations, base, *args, **kwargs):
+        return [tagging_grid(factors, train, v, base) for v in validations]
+
     monkeypatch.setattr(training, "fit_svd", spy_fit)
     monkeypatch.setattr(evaluation, "grid_ndcg", tagging_grid)
+    monkeypatch.setattr(evaluation, "grid_ndcgs", tagging_grids)
     n_folds, seed = 5, 2
     report = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1)
     indices, bounds = training.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
