@@ -255,20 +255,14 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
     assert run is not None
     test_idx = fold_indices(run.indices, run.bounds, fold)
     trainset = run.trainset(train_indices(run.indices, run.bounds, [fold]))
-    raw = run.dataset.raw_ratings
-    test = [raw[i] for i in test_idx]
+    test = run.everything.take(test_idx)
     t0 = time.perf_counter()
     model = fit_svd(trainset, run.params)
     fit_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     factors = SVDFactors.from_svd(model)
     # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(
-        factors,
-        np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test)),
-        np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test)),
-    )
-    err = est - np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
+    err = score_pairs(factors, test.users, test.movies) - test.ratings
     test_time = time.perf_counter() - t0
     row = {
         "fold": fold,
@@ -277,7 +271,7 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
         "fit_time": fit_time,
         "test_time": test_time,
         "n_train": trainset.n_ratings,
-        "n_test": len(test),
+        "n_test": len(test_idx),
     }
     return row, (factors if run.min_user_ratings is not None else None)
 
