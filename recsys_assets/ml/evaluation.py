@@ -1,14 +1,15 @@
 """Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
 
-Called by ``ml.training.run_fold`` after it fitted the fold's SVD, so every figure here is
+Called by ``ml.training.cross_validate_svd`` after it fitted the fold's SVD, so every figure here is
 measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
-  and the shipped blend (``ml.ranking``), whose weights are chosen on a validation split of
-  the fold's *training* ratings with a second SVD fitted without them: the test fold is
-  never used to pick anything.
+  and the shipped blend (``ml.ranking``), whose weights are chosen on validation ratings from
+  the fold's *training* data with a second SVD fitted without them (``select_policy``, or
+  one inner model shared by two folds, see ``training.shared_inner_pairs``): the test fold
+  is never used to pick anything.
 """
 
 from __future__ import annotations
@@ -125,6 +126,18 @@ def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> 
     return m
 
 
+def _distinct_per_user(user_pos: np.ndarray, movies: np.ndarray, n_users: int) -> np.ndarray:
+    """Distinct movies per user position (positions < 0 dropped); 1-D unique of pair keys."""
+    keep = user_pos >= 0
+    movies = np.asarray(movies, dtype=np.int64)[keep]
+    if movies.size == 0:
+        return np.zeros(n_users, dtype=np.int64)
+    lo = int(movies.min())
+    span = int(movies.max()) - lo + 1
+    keys = np.unique(user_pos[keep] * span + (movies - lo))
+    return np.bincount(keys // span, minlength=n_users)
+
+
 def ranking_eval(
     factors: SVDFactors,
     train: Ratings,
@@ -139,16 +152,35 @@ def ranking_eval(
     cold or unknown users get the most-popular list), but the estimate, taste and popularity
     matrices are computed once per block of users and shared by every policy.
     """
-    users = np.unique(test.users)
+    return ranking_evals(factors, train, [test], policies, k, block_size)[0]
+
+
+def ranking_evals(
+    factors: SVDFactors,
+    train: Ratings,
+    tests: Sequence[Ratings],
+    policies: Sequence[RankingPolicy],
+    k: int = K,
+    block_size: int = 1024,
+) -> list[list[dict[str, float]]]:
+    """``ranking_eval`` on each of ``tests``: the lists depend only on the model and ``train``,
+    so they are ranked once and scored against every test set (``[test][policy]`` metrics).
+    """
+    users = np.unique(np.concatenate([t.users for t in tests]))
     inner_u = _lookup(factors.raw_uids, users)
     known = inner_u >= 0
     safe_u = np.where(known, inner_u, 0)  # unknown users never use their (dummy) estimates
     rated = _csr(users, train.users, _lookup(factors.raw_iids, train.movies), factors.n_items)
-    relevant = _csr(users, test.users, _lookup(factors.raw_iids, test.movies), factors.n_items)
+    relevant = [
+        _csr(users, t.users, _lookup(factors.raw_iids, t.movies), factors.n_items) for t in tests
+    ]
     # Every distinct held-out movie counts as relevant, known to the model or not (as in
-    # ranking_metrics).
-    pairs = np.unique(np.stack([_lookup(users, test.users), test.movies]), axis=1)
-    n_rel = np.bincount(pairs[0], minlength=users.size)
+    # ranking_metrics). Users without any in a test set are not scored on it.
+    n_rel = np.stack(
+        [_distinct_per_user(_lookup(users, t.users), t.movies, users.size) for t in tests]
+    )
+    scored = n_rel > 0
+    n_rel = np.maximum(n_rel, 1)  # unscored users: any value, their scores are dropped
     per_user = np.bincount(
         _lookup(users, train.users)[_lookup(users, train.users) >= 0], minlength=users.size
     )
@@ -157,14 +189,20 @@ def ranking_eval(
     taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)
-    sums = np.zeros((len(policies), 3))  # precision, recall, ndcg totals
+    sums = np.zeros((len(tests), len(policies), 3))  # precision, recall, ndcg totals
 
-    def score(top: np.ndarray, rel: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        hits = np.take_along_axis(rel, top, axis=1)
-        n_hits = hits.sum(axis=1)
-        dcg = (hits * discounts[: top.shape[1]]).sum(axis=1)
-        idcg = ideal[np.minimum(n_rel[rows], k) - 1]
-        return np.stack([n_hits / k, n_hits / n_rel[rows], dcg / idcg], axis=1)
+    def score(top: np.ndarray, rel: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """[test, row, metric] of the lists ``top`` for users ``rows``."""
+        out = np.zeros((len(tests), rows.size, 3))
+        for t, (relevant_t, n_rel_t) in enumerate(zip(rel, n_rel, strict=True)):
+            on = scored[t, rows]
+            on = slice(None) if on.all() else np.flatnonzero(on)  # a view, not a copy
+            hits = np.take_along_axis(relevant_t[on], top[on], axis=1)
+            n_hits = hits.sum(axis=1)
+            dcg = (hits * discounts[: top.shape[1]]).sum(axis=1)
+            idcg = ideal[np.minimum(n_rel_t[rows[on]], k) - 1]
+            out[t, on] = np.stack([n_hits / k, n_hits / n_rel_t[rows[on]], dcg / idcg], axis=1)
+        return out
 
     for start in range(0, users.size, block_size):
         rows = np.arange(start, min(start + block_size, users.size))
@@ -173,22 +211,31 @@ def ranking_eval(
         est += factors.pu[iu] @ factors.qi.T
         cos = taste[rows] @ item_unit.T
         seen = rated[rows].toarray() > 0
-        rel = relevant[rows].toarray() > 0
+        rel = [r[rows].toarray() > 0 for r in relevant]
         popular_keys = np.broadcast_to(pop, seen.shape).copy()
         popular_keys[seen] = -np.inf
         popular = score(_top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
+        warm_rows: dict[int, tuple] = {}  # per min_user_ratings: the grid shares one slice
         for p, policy in enumerate(policies):
-            warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
             result = popular.copy()
-            if warm.any() and (policy.taste_weight or policy.rating_weight):
-                w = np.flatnonzero(warm)
-                keys = policy.popularity_weight * pop + policy.taste_weight * cos[w]
-                keys += policy.rating_weight * est[w]
-                keys[seen[w]] = -np.inf
-                result[w] = score(_top_k_indices(keys, k, factors.raw_iids), rel[w], rows[w])
-            sums[p] += result.sum(axis=0)
-    means = sums / max(users.size, 1)
-    return [{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in means]
+            if policy.taste_weight or policy.rating_weight:
+                if policy.min_user_ratings not in warm_rows:
+                    warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
+                    w = np.flatnonzero(warm)
+                    rel_w = [r[w] for r in rel]
+                    warm_rows[policy.min_user_ratings] = (w, cos[w], est[w], seen[w], rel_w)
+                w, cos_w, est_w, seen_w, rel_w = warm_rows[policy.min_user_ratings]
+                if w.size:
+                    # Same sums in the same order as pop_w * pop + taste_w * cos + rating_w * est.
+                    keys = policy.taste_weight * cos_w
+                    keys += policy.popularity_weight * pop
+                    keys += policy.rating_weight * est_w
+                    keys[seen_w] = -np.inf
+                    top = _top_k_indices(keys, k, factors.raw_iids)
+                    result[:, w] = score(top, rel_w, rows[w])
+            sums[:, p] += result.sum(axis=1)
+    means = sums / np.maximum(scored.sum(axis=1), 1)[:, None, None]
+    return [[{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in per] for per in means]
 
 
 def grid_ndcg(
@@ -200,10 +247,32 @@ def grid_ndcg(
     k: int = K,
 ) -> tuple[RankingPolicy, list[dict]]:
     """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass."""
-    policies = [
-        replace(base, popularity_weight=1.0, taste_weight=t, rating_weight=r) for t, r in grid
-    ]
-    results = ranking_eval(factors, train, validation, policies, k)
+    policies = _grid_policies(base, grid)
+    return _choose(policies, ranking_eval(factors, train, validation, policies, k))
+
+
+def grid_ndcgs(
+    factors: SVDFactors,
+    train: Ratings,
+    validations: Sequence[Ratings],
+    base: RankingPolicy,
+    grid: Iterable[tuple[float, float]] = DEFAULT_GRID,
+    k: int = K,
+) -> list[tuple[RankingPolicy, list[dict]]]:
+    """``grid_ndcg`` on each of ``validations`` (one model): the lists are ranked once."""
+    policies = _grid_policies(base, grid)
+    results = ranking_evals(factors, train, validations, policies, k)
+    return [_choose(policies, per_validation) for per_validation in results]
+
+
+def _grid_policies(base: RankingPolicy, grid: Iterable[tuple[float, float]]) -> list:
+    return [replace(base, popularity_weight=1.0, taste_weight=t, rating_weight=r) for t, r in grid]
+
+
+def _choose(
+    policies: list[RankingPolicy], results: list[dict[str, float]]
+) -> tuple[RankingPolicy, list[dict]]:
+    """The best policy by NDCG (ties: the earlier), unless most-popular is nearly as good."""
     tried, best, best_value = [], None, -np.inf
     for policy, metrics in zip(policies, results, strict=True):
         tried.append(
@@ -255,12 +324,21 @@ def evaluate_fold(
     policy: RankingPolicy,
 ) -> dict:
     """Baseline errors and ranking metrics on one fold; keys are flat floats for a table row."""
+    return evaluate_factors(SVDFactors.from_svd(model), train, test, policy)
+
+
+def evaluate_factors(
+    factors: SVDFactors, train: Ratings, test: Ratings, policy: RankingPolicy
+) -> dict:
+    """``evaluate_fold`` from the fold model's factors (small enough to pass between processes).
+
+    ``factors.global_mean`` is the fold trainset's mean, the global-mean baseline.
+    """
     row: dict = {}
     row["global_mean_rmse"], row["global_mean_mae"] = error(
-        np.full(test.ratings.shape, trainset.global_mean), test.ratings
+        np.full(test.ratings.shape, factors.global_mean), test.ratings
     )
-    factors = SVDFactors.from_svd(model)
-    baseline = baseline_factors(factors, train, trainset.global_mean)
+    baseline = baseline_factors(factors, train, factors.global_mean)
     row["baseline_rmse"], row["baseline_mae"] = error(
         score_pairs(baseline, test.users, test.movies), test.ratings
     )

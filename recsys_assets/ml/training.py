@@ -8,8 +8,9 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from itertools import chain
 
@@ -18,6 +19,7 @@ import pandas as pd
 from surprise import SVD, Dataset, Trainset
 
 from recsys_assets.ml import evaluation
+from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 
 # Users with fewer training ratings than this get the popularity list (cold start).
@@ -87,6 +89,47 @@ def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.nda
         chain.from_iterable(chain.from_iterable(ur.values())), dtype=np.float64, count=2 * n
     ).reshape(n, 2)
     return users, flat[:, 0].astype(np.int64), flat[:, 1].copy()
+
+
+def _first_seen_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner ids numbered by first appearance (as Surprise does), and each id's first row."""
+    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    inner = np.empty_like(order)
+    inner[order] = np.arange(order.size)
+    return inner[inverse.ravel()], first[order]
+
+
+def _grouped(keys: np.ndarray, values: np.ndarray, ratings: np.ndarray, n: int) -> defaultdict:
+    """{key: [(value, rating), ...]} in row order, keys 0..n-1 in order (as Surprise's ur/ir)."""
+    perm = np.argsort(keys, kind="stable")
+    pairs = list(zip(values[perm].tolist(), ratings[perm].tolist(), strict=True))
+    bounds = [0, *np.cumsum(np.bincount(keys, minlength=n)).tolist()]
+    return defaultdict(list, {k: pairs[bounds[k] : bounds[k + 1]] for k in range(n)})
+
+
+def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndarray) -> Trainset:
+    """`dataset.construct_trainset([raw[i] for i in index])`, equal in every field, faster.
+
+    `ratings` are `dataset.raw_ratings` as arrays. Surprise's builder is a per-rating Python
+    loop; here ids are numbered with numpy and only the (id, rating) tuples are Python
+    objects. The id maps are keyed by the raw ids' own objects.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    raw = dataset.raw_ratings
+    users, user_first = _first_seen_ids(ratings.users[index])
+    items, item_first = _first_seen_ids(ratings.movies[index])
+    values = ratings.ratings[index]
+    return Trainset(
+        _grouped(users, items, values, user_first.size),
+        _grouped(items, users, values, item_first.size),
+        user_first.size,
+        item_first.size,
+        index.size,
+        dataset.reader.rating_scale,
+        {raw[index[f]][0]: u for u, f in enumerate(user_first.tolist())},
+        {raw[index[f]][1]: i for i, f in enumerate(item_first.tolist())},
+    )
 
 
 def _shared_objects(values: np.ndarray) -> list:
@@ -159,35 +202,67 @@ def fold_bounds(n_ratings: int, n_folds: int, seed: int) -> tuple[np.ndarray, li
     return indices, bounds
 
 
-def run_fold(
-    dataset: Dataset,
-    fold: int,
-    n_folds: int,
-    seed: int,
-    params: SVDParams,
-    min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
-) -> dict:
-    """Fit on all folds but `fold` (1-based) and score the held-out one.
+def fold_indices(indices: np.ndarray, bounds: list[int], fold: int) -> np.ndarray:
+    """Rating indices of `fold` (1-based): its test set."""
+    return indices[bounds[fold - 1] : bounds[fold]]
 
-    Besides the SVD's RMSE/MAE the row holds the baselines' errors and the ranking metrics of
-    `ml.evaluation.evaluate_fold` (skipped when `min_user_ratings` is None).
+
+def train_indices(indices: np.ndarray, bounds: list[int], excluded: Iterable[int]) -> np.ndarray:
+    """Rating indices of every fold not in `excluded`, in KFold's trainset order."""
+    skip = set(excluded)
+    parts = [fold_indices(indices, bounds, f) for f in range(1, len(bounds)) if f not in skip]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=indices.dtype)
+
+
+def shared_inner_pairs(n_folds: int) -> list[tuple[int, int]]:
+    """Fold pairs (a, b) whose blend weights come from one inner model fitted without both.
+
+    Validated on fold a, that model picks b's weights (b's training data holds every fold but
+    b, so all the model and a); validated on b, it picks a's. One fit on (k-2)/k of the data
+    replaces two on ~(k-1)/k * 3/4. It needs a third fold to train on; an odd last fold keeps
+    its own inner split (`select_policy`).
     """
-    indices, bounds = fold_bounds(len(dataset.raw_ratings), n_folds, seed)
-    start, stop = bounds[fold - 1], bounds[fold]
-    raw = dataset.raw_ratings
-    trainset = dataset.construct_trainset([raw[i] for i in chain(indices[:start], indices[stop:])])
-    test = [raw[i] for i in indices[start:stop]]
+    if n_folds < 3:
+        return []
+    return [(a, a + 1) for a in range(1, n_folds, 2)]
+
+
+@dataclass(frozen=True)
+class _CVRun:
+    """What every CV task reads: forked workers inherit it (see `_RUN`), never pickled."""
+
+    dataset: Dataset
+    indices: np.ndarray
+    bounds: list[int]
+    seed: int
+    params: SVDParams
+    min_user_ratings: int | None
+    # Every rating as arrays, built once in the parent rather than once per fold.
+    everything: evaluation.Ratings
+
+    def trainset(self, index: np.ndarray) -> Trainset:
+        return build_trainset(self.dataset, self.everything, index)
+
+
+# Forked workers inherit the run (dataset included) through this module global instead of
+# receiving a pickled copy: no serialisation, no re-import, copy-on-write memory.
+_RUN: _CVRun | None = None
+
+
+def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
+    """Fit on all folds but `fold` and score its ratings; the factors for the ranking eval."""
+    run = _RUN
+    assert run is not None
+    test_idx = fold_indices(run.indices, run.bounds, fold)
+    trainset = run.trainset(train_indices(run.indices, run.bounds, [fold]))
+    test = run.everything.take(test_idx)
     t0 = time.perf_counter()
-    model = fit_svd(trainset, params)
+    model = fit_svd(trainset, run.params)
     fit_time = time.perf_counter() - t0
     t0 = time.perf_counter()
+    factors = SVDFactors.from_svd(model)
     # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(
-        SVDFactors.from_svd(model),
-        np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test)),
-        np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test)),
-    )
-    err = est - np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
+    err = score_pairs(factors, test.users, test.movies) - test.ratings
     test_time = time.perf_counter() - t0
     row = {
         "fold": fold,
@@ -196,41 +271,109 @@ def run_fold(
         "fit_time": fit_time,
         "test_time": test_time,
         "n_train": trainset.n_ratings,
-        "n_test": len(test),
+        "n_test": len(test_idx),
     }
-    if min_user_ratings is not None:
-        t0 = time.perf_counter()
-        train_idx = np.concatenate([indices[:start], indices[stop:]])
-        train_raw = [raw[i] for i in train_idx]
-        everything = evaluation.Ratings.from_tuples(raw)
-        train = everything.take(train_idx)
-        policy, _ = evaluation.select_policy(
-            dataset.construct_trainset,
-            lambda ts: fit_svd(ts, params),
-            train_raw,
-            seed=seed + fold,
-            min_user_ratings=min_user_ratings,
-            train=train,
-        )
-        row.update(
-            evaluation.evaluate_fold(
-                model, trainset, train, everything.take(indices[start:stop]), policy
-            )
-        )
-        row["eval_time"] = time.perf_counter() - t0
+    return row, (factors if run.min_user_ratings is not None else None)
+
+
+def _select_shared(a: int, b: int) -> tuple[dict[int, RankingPolicy], float]:
+    """Blend weights for folds a and b from one inner model fitted on the other folds."""
+    run = _RUN
+    assert run is not None and run.min_user_ratings is not None
+    t0 = time.perf_counter()
+    inner_idx = train_indices(run.indices, run.bounds, [a, b])
+    factors = SVDFactors.from_svd(fit_svd(run.trainset(inner_idx), run.params))
+    inner = run.everything.take(inner_idx)
+    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
+    # Validated on a, the model picks b's weights; validated on b, a's (one ranking pass).
+    validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in (a, b)]
+    (for_b, _), (for_a, _) = evaluation.grid_ndcgs(factors, inner, validations, base)
+    return {a: for_a, b: for_b}, time.perf_counter() - t0
+
+
+def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
+    """Blend weights for `fold` from an inner split of its own training ratings."""
+    run = _RUN
+    assert run is not None and run.min_user_ratings is not None
+    t0 = time.perf_counter()
+    train_idx = train_indices(run.indices, run.bounds, [fold])
+    raw = run.dataset.raw_ratings
+    policy, _ = evaluation.select_policy(
+        run.dataset.construct_trainset,
+        lambda ts: fit_svd(ts, run.params),
+        [raw[i] for i in train_idx],
+        seed=run.seed + fold,
+        min_user_ratings=run.min_user_ratings,
+        train=run.everything.take(train_idx),
+    )
+    return {fold: policy}, time.perf_counter() - t0
+
+
+def _evaluate(fold: int, factors: SVDFactors, policy: RankingPolicy) -> dict:
+    """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`)."""
+    run = _RUN
+    assert run is not None
+    t0 = time.perf_counter()
+    train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
+    test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
+    row = evaluation.evaluate_factors(factors, train, test, policy)
+    row["eval_time"] = time.perf_counter() - t0
     return row
 
 
-# Forked fold workers inherit the dataset through this module global instead of receiving a
-# pickled copy: no serialisation, no re-import, copy-on-write memory.
-_FORK_DATASET: Dataset | None = None
+class _InlineExecutor:
+    """`submit` runs the task at once: the serial path shares the scheduling code."""
+
+    def submit(self, fn: Callable, *args: object) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
 
 
-def _run_fold_in_fork(
-    fold: int, n_folds: int, seed: int, params: SVDParams, min_user_ratings: int | None
-) -> dict:
-    assert _FORK_DATASET is not None
-    return run_fold(_FORK_DATASET, fold, n_folds, seed, params, min_user_ratings)
+def _run_tasks(
+    pool: ProcessPoolExecutor | _InlineExecutor, n_folds: int, ranking: bool
+) -> Iterator[dict]:
+    """Schedule fits, weight selections and evaluations; yield each fold's row when complete.
+
+    A fold's evaluation is submitted as soon as both its model and its weights are ready, so
+    the workers stay busy with whatever is runnable.
+    """
+    folds = range(1, n_folds + 1)
+    pending: dict[Future, tuple[str, int]] = {}
+    if ranking:
+        # Weight selections first: each unlocks two evaluations, and long tasks first pack
+        # the workers better.
+        pairs = shared_inner_pairs(n_folds)
+        for a, b in pairs:
+            pending[pool.submit(_select_shared, a, b)] = ("select", a)
+        for fold in sorted(set(folds) - {f for pair in pairs for f in pair}):
+            pending[pool.submit(_select_own, fold)] = ("select", fold)
+    for fold in folds:
+        pending[pool.submit(_fit_fold, fold)] = ("fit", fold)
+    rows: dict[int, dict] = {}
+    factors: dict[int, SVDFactors] = {}
+    policies: dict[int, RankingPolicy] = {}
+    select_time: dict[int, float] = {}
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            kind, fold = pending.pop(future)
+            if kind == "fit":
+                rows[fold], factors[fold] = future.result()
+                if not ranking:
+                    yield rows[fold]
+            elif kind == "select":
+                chosen, seconds = future.result()
+                policies.update(chosen)
+                select_time.update({f: seconds / len(chosen) for f in chosen})
+            else:
+                row = rows[fold] | future.result()
+                # The row's eval_time includes its share of the weight selection.
+                row["eval_time"] += select_time[fold]
+                yield row
+            ready = [f for f in factors if f in policies]
+            for f in ready:
+                pending[pool.submit(_evaluate, f, factors.pop(f), policies[f])] = ("eval", f)
 
 
 def default_jobs(n_folds: int) -> int:
@@ -248,11 +391,16 @@ def cross_validate_svd(
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
-    Each SVD fit is single-threaded, so folds run in `n_jobs` forked worker processes.
+    Each SVD fit is single-threaded, so fits, blend-weight selections and evaluations run as
+    tasks in `n_jobs` forked worker processes. With `min_user_ratings` set, each row also has
+    `ml.evaluation.evaluate_factors`' baselines and ranking metrics; the blend's weights come
+    from inner models that never saw the fold (`shared_inner_pairs`, `_select_own`).
     """
-    global _FORK_DATASET
-    fold_bounds(len(dataset.raw_ratings), n_folds, seed)  # validate before forking
+    global _RUN
+    indices, bounds = fold_bounds(len(dataset.raw_ratings), n_folds, seed)  # before forking
     n_jobs = default_jobs(n_folds) if n_jobs is None else n_jobs
+    ranking = min_user_ratings is not None
+    everything = evaluation.Ratings.from_tuples(dataset.raw_ratings)
     rows = []
 
     def report(row: dict) -> None:
@@ -281,21 +429,16 @@ def cross_validate_svd(
                     row["eval_time"],
                 )
 
-    folds = range(1, n_folds + 1)
-    if n_jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        for fold in folds:
-            report(run_fold(dataset, fold, n_folds, seed, params, min_user_ratings))
-    else:
-        _FORK_DATASET = dataset
-        try:
+    _RUN = _CVRun(dataset, indices, bounds, seed, params, min_user_ratings, everything)
+    try:
+        if n_jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            for row in _run_tasks(_InlineExecutor(), n_folds, ranking):
+                report(row)
+        else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-                futures = [
-                    pool.submit(_run_fold_in_fork, fold, n_folds, seed, params, min_user_ratings)
-                    for fold in folds
-                ]
-                for future in as_completed(futures):
-                    report(future.result())
-        finally:
-            _FORK_DATASET = None
+                for row in _run_tasks(pool, n_folds, ranking):
+                    report(row)
+    finally:
+        _RUN = None
     return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)

@@ -10,7 +10,14 @@ import pytest
 from surprise import SVD, BaselineOnly, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.evaluation import Ratings, baseline_als, grid_ndcg, ranking_eval
+from recsys_assets.ml.evaluation import (
+    Ratings,
+    baseline_als,
+    grid_ndcg,
+    grid_ndcgs,
+    ranking_eval,
+    ranking_evals,
+)
 from recsys_assets.ml.ranking import (
     RankingPolicy,
     choose_policy,
@@ -197,3 +204,26 @@ def test_grid_keeps_popularity_unless_a_blend_wins_clearly(monkeypatch, blend_nd
     best, tried = grid_ndcg(None, None, None, RankingPolicy(), [(0.0, 0.0), (1.0, 0.0)])
     assert best.taste_weight == chosen_taste and best.popularity_weight == 1.0
     assert [t["ndcg"] for t in tried] == [0.30, blend_ndcg]
+
+
+def test_ranking_evals_equal_one_ranking_eval_per_test_set(fitted):
+    model, ratings = fitted
+    f = SVDFactors.from_svd(model)
+    train, held = _split(ratings, seed=2)
+    # Two test sets with different users (one only in the second) and an unknown user.
+    first = held.take(np.flatnonzero(held.users % 3 != 0))
+    second = Ratings(
+        np.append(held.users, 5_000), np.append(held.movies, held.movies[0]), held.ratings
+    )
+    policies = [RankingPolicy(min_user_ratings=0), RankingPolicy(1.0, 1.0, 0.05, 10)]
+    together = ranking_evals(f, train, [first, second], policies, block_size=7)
+    for test, got in zip([first, second], together, strict=True):
+        alone = ranking_eval(f, train, test, policies, block_size=7)
+        for a, b in zip(got, alone, strict=True):
+            assert a == pytest.approx(b, rel=1e-12, abs=0)  # summation order only
+    base = RankingPolicy(min_user_ratings=3)
+    grids = grid_ndcgs(f, train, [first, second], base)
+    for (policy, tried), test in zip(grids, [first, second], strict=True):
+        expected_policy, expected_tried = grid_ndcg(f, train, test, base)
+        assert policy == expected_policy
+        assert [t["ndcg"] for t in tried] == pytest.approx([t["ndcg"] for t in expected_tried])

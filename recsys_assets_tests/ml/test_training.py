@@ -6,6 +6,7 @@ import pytest
 from surprise import Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
+from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import SVDParams, cross_validate_svd, fit_svd, training_error
 
 PARAMS = SVDParams(n_epochs=5, n_factors=8, random_state=3)
@@ -35,7 +36,9 @@ def test_cv_matches_surprise_on_the_same_folds(dataset):
 def test_parallel_folds_give_the_same_numbers(dataset):
     seq = cross_validate_svd(dataset, PARAMS, n_folds=4, seed=1, n_jobs=1)
     par = cross_validate_svd(dataset, PARAMS, n_folds=4, seed=1, n_jobs=2)
-    np.testing.assert_allclose(seq[["rmse", "mae"]], par[["rmse", "mae"]])
+    same = ["rmse", "mae", "baseline_rmse", "blend_ndcg", "svd_ndcg", "taste_weight"]
+    np.testing.assert_allclose(seq[same], par[same])
+    assert list(seq.columns) == list(par.columns)
 
 
 def test_cv_rejects_one_fold(dataset):
@@ -87,3 +90,100 @@ def test_fold_bounds_match_surprise_kfold(dataset):
     ):
         expected = [dataset.raw_ratings[i][:3] for i in indices[bounds[k] : bounds[k + 1]]]
         assert expected == testset
+
+
+@pytest.mark.parametrize(
+    ("n_folds", "pairs"),
+    [(2, []), (3, [(1, 2)]), (4, [(1, 2), (3, 4)]), (5, [(1, 2), (3, 4)])],
+)
+def test_shared_inner_pairs(n_folds, pairs):
+    from recsys_assets.ml.training import shared_inner_pairs
+
+    assert shared_inner_pairs(n_folds) == pairs
+
+
+@pytest.mark.parametrize("n_folds", [3, 4, 5])
+def test_shared_inner_models_never_train_on_the_folds_they_serve(n_folds):
+    from recsys_assets.ml.training import (
+        fold_bounds,
+        fold_indices,
+        shared_inner_pairs,
+        train_indices,
+    )
+
+    indices, bounds = fold_bounds(1003, n_folds, 5)
+    for a, b in shared_inner_pairs(n_folds):
+        inner = set(train_indices(indices, bounds, [a, b]).tolist())
+        for validated, served in ((a, b), (b, a)):
+            val = set(fold_indices(indices, bounds, validated).tolist())
+            test = set(fold_indices(indices, bounds, served).tolist())
+            served_train = set(train_indices(indices, bounds, [served]).tolist())
+            assert not inner & test and not val & test  # the served fold is never seen
+            assert not inner & val  # validation is held out from the inner model
+            assert inner | val <= served_train  # only the served fold's training data
+            assert len(inner) + len(val) + len(test) == 1003
+
+
+def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
+    """The weights a fold is evaluated with were chosen without any of its test ratings."""
+    from recsys_assets.ml import evaluation, training
+
+    fits, grids = [], []
+    real_fit = training.fit_svd
+
+    def pairs(users, movies) -> set:
+        return set(zip(np.asarray(users).tolist(), np.asarray(movies).tolist(), strict=True))
+
+    def spy_fit(trainset, params, *args, **kwargs):
+        to_raw = trainset.to_raw_uid, trainset.to_raw_iid
+        fits.append({(to_raw[0](u), to_raw[1](i)) for u, i, _ in trainset.all_ratings()})
+        return real_fit(trainset, params, *args, **kwargs)
+
+    def tagging_grid(factors, train, validation, base, *args, **kwargs):
+        # Tag each choice with its call number, to trace which call served which fold.
+        grids.append((pairs(train.users, train.movies), pairs(validation.users, validation.movies)))
+        return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), []
+
+    def tagging_grids(factors, train, validations, base, *args, **kwargs):
+        return [tagging_grid(factors, train, v, base) for v in validations]
+
+    monkeypatch.setattr(training, "fit_svd", spy_fit)
+    monkeypatch.setattr(evaluation, "grid_ndcg", tagging_grid)
+    monkeypatch.setattr(evaluation, "grid_ndcgs", tagging_grids)
+    n_folds, seed = 5, 2
+    report = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1)
+    indices, bounds = training.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
+    raw = dataset.raw_ratings
+    assert len(fits) == n_folds + 3  # + 2 shared inner fits (folds 1-2, 3-4) + fold 5's own
+    assert len(grids) == 5 and sorted(report["taste_weight"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    for fold, call in zip(report["fold"], report["taste_weight"], strict=True):
+        test = {raw[i][:2] for i in training.fold_indices(indices, bounds, fold)}
+        inner, validation = grids[int(call) - 1]
+        assert not (inner | validation) & test
+        assert not inner & validation and inner in fits  # the inner model saw only `inner`
+    # Folds 1-2 and 3-4 share an inner model each: three distinct inner training sets.
+    assert len({frozenset(inner) for inner, _ in grids}) == 3
+
+
+def test_build_trainset_equals_surprise(dataset):
+    from recsys_assets.ml.evaluation import Ratings
+    from recsys_assets.ml.training import build_trainset
+
+    raw = dataset.raw_ratings
+    index = np.random.default_rng(4).permutation(len(raw))[: len(raw) * 2 // 3]
+    ours = build_trainset(dataset, Ratings.from_tuples(raw), index)
+    expected = dataset.construct_trainset([raw[i] for i in index])
+    assert ours._raw2inner_id_users == expected._raw2inner_id_users
+    assert list(ours._raw2inner_id_items.items()) == list(expected._raw2inner_id_items.items())
+    assert dict(ours.ur) == dict(expected.ur) and dict(ours.ir) == dict(expected.ir)
+    assert list(ours.ur) == list(expected.ur)  # same iteration order, so the same SGD
+    assert (ours.n_users, ours.n_items, ours.n_ratings, ours.rating_scale) == (
+        expected.n_users,
+        expected.n_items,
+        expected.n_ratings,
+        expected.rating_scale,
+    )
+    assert ours.global_mean == expected.global_mean
+    a, b = fit_svd(ours, PARAMS), PARAMS.build().fit(expected)
+    np.testing.assert_array_equal(a.pu, b.pu)
+    np.testing.assert_array_equal(a.qi, b.qi)
