@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from itertools import chain
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from surprise import SVD, Dataset, Trainset
 
+from recsys_assets.ml.compact import CompactDataset, CompactTrainset, shared_objects
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 
 
@@ -64,6 +65,8 @@ def _progress_to(log: logging.Logger | None, prefix: str) -> Iterator[bool]:
 
 def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inner user ids, inner item ids and ratings, in `trainset.all_ratings()` order."""
+    if isinstance(trainset, CompactTrainset):
+        return trainset.arrays()
     n = trainset.n_ratings
     users = np.empty(n, dtype=np.int64)
     items = np.empty(n, dtype=np.int64)
@@ -80,12 +83,6 @@ def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.nda
     return users, items, ratings
 
 
-def _shared_objects(values: np.ndarray) -> list:
-    # One Python object per distinct value, referenced n times: 8 bytes per rating, not ~32.
-    uniques, inverse = np.unique(values, return_inverse=True)
-    return np.array(uniques.tolist(), dtype=object)[inverse].tolist()
-
-
 @contextlib.contextmanager
 def _fast_all_ratings(trainset: Trainset) -> Iterator[None]:
     """Serve Surprise's SGD the same ratings, in the same order, from flat lists.
@@ -94,7 +91,11 @@ def _fast_all_ratings(trainset: Trainset) -> Iterator[None]:
     zipping precomputed lists yields identical (u, i, r) tuples at about half the cost.
     The override is removed afterwards so it never ends up in a pickled model.
     """
-    users, items, ratings = (_shared_objects(a) for a in _trainset_arrays(trainset))
+    if isinstance(trainset, CompactTrainset):
+        with trainset.cached_ratings():
+            yield
+        return
+    users, items, ratings = (shared_objects(a) for a in _trainset_arrays(trainset))
     trainset.all_ratings = lambda: zip(users, items, ratings, strict=True)
     try:
         yield
@@ -134,24 +135,46 @@ def fold_bounds(n_ratings: int, n_folds: int, seed: int) -> tuple[np.ndarray, li
     return indices, bounds
 
 
-def run_fold(dataset: Dataset, fold: int, n_folds: int, seed: int, params: SVDParams) -> dict:
+def n_ratings_of(dataset: Dataset) -> int:
+    """Number of ratings, without materializing a CompactDataset's per-rating tuples."""
+    return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
+
+
+def run_fold(
+    dataset: Dataset,
+    fold: int,
+    n_folds: int,
+    seed: int,
+    params: SVDParams,
+    log: logging.Logger | None = None,
+) -> dict:
     """Fit on all folds but `fold` (1-based) and score the held-out one."""
-    indices, bounds = fold_bounds(len(dataset.raw_ratings), n_folds, seed)
+    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)
     start, stop = bounds[fold - 1], bounds[fold]
-    raw = dataset.raw_ratings
-    trainset = dataset.construct_trainset([raw[i] for i in chain(indices[:start], indices[stop:])])
-    test = [raw[i] for i in indices[start:stop]]
     t0 = time.perf_counter()
-    model = fit_svd(trainset, params)
+    if isinstance(dataset, CompactDataset):
+        # Straight from the arrays: no per-rating tuples (same trainset, see ml/compact.py).
+        train_index = np.concatenate([indices[:start], indices[stop:]])
+        trainset = dataset.trainset_of(train_index)
+        del train_index
+        test_users, test_items, test_ratings = dataset.testset_arrays(indices[start:stop])
+    else:
+        raw = dataset.raw_ratings
+        train = [raw[i] for i in chain(indices[:start], indices[stop:])]
+        trainset = dataset.construct_trainset(train)
+        test = [raw[i] for i in indices[start:stop]]
+        test_users = np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test))
+        test_items = np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test))
+        test_ratings = np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
+    del indices
+    build_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = fit_svd(trainset, params, log=log)
     fit_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(
-        SVDFactors.from_svd(model),
-        np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test)),
-        np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test)),
-    )
-    err = est - np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
+    est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
+    err = est - test_ratings
     test_time = time.perf_counter() - t0
     return {
         "fold": fold,
@@ -159,8 +182,9 @@ def run_fold(dataset: Dataset, fold: int, n_folds: int, seed: int, params: SVDPa
         "mae": float(np.mean(np.abs(err))),
         "fit_time": fit_time,
         "test_time": test_time,
+        "trainset_time": build_time,
         "n_train": trainset.n_ratings,
-        "n_test": len(test),
+        "n_test": int(test_ratings.size),
     }
 
 
@@ -185,14 +209,20 @@ def cross_validate_svd(
     seed: int = 42,
     n_jobs: int | None = None,
     log: logging.Logger | None = None,
+    folds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
     Each SVD fit is single-threaded, so folds run in `n_jobs` forked worker processes.
+    `folds` (1-based) restricts the run to some of the folds: the Dagster fan-out gives each
+    step its share.
     """
     global _FORK_DATASET
-    fold_bounds(len(dataset.raw_ratings), n_folds, seed)  # validate before forking
-    n_jobs = default_jobs(n_folds) if n_jobs is None else n_jobs
+    fold_bounds(n_ratings_of(dataset), n_folds, seed)  # validate before forking
+    folds = list(range(1, n_folds + 1) if folds is None else folds)
+    if not folds or min(folds) < 1 or max(folds) > n_folds:
+        raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
+    n_jobs = default_jobs(len(folds)) if n_jobs is None else n_jobs
     rows = []
 
     def report(row: dict) -> None:
@@ -209,7 +239,6 @@ def cross_validate_svd(
                 len(rows),
             )
 
-    folds = range(1, n_folds + 1)
     if n_jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for fold in folds:
             report(run_fold(dataset, fold, n_folds, seed, params))

@@ -187,7 +187,7 @@ def test_bad_input_keeps_last_good_model_and_predictions(graph_run, recsys_home,
 
 def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
     config = training_run_config(n_epochs=5, n_folds=4, top_n=10, n_factors=10)
-    config["ops"]["cv_report"]["config"]["n_epochs"] = 3
+    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"] = 3
     result = _materialize(recsys_home, demo_db, run_config=config, raise_on_error=False)
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "model_artifact"
