@@ -82,6 +82,27 @@ def test_cv_report_table_and_metadata(graph_run):
     assert report.attrs["svd_params"]["n_epochs"] == 5
 
 
+def test_cv_folds_share_one_forked_step_in_process(graph_run):
+    # In process, one fan-out step forks a worker per fold (the fast path on one machine).
+    steps = {e.step_key for e in graph_run.all_events if e.is_step_success}
+    assert {s for s in steps if s.startswith("cv_report.cv_fold[")} == {
+        "cv_report.cv_fold[folds_1_2_3_4]"
+    }
+    assert _meta(graph_run, "cv_report")["fold_steps"] == 1
+
+
+def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
+    config = training_run_config(n_epochs=5, n_folds=4, top_n=10, n_factors=10)
+    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["folds_per_step"] = 1
+    result = _materialize(recsys_home, demo_db, run_config=config)
+    steps = {e.step_key for e in result.all_events if e.is_step_success}
+    assert {f"cv_report.cv_fold[folds_{k}]" for k in range(1, 5)} <= steps
+    # Same folds, same seed: the same numbers whichever way the folds are split into steps.
+    meta = _meta(result, "cv_report")
+    assert meta["fold_steps"] == 4
+    assert meta["rmse_mean"] == _meta(graph_run, "cv_report")["rmse_mean"]
+
+
 def test_svd_model(graph_run):
     model = graph_run.output_for_node("svd_model")
     assert isinstance(model, SVD)
