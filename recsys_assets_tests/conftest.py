@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,78 @@ def make_resources(home: Path, db: RatingsDatabase) -> dict[str, object]:
         "model_store": ModelStore(root=str(home / "models" / "surprise")),
         "io_manager": PickleIOManager(base_dir=str(home / "storage")),
     }
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{args[-1]} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """RECSYS_TEST_POSTGRES_URL, else a throwaway PostgreSQL server on loopback.
+
+    Started from the installed server binaries (initdb + pg_ctl) in a temp directory on a free
+    port, as the `postgres` user when running as root; stopped at the end of the session.
+    """
+    if os.environ.get("RECSYS_TEST_POSTGRES_URL"):
+        yield os.environ["RECSYS_TEST_POSTGRES_URL"]
+        return
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("pg")
+    data = root / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        root.chmod(0o755)
+        for parent in root.parents:  # the server must be able to reach its directory
+            if parent.stat().st_mode & 0o005 != 0o005:
+                parent.chmod(parent.stat().st_mode | 0o005)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _run(
+        [
+            *run_as,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "recsys",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    _run(
+        [
+            *run_as,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(root / "server.log"),
+            "start",
+        ]
+    )
+    try:
+        yield f"postgresql+psycopg2://recsys@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
