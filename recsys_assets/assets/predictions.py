@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets.assets.config import PredictionsConfig
+from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.ml.topn import SVDFactors, top_n
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -67,5 +68,6 @@ def user_predictions(
             "seconds": seconds,
             "pairs_scored": pairs,
             "pairs_per_second": pairs / seconds if seconds > 0 else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )

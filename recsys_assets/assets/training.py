@@ -234,6 +234,7 @@ def svd_model(
             "note": "training_rmse/training_mae are measured on the training data itself; "
             "see cv_report for held-out error",
             "ratings": trainset.n_ratings,
+            "peak_rss_mb": peak_rss_mb(),
             "users": trainset.n_users,
             "movies": trainset.n_items,
             "hyperparameters": dg.MetadataValue.json(params.as_dict()),
