@@ -248,7 +248,9 @@ def _child(mode: str, home: Path, **kw: object) -> dict:
     for k, v in kw.items():
         if v is not None:
             args += [f"--{k.replace('_', '-')}", str(v)]
-    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{mode} failed ({out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

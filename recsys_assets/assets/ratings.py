@@ -52,7 +52,7 @@ def ratings_df(
         "users": users,
         "movies": movies,
         "rating_min": float(df["rating"].min()),
-        "rating_mean": float(df["rating"].mean(dtype=np.float64)),
+        "rating_mean": float(np.mean(df["rating"].to_numpy(), dtype=np.float64)),
         "rating_max": float(df["rating"].max()),
         "max_timestamp": int(df["timestamp"].max()),
         "read_seconds": read_seconds,
