@@ -34,12 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# name -> (users, movies, ratings); 25m is MovieLens-25M's shape.
-SHAPES = {
-    "1m": (6_040, 3_706, 1_000_000),
-    "5m": (32_500, 26_000, 5_000_000),
-    "25m": (162_541, 59_047, 25_000_000),
-}
 SEED_SAMPLE_USERS = 40
 
 
@@ -67,9 +61,10 @@ def setup(size: str, home: Path, ml100k: str | None) -> dict:
 
         movies, ratings = read_movielens(ml100k)
     else:
+        from recsys_assets.cli import DEMO_SHAPES  # `recsys demo-data --shape`
         from recsys_assets.data.demo import generate_demo_ratings
 
-        users, n_movies, n = SHAPES[size]
+        users, n_movies, n = DEMO_SHAPES[size]
         movies, ratings = generate_demo_ratings(users, n_movies, n, seed=0)
     generate = time.perf_counter() - t0
     t1 = time.perf_counter()
