@@ -20,8 +20,7 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 ui: $(STAMP)
-	mkdir -p $${DAGSTER_HOME:-.recsys/dagster_home}
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.recsys/dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/recsys ui
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -51,11 +51,11 @@ def run_graph(home: Path, folds: int) -> dict:
     import dagster as dg
 
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.definitions import defs
+    from recsys_assets.definitions import build_defs
 
     run_config = training_run_config(n_folds=folds)
     run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-    job = defs.resolve_job_def("training_job")
+    job = build_defs().resolve_job_def("training_job")
     with dg.DagsterInstance.get() as instance:
         start = time.perf_counter()
         result = job.execute_in_process(run_config=run_config, instance=instance)

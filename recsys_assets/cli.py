@@ -121,6 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from recsys_assets.runner import ui_command
+
+    return ui_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys", description="Movie-recommendation training pipeline (Dagster + Surprise)."
@@ -161,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail instead of generating demo data when the database is empty",
     )
     run.set_defaults(handler=cmd_run)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    ui.add_argument("--port", type=_positive, default=3000, help="port (3000)")
+    ui.set_defaults(handler=cmd_ui)
     return parser
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from recsys_assets import settings
 
@@ -23,6 +24,28 @@ def _metadata(result, asset: str) -> dict[str, object]:
     if not events:
         return {}
     return {k: v.value for k, v in events[-1].metadata.items()}
+
+
+_EMBEDDED_DAGSTER_YAML = """\
+# Embedded Dagster instance of recsys_assets: SQLite storage in this directory.
+# For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home() -> str:
+    """Create the instance directory (and a minimal dagster.yaml) and export DAGSTER_HOME.
+
+    `recsys run` and `recsys ui` use the same directory, so runs started here show in the UI.
+    """
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(_EMBEDDED_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return str(home)
 
 
 def _ensure_ratings(create_demo: bool) -> str | None:
@@ -53,10 +76,7 @@ def run_pipeline(
 ) -> RunSummary:
     """Materialize all six assets in-process against the embedded (or configured) instance."""
     start = time.perf_counter()
-    dagster_home = settings.dagster_home()
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    # The UI (`dagster dev`) reads the same DAGSTER_HOME, so runs started here show up there.
-    os.environ.setdefault("DAGSTER_HOME", str(dagster_home))
+    prepare_dagster_home()
     note = _ensure_ratings(create_demo)
 
     import dagster as dg
@@ -117,6 +137,17 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         f"wall time    {wall:.1f}s (run {result.run_id})",
     ]
     return RunSummary(True, lines, meta)
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    """`dagster dev` on this project's workspace.yaml and instance (replaces this process)."""
+    home = prepare_dagster_home()
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    dagster = Path(sys.executable).with_name("dagster")
+    cmd = [str(dagster), "dev", "-w", str(workspace), "--host", args.host, "--port", str(args.port)]
+    print(f"DAGSTER_HOME={home}\n{' '.join(cmd)}", flush=True)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
 
 
 def run_command(args: argparse.Namespace) -> int:

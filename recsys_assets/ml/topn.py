@@ -404,5 +404,5 @@ def score_pairs(factors: SVDFactors, users: np.ndarray, movies: np.ndarray) -> n
     # pair (16 GB for a 25M-rating test set); a chunk bounds it to ~100 MB.
     for start in range(0, both.size, _PAIR_CHUNK):
         rows = both[start : start + _PAIR_CHUNK]
-        est[rows] += np.einsum("ij,ij->i", factors.pu[u[rows]], factors.qi[i[rows]])
+        est[rows] += (factors.pu[u[rows]] * factors.qi[i[rows]]).sum(axis=1)
     return np.clip(est, factors.lower, factors.upper)

@@ -214,3 +214,25 @@ def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
     assert failure.step_key == "model_artifact"
     assert "same config" in failure.step_failure_data.error.message
     assert not (recsys_home / "models" / "surprise" / "latest.json").exists()
+
+
+def test_graph_on_the_django_preset(recsys_home):
+    from recsys_assets.data.demo import generate_demo_ratings
+    from recsys_assets.db import create_django_tables
+    from recsys_assets.resources.ratings_db import RatingsDatabase
+
+    db = RatingsDatabase(url=f"sqlite:///{recsys_home / 'app.db'}", preset="django")
+    create_django_tables(db.engine())
+    db.ensure_schema()
+    movies, ratings = generate_demo_ratings(n_users=80, n_movies=100, n_ratings=3000, seed=2)
+    db.insert_movies(movies)
+    db.insert_ratings(ratings)
+    with db.engine().begin() as conn:  # one rating deactivated, one with a NULL value
+        conn.exec_driver_sql("UPDATE ratings_rating SET active = 0 WHERE id = 1")
+        conn.exec_driver_sql("UPDATE ratings_rating SET value = NULL WHERE id = 2")
+    result = _materialize(recsys_home, db)
+    meta = _meta(result, "ratings_df")
+    assert meta["rows_read"] == len(ratings) - 1
+    assert meta["dropped_null_rating"] == 1 and meta["rows_kept"] == len(ratings) - 2
+    table = db.read_predictions()
+    assert len(table) == 10 * meta["users"]

@@ -55,10 +55,17 @@ def test_training_error_equals_surprise_on_the_trainset(dataset):
 def test_fit_logs_each_epoch(dataset, caplog):
     log = logging.getLogger("test-fit")
     with caplog.at_level(logging.INFO, logger="test-fit"):
-        fit_svd(dataset.build_full_trainset(), PARAMS, log=log)
+        fit_svd(dataset.build_full_trainset(), PARAMS, log=log, progress_interval=0)
     epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
     assert len(epochs) == PARAMS.n_epochs
     assert epochs[0] == "svd fit: Processing epoch 0"
+
+
+def test_fit_progress_is_throttled(dataset, caplog):
+    log = logging.getLogger("test-fit-throttled")
+    with caplog.at_level(logging.INFO, logger="test-fit-throttled"):
+        fit_svd(dataset.build_full_trainset(), PARAMS, log=log, progress_interval=3600)
+    assert [r.getMessage() for r in caplog.records] == ["svd fit: Processing epoch 0"]
 
 
 def test_fast_fit_is_identical_to_surprise_and_leaves_no_trace(dataset):
