@@ -127,12 +127,105 @@ def run_graph(home: Path, folds: int) -> dict:
     }
 
 
+def run_phase(home: Path, phase: str, folds: int) -> dict:
+    """One phase of the graph in its own process (per-step mode), values via the IO manager.
+
+    assets:<a,b>   materialize those assets (upstream values loaded from storage)
+    predictions    top-N for every user from the stored svd_model + the DB write (the
+                   user_predictions computation without the CV-gated artifact export)
+    fold:<k>       one CV fold (`ml.training.run_fold`) on the stored surprise_dataset
+    """
+    os.environ["RECSYS_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from recsys_assets import definitions
+    from recsys_assets.assets.config import training_run_config
+
+    start = time.perf_counter()
+    out: dict = {"phase": phase}
+    if phase.startswith("assets:"):
+        names = phase.split(":", 1)[1].split(",")
+        config = training_run_config(n_folds=folds)
+        config["ops"] = {k: v for k, v in config["ops"].items() if k in names}
+        config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        with dg.DagsterInstance.get() as instance:
+            result = dg.materialize(
+                definitions.all_assets,
+                selection=names,
+                resources=definitions.build_resources(),
+                run_config=config,
+                instance=instance,
+            )
+        out["steps"] = {
+            e.step_key: e.event_specific_data.duration_ms / 1000
+            for e in result.all_events
+            if e.event_type_value == "STEP_SUCCESS"
+        }
+        out["metadata"] = {
+            n: {
+                k: v.value
+                for k, v in result.asset_materializations_for_node(n)[0].metadata.items()
+                if isinstance(v.value, int | float)
+            }
+            for n in names
+        }
+    elif phase == "predictions":
+        import numpy as np
+
+        from recsys_assets.ml.topn import SVDFactors, top_n
+        from recsys_assets.resources.ratings_db import RatingsDatabase
+
+        storage = home / "storage"
+        with open(storage / "svd_model.pkl", "rb") as f:
+            model = pickle.load(f)
+        with open(storage / "ratings_df.pkl", "rb") as f:
+            ratings = pickle.load(f)
+        load = time.perf_counter() - start
+        t0 = time.perf_counter()
+        factors = SVDFactors.from_svd(model)
+        del model
+        users = np.unique(ratings["user_id"].to_numpy())
+        preds = top_n(
+            factors, users, ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(), n=50
+        )
+        score = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        rows = RatingsDatabase.from_env().replace_predictions(preds, "bench")
+        write = time.perf_counter() - t1
+        pairs = int(users.size) * factors.n_items
+        out.update(
+            load_seconds=load,
+            score_seconds=score,
+            write_seconds=write,
+            pairs=pairs,
+            rows=rows,
+            pairs_per_s=pairs / (score + write),
+        )
+    elif phase.startswith("fold:"):
+        from recsys_assets.ml.training import SVDParams, run_fold
+
+        with open(home / "storage" / "surprise_dataset.pkl", "rb") as f:
+            dataset = pickle.load(f)
+        out["load_seconds"] = time.perf_counter() - start
+        out["fold"] = run_fold(dataset, int(phase.split(":")[1]), folds, 42, SVDParams())
+    out["seconds"] = time.perf_counter() - start
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
 def seed_pairs(home: Path, sample_users: int) -> dict:
     """The seed's per-pair loop on a sample of users, with the model the graph just exported."""
     os.environ["RECSYS_HOME"] = str(home)
     from recsys_assets.resources.model_store import ModelStore
 
-    model, _ = ModelStore.from_env().load_latest()
+    store = ModelStore.from_env()
+    if store.latest_manifest() is not None:
+        model, _ = store.load_latest()
+    else:  # per-step mode: no exported artifact, the fitted model is in the IO storage
+        with open(home / "storage" / "svd_model.pkl", "rb") as f:
+            model = pickle.load(f)
     con = sqlite3.connect(home / "ratings.db")
     users = [
         u
@@ -263,6 +356,13 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--per-step",
+        action="store_true",
+        help="run the graph phase by phase, each in its own process, printing each as it ends "
+        "(for sizes whose end-to-end run may not fit the time available)",
+    )
     args = parser.parse_args()
     if args.child:
         fns = {
@@ -271,6 +371,7 @@ def main() -> int:
             "seed_pairs": lambda: seed_pairs(args.home, SEED_SAMPLE_USERS),
             "seed_training": lambda: seed_training(args.home, args.folds),
             "structures": lambda: structures(args.home),
+            "phase": lambda: run_phase(args.home, args.phase, args.folds),
         }
         print(json.dumps(fns[args.child]()))
         return 0
@@ -287,6 +388,9 @@ def main() -> int:
             print(f"[{size}] setup ...", file=sys.stderr, flush=True)
             res["setup"] = _child("setup", home, size=size, ml100k=args.ml100k)
             n = res["setup"]["ratings"]
+            if args.per_step:
+                res["phases"] = _per_step(home, args, res, results, size)
+                continue
             print(f"[{size}] graph ...", file=sys.stderr, flush=True)
             res["graph"] = _child("graph", home, folds=args.folds)
             print(f"[{size}] seed-style per-pair loop (sample) ...", file=sys.stderr, flush=True)
@@ -306,6 +410,36 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+PHASES = [
+    "assets:ratings_df",
+    "assets:surprise_dataset",
+    "assets:svd_model",
+    "predictions",
+    "fold:1",
+    "assets:cv_report",
+]
+
+
+def _per_step(home: Path, args: argparse.Namespace, res: dict, results: dict, size: str) -> list:
+    """Phases one by one; every finished phase is printed and saved before the next starts."""
+    phases: list = []
+    res["phases"] = phases
+    results["sizes"][size] = res
+    for phase in PHASES:
+        print(f"[{size}] {phase} ... (load {_load()})", file=sys.stderr, flush=True)
+        done = _child("phase", home, phase=phase, folds=args.folds)
+        done["load_after"] = _load()
+        phases.append(done)
+        print(json.dumps(done), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        if phase == "predictions":
+            print(f"[{size}] seed-style per-pair loop (sample) ...", file=sys.stderr, flush=True)
+            res["seed_pairs"] = _child("seed_pairs", home)
+            print(json.dumps(res["seed_pairs"]), flush=True)
+    return phases
 
 
 def _report(size: str, res: dict) -> None:
