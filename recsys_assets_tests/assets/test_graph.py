@@ -236,3 +236,31 @@ def test_graph_on_the_django_preset(recsys_home):
     assert meta["dropped_null_rating"] == 1 and meta["rows_kept"] == len(ratings) - 2
     table = db.read_predictions()
     assert len(table) == 10 * meta["users"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("multiprocess", "multiprocess"), ("in_process", "in_process"), (None, "multiprocess")],
+)
+def test_executor_from_environment(monkeypatch, name, expected):
+    from recsys_assets import definitions
+
+    if name is None:
+        monkeypatch.delenv("RECSYS_EXECUTOR", raising=False)
+    else:
+        monkeypatch.setenv("RECSYS_EXECUTOR", name)
+    assert definitions.training_job().executor_def.name == expected
+
+
+def test_celery_executor_needs_a_broker(monkeypatch):
+    from recsys_assets import definitions
+
+    monkeypatch.setenv("RECSYS_EXECUTOR", "celery")
+    monkeypatch.delenv("RECSYS_CELERY_BROKER_URL", raising=False)
+    with pytest.raises(ValueError, match="RECSYS_CELERY_BROKER_URL"):
+        definitions.training_job()
+    monkeypatch.setenv("RECSYS_CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    assert definitions.training_job().executor_def.name == "celery"
+    monkeypatch.setenv("RECSYS_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="not one of"):
+        definitions.training_job()
