@@ -363,6 +363,12 @@ def main() -> int:
         help="run the graph phase by phase, each in its own process, printing each as it ends "
         "(for sizes whose end-to-end run may not fit the time available)",
     )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        default=PHASES,
+        help="per-step mode: which phases, in order (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.child:
         fns = {
@@ -427,7 +433,7 @@ def _per_step(home: Path, args: argparse.Namespace, res: dict, results: dict, si
     phases: list = []
     res["phases"] = phases
     results["sizes"][size] = res
-    for phase in PHASES:
+    for phase in args.phases:
         print(f"[{size}] {phase} ... (load {_load()})", file=sys.stderr, flush=True)
         done = _child("phase", home, phase=phase, folds=args.folds)
         done["load_after"] = _load()
