@@ -1,6 +1,6 @@
 """The `recsys` command line: load data into the ratings database and run the pipeline.
 
-    recsys demo-data [--users N --movies N --ratings N --seed S] [--if-empty]
+    recsys demo-data [--users N --movies N --ratings N | --shape 25m] [--seed S] [--if-empty]
     recsys import-movielens PATH [--replace]
     recsys run [--n-epochs N --folds K --top-n N --no-demo-data]
     recsys models list | show VERSION | promote VERSION | rollback | prune [--keep K]
@@ -19,6 +19,14 @@ from collections.abc import Sequence
 
 from recsys_assets.db import SchemaError
 from recsys_assets.resources.ratings_db import RatingsDatabase
+
+# MovieLens-like shapes for `demo-data --shape`: (users, movies, ratings). 25m is ML-25M's.
+DEMO_SHAPES = {
+    "100k": (1_000, 1_700, 100_000),
+    "1m": (6_040, 3_706, 1_000_000),
+    "5m": (32_500, 26_000, 5_000_000),
+    "25m": (162_541, 59_047, 25_000_000),
+}
 
 
 class UsageError(Exception):
@@ -61,6 +69,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         if existing:
             print(f"{existing} ratings already in {where}; nothing to do")
             return 0
+    if args.shape:
+        args.users, args.movies, args.ratings = DEMO_SHAPES[args.shape]
     started = time.perf_counter()
     try:
         movies, ratings = generate_demo_ratings(
@@ -240,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratings", type=_non_negative, default=100_000, help="number of ratings (100000)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--shape",
+        choices=sorted(DEMO_SHAPES),
+        help="a MovieLens-like size (users, movies, ratings); overrides the three counts",
+    )
     demo.add_argument(
         "--if-empty", action="store_true", help="do nothing if the database already has ratings"
     )

@@ -1,4 +1,14 @@
-"""The one place that wires assets, checks, jobs, schedules, sensors and resources together."""
+"""The one place that wires assets, checks, jobs, schedules, sensors, resources and the executor.
+
+The executor comes from `RECSYS_EXECUTOR`:
+
+* ``multiprocess`` (default; Dagster's own default): each step in its own process, CV fold
+  steps side by side (one per core).
+* ``in_process``: every step in the launching process; CV folds are then forked from one step.
+* ``celery``: steps are queued on a Celery broker (`RECSYS_CELERY_BROKER_URL`, e.g.
+  ``redis://host:6379/0``; results on `RECSYS_CELERY_BACKEND_URL`, default the broker) and
+  run by `dagster-celery` workers, on this machine or others (see the README).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,8 @@ import os
 
 import dagster as dg
 
-from recsys_assets import checks, settings
+from recsys_assets import checks, jobs, settings
 from recsys_assets.assets.ratings import ratings
-from recsys_assets.jobs import refresh_predictions_job, training_assets, training_job
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -20,8 +29,10 @@ from recsys_assets.sensors.run_failure_sensor import run_failure_alert
 
 # The materializable assets (tests materialize exactly these); the external `ratings` table
 # is added to the definitions beside them.
-all_assets = training_assets
+all_assets = jobs.training_assets
 all_checks = dg.load_asset_checks_from_modules([checks])
+
+EXECUTORS = ("multiprocess", "in_process", "celery")
 
 
 def _database_url() -> str | dg.EnvVar:
@@ -45,16 +56,56 @@ def build_resources() -> dict[str, object]:
     }
 
 
+def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
+    """The executor named by `name` or `RECSYS_EXECUTOR` (see the module docstring)."""
+    name = name or os.environ.get("RECSYS_EXECUTOR") or "multiprocess"
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "celery":
+        # Imported only here: the celery extra is optional for single-machine deployments.
+        from dagster_celery import celery_executor
+
+        if not os.environ.get("RECSYS_CELERY_BROKER_URL"):
+            raise ValueError("RECSYS_EXECUTOR=celery needs RECSYS_CELERY_BROKER_URL")
+        # {"env": ...}: resolved where the run starts, and never shown in the UI.
+        backend_var = (
+            "RECSYS_CELERY_BACKEND_URL"
+            if os.environ.get("RECSYS_CELERY_BACKEND_URL")
+            else "RECSYS_CELERY_BROKER_URL"
+        )
+        return celery_executor.configured(
+            {"broker": {"env": "RECSYS_CELERY_BROKER_URL"}, "backend": {"env": backend_var}},
+            name="celery",
+        )
+    raise ValueError(f"RECSYS_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
+
+
 def build_defs() -> dg.Definitions:
-    """Definitions with settings read from the environment now (the CLI calls this per run)."""
+    """Definitions with settings read from the environment now (the CLI calls this per run).
+
+    The executor (`build_executor`) is the default of every job that does not set its own:
+    `training_job`; the refresh job keeps Dagster's default executor (jobs.py).
+    """
     return dg.Definitions(
         assets=[ratings, *all_assets],
         asset_checks=all_checks,
-        jobs=[training_job, refresh_predictions_job],
+        jobs=[jobs.training_job, jobs.refresh_predictions_job],
         schedules=[build_daily_training_schedule()],
         sensors=[build_ratings_db_sensor(), build_retrain_sensor(), run_failure_alert],
         resources=build_resources(),
+        executor=build_executor(),
     )
 
 
 defs = build_defs()
+
+
+def training_job() -> dg.JobDefinition:
+    """The job, rebuilt from the environment: the target of `dg.reconstructable`.
+
+    Executors that run steps in other processes (multiprocess, Celery workers) re-import this
+    module there and call this function, so every process sees the same job.
+    """
+    return build_defs().resolve_job_def("training_job")

@@ -27,6 +27,9 @@ training_job = dg.define_asset_job(
 
 @dg.job(
     tags=REFRESH_TAGS,
+    # Set here so the definitions' executor (RECSYS_EXECUTOR, e.g. Celery) is not applied: one
+    # step, run as before.
+    executor_def=dg.multi_or_in_process_executor,
     description="Recompute user_predictions for the given users with the current `latest` "
     "model, without retraining.",
 )

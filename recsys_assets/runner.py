@@ -88,17 +88,31 @@ def run_pipeline(
 
     import dagster as dg
 
+    from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.definitions import build_defs
 
     run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
     with dg.DagsterInstance.get() as instance:
-        result = (
-            build_defs()
-            .resolve_job_def("training_job")
-            .execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-        )
+        if executor == "in_process":
+            # The quickest path for one machine: no per-step processes, folds forked in one step.
+            result = definitions.training_job().execute_in_process(
+                run_config=run_config, instance=instance, raise_on_error=False
+            )
+            return _summarize(result, note, start)
+        # multiprocess / celery: steps run in other processes, which rebuild the job from
+        # its module (the executor itself comes from RECSYS_EXECUTOR, see definitions.py).
+        with dg.execute_job(
+            dg.reconstructable(definitions.training_job),
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
+        ) as result:
+            return _summarize(result, note, start)
+
+
+def _summarize(result, note: str | None, start: float) -> RunSummary:
     wall = time.perf_counter() - start
     meta = {
         a: _metadata(result, a)

@@ -410,3 +410,47 @@ def test_postgres_native_and_django_presets(pg_engine: Engine) -> None:
     db.insert_ratings(pg_engine, "django", _ratings([(5, 7, 3.0, 1_600_000_000)]))
     dj = db.read_ratings(pg_engine, "django")
     assert dj[["user_id", "movie_id", "timestamp"]].values.tolist() == [[5, 7, 1_600_000_000]]
+
+
+# --- bulk paths (COPY on PostgreSQL, chunked executemany on SQLite) ---------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request: pytest.FixtureRequest, engine: Engine) -> Engine:
+    if request.param == "sqlite":
+        return engine
+    pg = request.getfixturevalue("pg_engine")
+    db.ensure_schema(pg, "native")
+    return pg
+
+
+def test_bulk_insert_and_atomic_bulk_replace(
+    any_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small thresholds so a few rows take the same path as 25M: chunks + index rebuild.
+    monkeypatch.setattr(db, "REINDEX_MIN_ROWS", 1)
+    monkeypatch.setattr(db, "BULK_ROWS", 4)
+    rows = [(u, m, 0.5 + (u * m) % 10 / 2, 1000 + u) for u in range(1, 4) for m in range(1, 4)]
+    ratings = _ratings(rows).astype({"user_id": np.int32, "rating": np.float32})
+    ratings.loc[4, "rating"] = np.nan  # NULL survives the bulk path as NULL
+    assert db.insert_ratings(any_engine, "native", ratings) == 9
+    got = db.read_ratings(any_engine, "native")
+    assert got[["user_id", "movie_id", "timestamp"]].values.tolist() == [
+        [u, m, t] for u, m, _, t in rows
+    ]
+    assert np.isnan(got["rating"].iloc[4]) and got["rating"].iloc[0] == rows[0][2]
+    indexes = {ix["name"] for ix in sa.inspect(any_engine).get_indexes("ratings")}
+    assert {"ix_ratings_user_id", "ix_ratings_created_at"} <= indexes
+
+    db.replace_predictions(any_engine, _predictions([1, 2, 3]), "good", batch_size=2)
+    before = db.read_predictions(any_engine)
+    assert len(before) == 9 and set(before["model_version"]) == {"good"}
+    # A NULL score in the third chunk: the delete and two chunks already ran, all rolled back.
+    bad = _predictions([4, 5, 6])
+    bad.loc[5, "score"] = np.nan
+    with pytest.raises(sa.exc.IntegrityError):
+        db.replace_predictions(any_engine, bad, "broken", batch_size=2)
+    pd.testing.assert_frame_equal(db.read_predictions(any_engine), before)
+    assert {ix["name"] for ix in sa.inspect(any_engine).get_indexes("user_predictions")} == {
+        "ix_user_predictions_user_id"
+    }

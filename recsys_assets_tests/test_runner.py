@@ -40,3 +40,13 @@ def test_run_without_data_and_without_demo_fails_clearly(recsys_home, capsys):
     assert main(["run", "--no-demo-data"]) != 0
     err = capsys.readouterr().err
     assert "no active movie ratings" in err
+
+
+def test_demo_data_shape(recsys_home, capsys, monkeypatch):
+    from recsys_assets import cli
+
+    monkeypatch.setitem(cli.DEMO_SHAPES, "tiny", (40, 60, 1500))
+    assert main(["demo-data", "--shape", "tiny"]) == 0
+    assert "1500 demo ratings (40 users" in capsys.readouterr().out
+    assert RatingsDatabase.from_env().count_ratings() == 1500
+    assert cli.DEMO_SHAPES["25m"] == (162_541, 59_047, 25_000_000)

@@ -49,6 +49,9 @@ class CVConfig(SVDConfig):
 
     n_folds: int = 4
     n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
+    # Folds per Dagster step. 0 = automatic: all in one (forked) step when the run executes
+    # steps in one process, one step per fold under the multiprocess/Celery executors.
+    folds_per_step: int = 0
     # Users with fewer ratings get the most-popular list (cold start); recorded in the manifest
     # and applied by user_predictions and serving.
     min_user_ratings: int = DEFAULT_MIN_USER_RATINGS
@@ -75,7 +78,8 @@ def training_run_config(
     params = {"n_epochs": n_epochs, **svd}
     return {
         "ops": {
-            "cv_report": {"config": {**params, "n_folds": n_folds}},
+            # cv_report is graph-backed; its config lives on the op that plans the folds.
+            "cv_report": {"ops": {"cv_fold_plan": {"config": {**params, "n_folds": n_folds}}}},
             "svd_model": {"config": params},
             "user_predictions": {"config": {"top_n": top_n}},
         }

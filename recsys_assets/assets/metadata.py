@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import resource
+
 import pandas as pd
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss is KiB on Linux).
+
+    Under the multiprocess and Celery executors every step is its own process, so this is the
+    step's own peak; in process it is the run's peak up to the end of the step.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
+from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.ml.ranking import (
     SOURCE_POPULAR,
@@ -101,6 +102,7 @@ def _write_user_predictions(
             "seconds": seconds,
             "pairs_scored": pairs,
             "pairs_per_second": pairs / seconds if seconds > 0 else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 

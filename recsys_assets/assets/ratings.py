@@ -3,10 +3,11 @@
 import time
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from recsys_assets.assets.config import RatingsConfig
-from recsys_assets.assets.metadata import markdown_table
+from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -76,11 +77,13 @@ def _load_ratings_df(
         "users": users,
         "movies": movies,
         "rating_min": float(df["rating"].min()),
-        "rating_mean": float(df["rating"].mean()),
+        "rating_mean": float(np.mean(df["rating"].to_numpy(), dtype=np.float64)),
         "rating_max": float(df["rating"].max()),
         "max_timestamp": int(df["timestamp"].max()),
         "read_seconds": read_seconds,
         "seconds": time.perf_counter() - start,
+        "memory_mb": float(df.memory_usage(index=False).sum() / 2**20),
+        "peak_rss_mb": peak_rss_mb(),
         "preview": dg.MetadataValue.md(markdown_table(df.head(10), floatfmt=".1f")),
     }
     return dg.Output(df, metadata=metadata)

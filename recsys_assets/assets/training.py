@@ -1,18 +1,24 @@
 """`surprise_dataset`, `cv_report` and `svd_model`: the Surprise half of the graph."""
 
+import os
+import socket
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.assets.config import CVConfig, DatasetConfig, SVDConfig
-from recsys_assets.assets.metadata import markdown_table
+from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
+from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
     fit_svd,
+    n_ratings_of,
     training_error,
 )
 
@@ -32,7 +38,9 @@ def surprise_dataset(
             "configured scale_min/scale_max are reversed"
         )
     start = time.perf_counter()
-    dataset = Dataset.load_from_df(ratings_df[SURPRISE_COLUMNS], Reader(rating_scale=(low, high)))
+    # A surprise Dataset stored as arrays: the same ratings and folds as
+    # Dataset.load_from_df, without ~150 bytes of Python objects per rating (ml/compact_data.py).
+    dataset = CompactDataset.from_df(ratings_df[SURPRISE_COLUMNS], Reader(rating_scale=(low, high)))
     seconds = time.perf_counter() - start
     context.log.info("built Surprise dataset of %d ratings in %.2fs", len(ratings_df), seconds)
     return dg.Output(
@@ -43,6 +51,7 @@ def surprise_dataset(
             "scale_min": low,
             "scale_max": high,
             "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(),
         },
     )
 
@@ -101,37 +110,107 @@ def final_ranking_policy(folds: pd.DataFrame, min_user_ratings: int) -> RankingP
     )
 
 
-@dg.asset(group_name="training", compute_kind="surprise")
-def cv_report(
-    context: dg.AssetExecutionContext, config: CVConfig, surprise_dataset: Dataset
-) -> dg.Output[pd.DataFrame]:
-    """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
+@dataclass(frozen=True)
+class FoldTask:
+    """One CV step's share of the folds, with everything it needs besides the dataset."""
 
-    Per fold: RMSE/MAE of the SVD, the global mean and `BaselineOnly`; precision/recall/NDCG@10
-    of the shipped top-10 (popularity/taste blend), the SVD-estimate-only top-10 and a
-    most-popular top-10 (relevant = the user's held-out movies, see `ml.ranking`).
+    folds: tuple[int, ...]
+    n_folds: int
+    seed: int
+    params: SVDParams
+    n_jobs: int | None
+    min_user_ratings: int
+
+
+def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
+    """True when this run executes its steps one after another in a single process.
+
+    There, one fold per step would run the folds serially; one step that forks a worker per
+    fold uses every core instead. Under the multiprocess or Celery executor a step per fold
+    lets the executor spread them (over cores or over machines).
     """
+    name = context.job_def.executor_def.name
+    if name in ("execute_in_process_executor", "in_process"):
+        return True
+    if name == "multi_or_in_process_executor":
+        execution = (context.run.run_config or {}).get("execution") or {}
+        return "in_process" in (execution.get("config") or {})
+    return False
+
+
+@dg.op(out=dg.DynamicOut(FoldTask))
+def cv_fold_plan(
+    context: dg.OpExecutionContext, config: CVConfig, surprise_dataset: Dataset
+) -> Iterator[dg.DynamicOutput[FoldTask]]:
+    """Split the k folds into steps: one per fold, or all in one when steps share a process."""
     params = config.params()
-    n_ratings = len(surprise_dataset.raw_ratings)
+    n_ratings = n_ratings_of(surprise_dataset)
     if n_ratings < config.n_folds * 2:
         raise dg.Failure(
             f"{n_ratings} ratings are too few for {config.n_folds}-fold cross-validation"
         )
+    if config.folds_per_step:
+        per_step = config.folds_per_step
+    else:
+        per_step = config.n_folds if _steps_share_one_process(context) else 1
+    context.log.info("%d folds in steps of %d", config.n_folds, per_step)
+    for first in range(1, config.n_folds + 1, per_step):
+        folds = tuple(range(first, min(first + per_step, config.n_folds + 1)))
+        task = FoldTask(
+            folds,
+            config.n_folds,
+            params.random_state,
+            params,
+            config.n_jobs or None,
+            config.min_user_ratings,
+        )
+        yield dg.DynamicOutput(task, mapping_key="folds_" + "_".join(map(str, folds)))
+
+
+@dg.op
+def cv_fold(context: dg.OpExecutionContext, task: FoldTask, surprise_dataset: Dataset) -> dict:
+    """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
-    folds = cross_validate_svd(
+    # The rows of the full run (`ml.training.cross_validate_svd` restricted to these folds):
+    # fold fit, baselines, ranking metrics, blend weights from inner models without the fold.
+    table = cross_validate_svd(
         surprise_dataset,
-        params,
-        n_folds=config.n_folds,
-        seed=params.random_state,
-        n_jobs=config.n_jobs or None,
+        task.params,
+        n_folds=task.n_folds,
+        seed=task.seed,
+        n_jobs=task.n_jobs,
         log=context.log,
-        min_user_ratings=config.min_user_ratings,
+        min_user_ratings=task.min_user_ratings,
+        folds=task.folds,
     )
+    rows = table.to_dict("records")
     seconds = time.perf_counter() - start
+    # Where the step ran: the Celery integration test checks these against its worker.
+    where = {"pid": os.getpid(), "ppid": os.getppid(), "host": socket.gethostname()}
+    context.add_output_metadata(
+        {
+            "folds": ", ".join(map(str, task.folds)),
+            "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            **{f"fold_{r['fold']}_rmse": float(r["rmse"]) for r in rows},
+            **where,
+        }
+    )
+    return {"task": task, "rows": rows, "seconds": seconds, **where}
+
+
+@dg.op
+def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output[pd.DataFrame]:
+    """Collect the fold rows into the report: per-fold table, baselines, ranking, weights."""
+    task: FoldTask = results[0]["task"]
+    folds = pd.DataFrame([row for result in results for row in result["rows"]])
+    folds = folds.sort_values("fold").reset_index(drop=True)
+    if len(folds) != task.n_folds:  # pragma: no cover - a lost step fails the run first
+        raise dg.Failure(f"expected {task.n_folds} fold results, got {len(folds)}")
     report = _summary_rows(folds)
-    policy = final_ranking_policy(folds, config.min_user_ratings)
-    report.attrs["svd_params"] = params.as_dict()
-    report.attrs["n_folds"] = config.n_folds
+    policy = final_ranking_policy(folds, task.min_user_ratings)
+    report.attrs["svd_params"] = task.params.as_dict()
+    report.attrs["n_folds"] = task.n_folds
     report.attrs["ranking"] = policy.as_dict()
     comparison = comparison_table(folds)
     ranking_meta = {
@@ -162,14 +241,32 @@ def cv_report(
             "global_mean_mae_mean": float(folds["global_mean_mae"].mean()),
             **ranking_meta,
             "fit_time_mean": float(folds["fit_time"].mean()),
-            "n_folds": config.n_folds,
-            "seconds": seconds,
+            "n_folds": task.n_folds,
+            "fold_steps": len(results),
+            # Sum of the fold steps' wall times (they may have overlapped).
+            "fold_step_seconds": float(sum(r["seconds"] for r in results)),
             "model_vs_baselines": dg.MetadataValue.md(markdown_table(comparison)),
             "folds": dg.MetadataValue.md(markdown_table(report)),
-            "hyperparameters": dg.MetadataValue.json(params.as_dict()),
+            "hyperparameters": dg.MetadataValue.json(task.params.as_dict()),
             "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
         },
     )
+
+
+@dg.graph_asset(group_name="training")
+def cv_report(surprise_dataset: Dataset) -> pd.DataFrame:
+    """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
+
+    Per fold: RMSE/MAE of the SVD, the global mean and `BaselineOnly`; precision/recall/NDCG@10
+    of the shipped top-10 (popularity/taste blend), the SVD-estimate-only top-10 and a
+    most-popular top-10 (relevant = the user's held-out movies, see `ml.ranking`).
+
+    Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
+    Celery executor runs them on workers; collected into one table.
+    """
+    tasks = cv_fold_plan(surprise_dataset)
+    results = tasks.map(lambda task: cv_fold(task, surprise_dataset))
+    return cv_summary(results.collect())
 
 
 def svd_params_of(model: SVD) -> SVDParams:
@@ -209,6 +306,7 @@ def svd_model(
             "note": "training_rmse/training_mae are measured on the training data itself; "
             "see cv_report for held-out error",
             "ratings": trainset.n_ratings,
+            "peak_rss_mb": peak_rss_mb(),
             "users": trainset.n_users,
             "movies": trainset.n_items,
             "hyperparameters": dg.MetadataValue.json(params.as_dict()),

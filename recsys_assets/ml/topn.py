@@ -24,6 +24,10 @@ import scipy.sparse as sp
 __all__ = ["SVDFactors", "top_n", "score_pairs", "TOPN_COLUMNS"]
 
 TOPN_COLUMNS = ("user_id", "movie_id", "rank", "score")
+# Extra float32 candidates per user beyond n, re-scored exactly (see _block_candidates).
+_CANDIDATE_MARGIN = 16
+# Pairs per gather in score_pairs / training error: bounds the temporary factor rows.
+_PAIR_CHUNK = 65_536
 
 
 def _raw_ids_to_int64(raw2inner: dict, kind: str) -> np.ndarray:
@@ -220,47 +224,88 @@ def top_n(
     raw_iids = factors.raw_iids
     k = min(n, n_items)
 
+    # float32 copies for the candidate pass (half the bytes through BLAS and argpartition);
+    # the reported scores and the final order always come from float64, as predict() does.
+    m = k + _CANDIDATE_MARGIN
+    fast = not reranked and m < n_items and np.asarray(factors.pu).dtype == np.float64
+    if fast:
+        pu32 = np.asarray(factors.pu, dtype=np.float32)
+        qi32_t = np.ascontiguousarray(qi_t, dtype=np.float32)
+        bi32 = bi.astype(np.float32)
+        base32 = item_base.astype(np.float32)
+        # Per-user bound on |float32 score - float64 score| (dot product error <= f * u *
+        # sum |p_f| max|q_f|, plus the rounding of the bias terms), with a factor 4 to spare.
+        n_f = factors.pu.shape[1] if factors.pu.ndim == 2 else 0
+        qmax = np.abs(factors.qi).max(axis=0) if factors.qi.size else np.zeros(n_f)
+        bias_mag = abs(factors.global_mean) + np.abs(bi).max(initial=0.0) + 1.0
+        eps32 = float(np.finfo(np.float32).eps)
+        user_tol = 4 * eps32 * ((n_f + 4) * (np.abs(factors.pu) @ qmax) + 8 * bias_mag)
+        user_tol += 4 * eps32 * np.abs(factors.bu) * 8
+        unknown_tol = 4 * eps32 * 8 * bias_mag
+
     out_u, out_m, out_r, out_s = [], [], [], []
     for start in range(0, users.size, block_size):
         stop = min(start + block_size, users.size)
         b_inner = inner_u[start:stop]
         known = b_inner >= 0
-        # Same association order as SVD.estimate, ((mu + bu) + bi) + dot, so the floats
-        # match predict() to the last bit or two. (Float addition is commutative, so the
-        # in-place `+=` of the dot product below does not change the result.)
-        if known.all():  # the common case: no fancy-index copies
-            scores = (factors.global_mean + factors.bu[b_inner])[:, None] + bi
-            scores += factors.pu[b_inner] @ qi_t
-        else:
-            scores = np.empty((stop - start, n_items), dtype=np.float64)
-            scores[~known] = item_base
-            if known.any():
-                ku = b_inner[known]
-                part = (factors.global_mean + factors.bu[ku])[:, None] + bi
-                part += factors.pu[ku] @ qi_t
-                scores[known] = part
-
         # Rated movies of this block's users, straight from the CSR arrays.
         lo, hi = rated.indptr[start], rated.indptr[stop]
         mask_rows = np.repeat(np.arange(stop - start), np.diff(rated.indptr[start : stop + 1]))
+        mask_cols = rated.indices[lo:hi]
+
         if reranked:
+            # The blend's order needs every movie's exact score: no float32 candidate pass.
+            scores = _exact_scores(factors, b_inner, bi, item_base, qi_t)
             keys = scores * estimate_weight
             if item_bonus is not None:
                 keys += item_bonus
             if user_vectors is not None:
                 keys += user_vectors[start:stop] @ item_vectors_t
+            keys[mask_rows, mask_cols] = -np.inf
+            idx = _top_k_indices(keys, k, raw_iids)
+            vals = np.take_along_axis(scores, idx, axis=1)
+            # -inf = rated, sorted last: valid is a row prefix.
+            valid = np.isfinite(np.take_along_axis(keys, idx, axis=1))
+            del scores, keys
+        elif fast:
+            idx, vals, redo = _block_candidates(
+                factors,
+                b_inner,
+                known,
+                pu32,
+                qi32_t,
+                bi32,
+                base32,
+                bi,
+                mask_rows,
+                mask_cols,
+                k,
+                m,
+                raw_iids,
+                np.where(known, user_tol[np.maximum(b_inner, 0)], unknown_tol),
+            )
         else:
-            keys = scores
-        keys[mask_rows, rated.indices[lo:hi]] = -np.inf
-
-        idx = _top_k_indices(keys, k, raw_iids)
-        valid = np.isfinite(np.take_along_axis(keys, idx, axis=1))  # -inf = rated: a suffix
+            redo = np.arange(stop - start)
+            idx = np.zeros((stop - start, k), dtype=np.int64)
+            vals = np.zeros((stop - start, k), dtype=np.float64)
+        if not reranked and redo.size:
+            # The exact float64 pass over all movies (rows the candidate pass can't vouch for).
+            sub = b_inner[redo]
+            scores = _exact_scores(factors, sub, bi, item_base, qi_t)
+            in_redo = np.full(stop - start, -1)
+            in_redo[redo] = np.arange(redo.size)
+            sel = in_redo[mask_rows] >= 0
+            scores[in_redo[mask_rows[sel]], mask_cols[sel]] = -np.inf
+            ridx = _top_k_indices(scores, k, raw_iids)
+            idx[redo] = ridx
+            vals[redo] = np.take_along_axis(scores, ridx, axis=1)
+        if not reranked:
+            valid = np.isfinite(vals)  # -inf = rated; sorted last, so valid is a row prefix
         rows, pos = np.nonzero(valid)
-        chosen = idx[rows, pos]
         out_u.append(users[start:stop][rows])
-        out_m.append(raw_iids[chosen])
+        out_m.append(raw_iids[idx[rows, pos]])
         out_r.append(pos.astype(np.int64) + 1)
-        out_s.append(np.clip(scores[rows, chosen], factors.lower, factors.upper))
+        out_s.append(np.clip(vals[rows, pos], factors.lower, factors.upper))
 
     return pd.DataFrame(
         {
@@ -270,6 +315,124 @@ def top_n(
             "score": np.concatenate(out_s).astype(np.float64, copy=False),
         }
     )
+
+
+def _exact_scores(
+    factors: SVDFactors,
+    b_inner: np.ndarray,
+    bi: np.ndarray,
+    item_base: np.ndarray,
+    qi_t: np.ndarray,
+) -> np.ndarray:
+    """float64 scores of these users (inner ids, -1 = unknown) for every movie."""
+    known = b_inner >= 0
+    # Same association order as SVD.estimate, ((mu + bu) + bi) + dot, so the floats
+    # match predict() to the last bit or two.
+    if known.all():  # the common case: no fancy-index copies
+        scores = (factors.global_mean + factors.bu[b_inner])[:, None] + bi
+        scores += factors.pu[b_inner] @ qi_t
+        return scores
+    scores = np.empty((b_inner.size, bi.size), dtype=np.float64)
+    scores[~known] = item_base
+    if known.any():
+        ku = b_inner[known]
+        part = (factors.global_mean + factors.bu[ku])[:, None] + bi
+        part += factors.pu[ku] @ qi_t
+        scores[known] = part
+    return scores
+
+
+def _block_candidates(
+    factors: SVDFactors,
+    b_inner: np.ndarray,
+    known: np.ndarray,
+    pu32: np.ndarray,
+    qi32_t: np.ndarray,
+    bi32: np.ndarray,
+    base32: np.ndarray,
+    bi: np.ndarray,
+    mask_rows: np.ndarray,
+    mask_cols: np.ndarray,
+    k: int,
+    m: int,
+    raw_iids: np.ndarray,
+    tol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k by a float32 pass over all movies, re-scored exactly in float64.
+
+    The float32 pass keeps each row's m = k + margin best candidates; they are re-scored in
+    float64 and ordered by (score desc, movie id asc). A row is exact when its k-th exact
+    score beats every non-candidate's float64 score, which is at most the m-th float32
+    score + tol; rows where that is not certain (near-ties across the cut) are returned in
+    `redo` for the full float64 pass.
+    """
+    n_rows = b_inner.size
+    if known.all():
+        # The common case, in place: one BLAS call, two broadcast adds, no temporaries.
+        scores = pu32[b_inner] @ qi32_t
+        scores += (factors.global_mean + factors.bu[b_inner]).astype(np.float32)[:, None]
+        scores += bi32
+    else:
+        scores = np.empty((n_rows, qi32_t.shape[1]), dtype=np.float32)
+        scores[~known] = base32
+        if known.any():
+            ku = b_inner[known]
+            part = (factors.global_mean + factors.bu[ku]).astype(np.float32)[:, None] + bi32
+            part += pu32[ku] @ qi32_t
+            scores[known] = part
+    scores[mask_rows, mask_cols] = -np.inf
+    cand = _top_m_columns(scores, m)
+    cand_min32 = np.take_along_axis(scores, cand, axis=1).min(axis=1).astype(np.float64)
+    rated_cand = np.isneginf(np.take_along_axis(scores, cand, axis=1))
+    del scores
+
+    # Exact float64 scores of the candidates, in predict()'s association order.
+    exact = np.empty(cand.shape, dtype=np.float64)
+    exact[~known] = factors.global_mean + bi[cand[~known]]
+    if known.any():
+        ku = b_inner[known]
+        kc = cand[known]
+        exact[known] = (factors.global_mean + factors.bu[ku])[:, None] + bi[kc]
+        exact[known] += np.einsum("rf,rcf->rc", factors.pu[ku], factors.qi[kc])
+    exact[rated_cand] = -np.inf
+
+    order = np.lexsort((raw_iids[cand], -exact), axis=1)[:, :k]
+    idx = np.take_along_axis(cand, order, axis=1)
+    vals = np.take_along_axis(exact, order, axis=1)
+    kth = vals[:, k - 1]
+    # cand_min32 == -inf: fewer than m unrated movies, so every one of them is a candidate.
+    safe = np.isneginf(cand_min32) | (kth > cand_min32 + 2 * tol)
+    return idx, vals, np.flatnonzero(~safe)
+
+
+def _top_m_columns(scores: np.ndarray, m: int) -> np.ndarray:
+    """Column indices of each row's m largest values (in no particular order).
+
+    Same set as `argpartition(scores, -m)[:, -m:]` up to ties at the cut, but cheaper on wide
+    rows: the m-th best of a strided column sample is a lower bound for the row's m-th best,
+    so only the columns at or above it (a few thousand of 59K) go through argpartition.
+    """
+    n_rows, n_items = scores.shape
+    stride = n_items // (32 * m)
+    if stride < 4:
+        return np.argpartition(scores, n_items - m, axis=1)[:, n_items - m :]
+    sample = scores[:, ::stride]
+    threshold = np.partition(sample, sample.shape[1] - m, axis=1)[:, sample.shape[1] - m]
+    keep = scores >= threshold[:, None]
+    counts = keep.sum(axis=1)
+    width = int(counts.max())
+    if width > n_items // 4:  # a flat row (e.g. -inf threshold): not worth packing
+        return np.argpartition(scores, n_items - m, axis=1)[:, n_items - m :]
+    rows, cols = np.nonzero(keep)  # row-major, so grouped by row
+    del keep
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    packed = np.full((n_rows, width), -np.inf, dtype=scores.dtype)
+    packed_cols = np.zeros((n_rows, width), dtype=np.int64)
+    packed[rows, pos] = scores[rows, cols]
+    packed_cols[rows, pos] = cols
+    # Every row has >= m real entries >= its threshold, so padding is never picked.
+    part = np.argpartition(packed, width - m, axis=1)[:, width - m :]
+    return np.take_along_axis(packed_cols, part, axis=1)
 
 
 def _top_k_indices(scores: np.ndarray, k: int, raw_iids: np.ndarray) -> np.ndarray:
@@ -303,6 +466,10 @@ def score_pairs(factors: SVDFactors, users: np.ndarray, movies: np.ndarray) -> n
     est = np.full(u.shape, factors.global_mean, dtype=np.float64)
     est[ku] += factors.bu[u[ku]]
     est[ki] += np.asarray(factors.bi, dtype=np.float64)[i[ki]]
-    both = ku & ki
-    est[both] += (factors.pu[u[both]] * factors.qi[i[both]]).sum(axis=1)
+    both = np.flatnonzero(ku & ki)
+    # In chunks: gathering pu/qi rows for all pairs at once costs 2 x 8 x n_factors bytes per
+    # pair (16 GB for a 25M-rating test set); a chunk bounds it to ~100 MB.
+    for start in range(0, both.size, _PAIR_CHUNK):
+        rows = both[start : start + _PAIR_CHUNK]
+        est[rows] += (factors.pu[u[rows]] * factors.qi[i[rows]]).sum(axis=1)
     return np.clip(est, factors.lower, factors.upper)

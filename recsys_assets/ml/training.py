@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from itertools import chain
@@ -19,6 +19,7 @@ import pandas as pd
 from surprise import SVD, Dataset, Trainset
 
 from recsys_assets.ml import evaluation
+from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
 from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 
@@ -80,6 +81,8 @@ def _progress_to(
 
 def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inner user ids, inner item ids and ratings, in `trainset.all_ratings()` order."""
+    if isinstance(trainset, CompactTrainset):
+        return trainset.arrays()
     ur = trainset.ur
     n = trainset.n_ratings
     lengths = np.fromiter((len(v) for v in ur.values()), dtype=np.int64, count=len(ur))
@@ -116,6 +119,9 @@ def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndar
     objects. The id maps are keyed by the raw ids' own objects.
     """
     index = np.asarray(index, dtype=np.int64)
+    if isinstance(dataset, CompactDataset):
+        # Straight from the arrays, without materializing per-rating tuples (same trainset).
+        return dataset.trainset_of(index)
     raw = dataset.raw_ratings
     users, user_first = _first_seen_ids(ratings.users[index])
     items, item_first = _first_seen_ids(ratings.movies[index])
@@ -132,12 +138,6 @@ def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndar
     )
 
 
-def _shared_objects(values: np.ndarray) -> list:
-    # One Python object per distinct value, referenced n times: 8 bytes per rating, not ~32.
-    uniques, inverse = np.unique(values, return_inverse=True)
-    return np.array(uniques.tolist(), dtype=object)[inverse].tolist()
-
-
 @contextlib.contextmanager
 def _fast_all_ratings(trainset: Trainset) -> Iterator[None]:
     """Serve Surprise's SGD the same ratings, in the same order, from flat lists.
@@ -146,7 +146,11 @@ def _fast_all_ratings(trainset: Trainset) -> Iterator[None]:
     zipping precomputed lists yields identical (u, i, r) tuples at about half the cost.
     The override is removed afterwards so it never ends up in a pickled model.
     """
-    users, items, ratings = (_shared_objects(a) for a in _trainset_arrays(trainset))
+    if isinstance(trainset, CompactTrainset):
+        with trainset.cached_ratings():
+            yield
+        return
+    users, items, ratings = (shared_objects(a) for a in _trainset_arrays(trainset))
     trainset.all_ratings = lambda: zip(users, items, ratings, strict=True)
     try:
         yield
@@ -202,6 +206,73 @@ def fold_bounds(n_ratings: int, n_folds: int, seed: int) -> tuple[np.ndarray, li
     return indices, bounds
 
 
+def n_ratings_of(dataset: Dataset) -> int:
+    """Number of ratings, without materializing a CompactDataset's per-rating tuples."""
+    return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
+
+
+def ratings_of(dataset: Dataset) -> evaluation.Ratings:
+    """Every rating of `dataset` as arrays (a CompactDataset's own, without tuples)."""
+    if isinstance(dataset, CompactDataset):
+        users, items, ratings = dataset.testset_arrays(slice(None))
+        return evaluation.Ratings(
+            users.astype(np.int64, copy=False), items.astype(np.int64, copy=False), ratings
+        )
+    return evaluation.Ratings.from_tuples(dataset.raw_ratings)
+
+
+def run_fold(
+    dataset: Dataset,
+    fold: int,
+    n_folds: int,
+    seed: int,
+    params: SVDParams,
+    log: logging.Logger | None = None,
+) -> dict:
+    """Fit on all folds but `fold` (1-based) and score the held-out one: RMSE/MAE only.
+
+    The plain fold fit (benchmarks, equivalence tests); `cross_validate_svd` adds the
+    baselines and ranking metrics.
+    """
+    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)
+    start, stop = bounds[fold - 1], bounds[fold]
+    t0 = time.perf_counter()
+    if isinstance(dataset, CompactDataset):
+        # Straight from the arrays: no per-rating tuples (same trainset, see ml/compact_data.py).
+        train_index = np.concatenate([indices[:start], indices[stop:]])
+        trainset = dataset.trainset_of(train_index)
+        del train_index
+        test_users, test_items, test_ratings = dataset.testset_arrays(indices[start:stop])
+    else:
+        raw = dataset.raw_ratings
+        train = [raw[i] for i in chain(indices[:start], indices[stop:])]
+        trainset = dataset.construct_trainset(train)
+        test = [raw[i] for i in indices[start:stop]]
+        test_users = np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test))
+        test_items = np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test))
+        test_ratings = np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
+    del indices
+    build_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = fit_svd(trainset, params, log=log)
+    fit_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
+    est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
+    err = est - test_ratings
+    test_time = time.perf_counter() - t0
+    return {
+        "fold": fold,
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "fit_time": fit_time,
+        "test_time": test_time,
+        "trainset_time": build_time,
+        "n_train": trainset.n_ratings,
+        "n_test": int(test_ratings.size),
+    }
+
+
 def fold_indices(indices: np.ndarray, bounds: list[int], fold: int) -> np.ndarray:
     """Rating indices of `fold` (1-based): its test set."""
     return indices[bounds[fold - 1] : bounds[fold]]
@@ -239,6 +310,8 @@ class _CVRun:
     min_user_ratings: int | None
     # Every rating as arrays, built once in the parent rather than once per fold.
     everything: evaluation.Ratings
+    # Epoch progress of the fold fits, only when they run in this process (one-fold steps).
+    log: logging.Logger | None = None
 
     def trainset(self, index: np.ndarray) -> Trainset:
         return build_trainset(self.dataset, self.everything, index)
@@ -254,10 +327,12 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
     run = _RUN
     assert run is not None
     test_idx = fold_indices(run.indices, run.bounds, fold)
+    t0 = time.perf_counter()
     trainset = run.trainset(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(test_idx)
+    build_time = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = fit_svd(trainset, run.params)
+    model = fit_svd(trainset, run.params, log=run.log)
     fit_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     factors = SVDFactors.from_svd(model)
@@ -270,14 +345,21 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
         "mae": float(np.mean(np.abs(err))),
         "fit_time": fit_time,
         "test_time": test_time,
+        "trainset_time": build_time,
         "n_train": trainset.n_ratings,
         "n_test": len(test_idx),
     }
     return row, (factors if run.min_user_ratings is not None else None)
 
 
-def _select_shared(a: int, b: int) -> tuple[dict[int, RankingPolicy], float]:
-    """Blend weights for folds a and b from one inner model fitted on the other folds."""
+def _select_shared(
+    a: int, b: int, wanted: tuple[int, ...] | None = None
+) -> tuple[dict[int, RankingPolicy], float]:
+    """Blend weights for folds a and b from one inner model fitted on the other folds.
+
+    `wanted`: the folds whose weights are needed (a fold step of the Dagster fan-out that has
+    only one of the pair fits the same inner model and validates on the other fold only).
+    """
     run = _RUN
     assert run is not None and run.min_user_ratings is not None
     t0 = time.perf_counter()
@@ -286,9 +368,13 @@ def _select_shared(a: int, b: int) -> tuple[dict[int, RankingPolicy], float]:
     inner = run.everything.take(inner_idx)
     base = RankingPolicy(min_user_ratings=run.min_user_ratings)
     # Validated on a, the model picks b's weights; validated on b, a's (one ranking pass).
-    validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in (a, b)]
-    (for_b, _), (for_a, _) = evaluation.grid_ndcgs(factors, inner, validations, base)
-    return {a: for_a, b: for_b}, time.perf_counter() - t0
+    wanted = (a, b) if wanted is None else wanted
+    # Fold a's weights are validated on b and b's on a.
+    on = [f for f in (a, b) if (b if f == a else a) in wanted]
+    validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in on]
+    chosen = evaluation.grid_ndcgs(factors, inner, validations, base)
+    policies = {(b if f == a else a): policy for f, (policy, _) in zip(on, chosen, strict=True)}
+    return policies, time.perf_counter() - t0
 
 
 def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
@@ -331,21 +417,27 @@ class _InlineExecutor:
 
 
 def _run_tasks(
-    pool: ProcessPoolExecutor | _InlineExecutor, n_folds: int, ranking: bool
+    pool: ProcessPoolExecutor | _InlineExecutor,
+    n_folds: int,
+    ranking: bool,
+    folds: Sequence[int] | None = None,
 ) -> Iterator[dict]:
     """Schedule fits, weight selections and evaluations; yield each fold's row when complete.
 
     A fold's evaluation is submitted as soon as both its model and its weights are ready, so
-    the workers stay busy with whatever is runnable.
+    the workers stay busy with whatever is runnable. `folds`: a subset (a fan-out step's);
+    its rows are those of the full run.
     """
-    folds = range(1, n_folds + 1)
+    folds = list(range(1, n_folds + 1) if folds is None else folds)
     pending: dict[Future, tuple[str, int]] = {}
     if ranking:
         # Weight selections first: each unlocks two evaluations, and long tasks first pack
         # the workers better.
         pairs = shared_inner_pairs(n_folds)
         for a, b in pairs:
-            pending[pool.submit(_select_shared, a, b)] = ("select", a)
+            wanted = tuple(f for f in (a, b) if f in folds)
+            if wanted:
+                pending[pool.submit(_select_shared, a, b, wanted)] = ("select", a)
         for fold in sorted(set(folds) - {f for pair in pairs for f in pair}):
             pending[pool.submit(_select_own, fold)] = ("select", fold)
     for fold in folds:
@@ -388,6 +480,7 @@ def cross_validate_svd(
     n_jobs: int | None = None,
     log: logging.Logger | None = None,
     min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
+    folds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
@@ -395,12 +488,20 @@ def cross_validate_svd(
     tasks in `n_jobs` forked worker processes. With `min_user_ratings` set, each row also has
     `ml.evaluation.evaluate_factors`' baselines and ranking metrics; the blend's weights come
     from inner models that never saw the fold (`shared_inner_pairs`, `_select_own`).
+
+    `folds` (1-based) restricts the run to some of the folds, with the rows the full run
+    would give them: the Dagster fan-out gives each step its share. A step holding one fold
+    of a shared pair fits the pair's inner model itself.
     """
     global _RUN
-    indices, bounds = fold_bounds(len(dataset.raw_ratings), n_folds, seed)  # before forking
-    n_jobs = default_jobs(n_folds) if n_jobs is None else n_jobs
+    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)  # before forking
+    folds = list(range(1, n_folds + 1) if folds is None else folds)
+    if not folds or min(folds) < 1 or max(folds) > n_folds:
+        raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
     ranking = min_user_ratings is not None
-    everything = evaluation.Ratings.from_tuples(dataset.raw_ratings)
+    # A lone fold with ranking still has two independent fits (its own and the inner one).
+    n_jobs = default_jobs(max(len(folds), 2 if ranking else 1)) if n_jobs is None else n_jobs
+    everything = ratings_of(dataset)
     rows = []
 
     def report(row: dict) -> None:
@@ -429,15 +530,30 @@ def cross_validate_svd(
                     row["eval_time"],
                 )
 
-    _RUN = _CVRun(dataset, indices, bounds, seed, params, min_user_ratings, everything)
+    inline = (
+        n_jobs <= 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+        # A daemonic process (e.g. some pool workers) may not start children.
+        or multiprocessing.current_process().daemon
+    )
+    _RUN = _CVRun(
+        dataset,
+        indices,
+        bounds,
+        seed,
+        params,
+        min_user_ratings,
+        everything,
+        log if inline and len(folds) == 1 else None,
+    )
     try:
-        if n_jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            for row in _run_tasks(_InlineExecutor(), n_folds, ranking):
+        if inline:
+            for row in _run_tasks(_InlineExecutor(), n_folds, ranking, folds):
                 report(row)
         else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-                for row in _run_tasks(pool, n_folds, ranking):
+                for row in _run_tasks(pool, n_folds, ranking, folds):
                     report(row)
     finally:
         _RUN = None

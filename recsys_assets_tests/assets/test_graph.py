@@ -84,6 +84,32 @@ def test_cv_report_table_and_metadata(graph_run):
     assert report.attrs["svd_params"]["n_epochs"] == FAST_SVD["n_epochs"]
 
 
+def test_cv_folds_share_one_forked_step_in_process(graph_run):
+    # In process, one fan-out step forks a worker per fold (the fast path on one machine).
+    steps = {e.step_key for e in graph_run.all_events if e.is_step_success}
+    assert {s for s in steps if s.startswith("cv_report.cv_fold[")} == {
+        "cv_report.cv_fold[folds_1_2_3_4]"
+    }
+    assert _meta(graph_run, "cv_report")["fold_steps"] == 1
+
+
+def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
+    config = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
+    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["folds_per_step"] = 1
+    result = _materialize(recsys_home, demo_db, run_config=config)
+    steps = {e.step_key for e in result.all_events if e.is_step_success}
+    assert {f"cv_report.cv_fold[folds_{k}]" for k in range(1, 5)} <= steps
+    # Same folds, same seed: the same numbers whichever way the folds are split into steps.
+    meta = _meta(result, "cv_report")
+    assert meta["fold_steps"] == 4
+    assert meta["rmse_mean"] == _meta(graph_run, "cv_report")["rmse_mean"]
+    # Every per-fold figure (baselines, ranking metrics, chosen weights), not only RMSE.
+    split, whole = result.output_for_node("cv_report"), graph_run.output_for_node("cv_report")
+    figures = [c for c in whole.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(split[figures], whole[figures])
+    assert split.attrs["ranking"] == whole.attrs["ranking"]
+
+
 def test_svd_model(graph_run):
     model = graph_run.output_for_node("svd_model")
     assert isinstance(model, SVD)
@@ -203,7 +229,7 @@ def test_bad_input_keeps_last_good_model_and_predictions(graph_run, recsys_home,
 
 def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
     config = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
-    config["ops"]["cv_report"]["config"]["n_epochs"] = 3
+    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"] = 3
     result = _materialize(recsys_home, demo_db, run_config=config, raise_on_error=False)
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "model_artifact"
@@ -231,3 +257,31 @@ def test_graph_on_the_django_preset(recsys_home):
     assert meta["dropped_null_rating"] == 1 and meta["rows_kept"] == len(ratings) - 2
     table = db.read_predictions()
     assert len(table) == 10 * meta["users"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("multiprocess", "multiprocess"), ("in_process", "in_process"), (None, "multiprocess")],
+)
+def test_executor_from_environment(monkeypatch, name, expected):
+    from recsys_assets import definitions
+
+    if name is None:
+        monkeypatch.delenv("RECSYS_EXECUTOR", raising=False)
+    else:
+        monkeypatch.setenv("RECSYS_EXECUTOR", name)
+    assert definitions.training_job().executor_def.name == expected
+
+
+def test_celery_executor_needs_a_broker(monkeypatch):
+    from recsys_assets import definitions
+
+    monkeypatch.setenv("RECSYS_EXECUTOR", "celery")
+    monkeypatch.delenv("RECSYS_CELERY_BROKER_URL", raising=False)
+    with pytest.raises(ValueError, match="RECSYS_CELERY_BROKER_URL"):
+        definitions.training_job()
+    monkeypatch.setenv("RECSYS_CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    assert definitions.training_job().executor_def.name == "celery"
+    monkeypatch.setenv("RECSYS_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="not one of"):
+        definitions.training_job()

@@ -37,7 +37,14 @@ def test_drops_each_kind_of_bad_row_and_counts_it():
     assert list(df.columns) == ["user_id", "movie_id", "rating", "timestamp"]
     got = {(u, m): r for u, m, r in df[["user_id", "movie_id", "rating"]].itertuples(index=False)}
     assert got == {(1, 10): 4.0, (2, 10): 5.0, (2, 11): 3.5, (3, 10): 2.0}
-    assert df["user_id"].dtype == np.int32 and df["rating"].dtype == np.float64
+    # Half stars fit float32 exactly, so the compact dtype is used.
+    assert df["user_id"].dtype == np.int32 and df["rating"].dtype == np.float32
+
+
+def test_ratings_that_float32_cannot_hold_stay_float64():
+    raw = _raw([(1, 1, 1, 3.7, 1), (2, 1, 2, 4.0, 1)])
+    df, _ = clean_ratings(raw, (1, 5))
+    assert df["rating"].dtype == np.float64 and sorted(df["rating"]) == [3.7, 4.0]
 
 
 def test_scale_bounds_are_inclusive_and_validated():

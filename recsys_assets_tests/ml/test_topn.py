@@ -298,3 +298,46 @@ def test_huge_raw_ids_match_brute_force(ratings):
     )
     assert set(result.user_id) == set(users.tolist())
     assert_matches_brute_force(model, result, users, df, 6)
+
+
+def test_float32_candidates_equal_the_exact_float64_pass(model, current_ratings, monkeypatch):
+    from recsys_assets.ml import topn
+
+    f = SVDFactors.from_svd(model)
+    users = np.unique(current_ratings.user_id.to_numpy())
+    args = (users, current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
+    fast = top_n(f, *args, n=10, block_size=7)
+    monkeypatch.setattr(topn, "_CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
+    exact = top_n(f, *args, n=10, block_size=7)
+    pd.testing.assert_frame_equal(fast, exact)
+
+
+def test_ties_wider_than_the_candidate_margin_fall_back_to_exact(ratings):
+    from recsys_assets.ml.topn import _CANDIDATE_MARGIN
+
+    model = fit(ratings)
+    inner = list(range(model.trainset.n_items))[: 3 * _CANDIDATE_MARGIN]
+    tied = sorted(model.trainset.to_raw_iid(i) for i in inner)
+    for i in inner:
+        model.bi[i] = 1.5
+    got = top_n(SVDFactors.from_svd(model), np.array([UNKNOWN_USER]), [], [], n=3)
+    assert got.movie_id.tolist() == tied[:3]
+
+
+def test_sampled_threshold_selection_equals_argpartition():
+    from recsys_assets.ml.topn import _top_m_columns
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(64, 20_000)).astype(np.float32)
+    scores[3, :] = -np.inf  # a user who rated everything
+    scores[4, ::2] = -np.inf  # and one who rated half
+    scores[5, :] = 1.0  # a flat row: everything tied
+    m = 66
+    got = _top_m_columns(scores, m)
+    want = np.argpartition(scores, scores.shape[1] - m, axis=1)[:, -m:]
+    assert got.shape == (64, m)
+    for r in range(64):
+        if r in (3, 5):  # ties: any m columns are a correct answer, but distinct ones
+            assert len(set(got[r].tolist())) == m
+            continue
+        assert set(got[r].tolist()) == set(want[r].tolist())

@@ -41,6 +41,28 @@ def test_parallel_folds_give_the_same_numbers(dataset):
     assert list(seq.columns) == list(par.columns)
 
 
+@pytest.mark.parametrize("n_folds", [4, 5])
+def test_fold_subsets_give_the_full_runs_rows(dataset, n_folds):
+    # The Dagster fan-out runs each fold in its own step: every figure of a fold's row
+    # (baselines, ranking metrics, blend weights from the shared inner model) must be the
+    # full run's, also for a fold whose pair partner runs elsewhere and for an odd last fold.
+    full = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=2, n_jobs=1)
+    parts = [
+        cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=2, n_jobs=1, folds=[f])
+        for f in range(1, n_folds + 1)
+    ]
+    split = pd.concat(parts, ignore_index=True)
+    figures = [c for c in full.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(split[figures], full[figures])
+    pair = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=2, n_jobs=2, folds=[3, 4])
+    pd.testing.assert_frame_equal(pair[figures], full[figures].iloc[2:4].reset_index(drop=True))
+
+
+def test_cv_rejects_bad_fold_subsets(dataset):
+    with pytest.raises(ValueError, match="non-empty subset"):
+        cross_validate_svd(dataset, PARAMS, n_folds=3, folds=[4])
+
+
 def test_cv_rejects_one_fold(dataset):
     with pytest.raises(ValueError, match="at least 2 folds"):
         cross_validate_svd(dataset, PARAMS, n_folds=1)

@@ -104,7 +104,11 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
     assert request.tags["recsys/new_ratings"] == "100"
     # The sensor's retrain uses the schedule's config shape: CV and fit agree.
     ops = request.run_config["ops"]
-    assert ops["cv_report"]["config"]["n_epochs"] == ops["svd_model"]["config"]["n_epochs"] == 20
+    assert (
+        ops["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"]
+        == ops["svd_model"]["config"]["n_epochs"]
+        == 20
+    )
 
     # No new event: a tick before the run exists asks again with the same run key, which
     # the daemon drops as a duplicate...
