@@ -261,15 +261,22 @@ def run_fold(
     est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
     err = est - test_ratings
     test_time = time.perf_counter() - t0
+    return _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
+
+
+def _fold_row(
+    fold: int, err: np.ndarray, fit: float, test: float, build: float, n_train: int
+) -> dict:
+    """A fold's error row from its held-out residuals (what `accuracy.rmse/mae` compute)."""
     return {
         "fold": fold,
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
-        "fit_time": fit_time,
-        "test_time": test_time,
-        "trainset_time": build_time,
-        "n_train": trainset.n_ratings,
-        "n_test": int(test_ratings.size),
+        "fit_time": fit,
+        "test_time": test,
+        "trainset_time": build,
+        "n_train": n_train,
+        "n_test": int(err.size),
     }
 
 
@@ -339,16 +346,7 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
     # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
     err = score_pairs(factors, test.users, test.movies) - test.ratings
     test_time = time.perf_counter() - t0
-    row = {
-        "fold": fold,
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "fit_time": fit_time,
-        "test_time": test_time,
-        "trainset_time": build_time,
-        "n_train": trainset.n_ratings,
-        "n_test": len(test_idx),
-    }
+    row = _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
     return row, (factors if run.min_user_ratings is not None else None)
 
 
