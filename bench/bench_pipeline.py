@@ -44,7 +44,11 @@ def prepare(ratings_path: str, home: Path) -> None:
     db.insert_ratings(ratings)
 
 
-def run_graph(home: Path, folds: int) -> dict:
+def execute_graph(home: Path, folds: int) -> tuple[object, float, dict[str, float]]:
+    """`training_job` in process on a SQLite Dagster instance under `home`, as `make run` does.
+
+    Returns the execution result, its wall time and the seconds of each step.
+    """
     os.environ["RECSYS_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
@@ -65,6 +69,11 @@ def run_graph(home: Path, folds: int) -> dict:
         for e in result.all_events
         if e.event_type_value == "STEP_SUCCESS"
     }
+    return result, total, steps
+
+
+def run_graph(home: Path, folds: int) -> dict:
+    result, total, steps = execute_graph(home, folds)
     cv = result.asset_materializations_for_node("cv_report")[0].metadata
     pred = result.asset_materializations_for_node("user_predictions")[0].metadata
     return {

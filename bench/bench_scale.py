@@ -81,27 +81,10 @@ def setup(size: str, home: Path, ml100k: str | None) -> dict:
 
 
 def run_graph(home: Path, folds: int) -> dict:
-    os.environ["RECSYS_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    import dagster as dg
+    # The same run as bench_pipeline's graph side (this script's folder is on sys.path).
+    from bench_pipeline import execute_graph
 
-    from recsys_assets import definitions
-    from recsys_assets.assets.config import training_run_config
-
-    run_config = training_run_config(n_folds=folds)
-    run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-    with dg.DagsterInstance.get() as instance:
-        start = time.perf_counter()
-        result = definitions.training_job().execute_in_process(
-            run_config=run_config, instance=instance
-        )
-        total = time.perf_counter() - start
-    steps = {
-        e.step_key: e.event_specific_data.duration_ms / 1000
-        for e in result.all_events
-        if e.event_type_value == "STEP_SUCCESS"
-    }
+    result, total, steps = execute_graph(home, folds)
 
     def meta(node: str) -> dict:
         return {
