@@ -54,12 +54,12 @@ def execute_graph(home: Path, folds: int) -> tuple[object, float, dict[str, floa
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     import dagster as dg
 
+    from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.definitions import build_defs
 
     run_config = training_run_config(n_folds=folds)
     run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-    job = build_defs().resolve_job_def("training_job")
+    job = definitions.training_job()
     with dg.DagsterInstance.get() as instance:
         start = time.perf_counter()
         result = job.execute_in_process(run_config=run_config, instance=instance)
@@ -85,6 +85,20 @@ def run_graph(home: Path, folds: int) -> dict:
         "prediction_rows": pred["rows"].value,
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def seed_predict_and_insert(con: sqlite3.Connection, model, users, movies, rated: set) -> int:
+    """The seed's batch prediction: `model.predict` and one row insert per unrated pair."""
+    pairs = 0
+    with con:
+        for u in users:
+            for i in movies:
+                if (u, i) in rated:
+                    continue
+                est = model.predict(u, i).est
+                con.execute("INSERT INTO seed_predictions VALUES (?, ?, ?)", (int(u), int(i), est))
+                pairs += 1
+    return pairs
 
 
 def run_seed(home: Path, folds: int) -> dict:
@@ -135,15 +149,7 @@ def run_seed(home: Path, folds: int) -> dict:
         "CREATE TABLE IF NOT EXISTS seed_predictions (user_id INTEGER, movie_id INTEGER, "
         "score REAL)"
     )
-    pairs = 0
-    with con:
-        for u in users:
-            for i in movies:
-                if (u, i) in rated:
-                    continue
-                est = model.predict(u, i).est
-                con.execute("INSERT INTO seed_predictions VALUES (?, ?, ?)", (int(u), int(i), est))
-                pairs += 1
+    pairs = seed_predict_and_insert(con, model, users, movies, rated)
     lap("predict_and_insert", t)
     return {
         "total": time.perf_counter() - t0,

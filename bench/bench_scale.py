@@ -223,16 +223,10 @@ def seed_pairs(home: Path, sample_users: int) -> dict:
         con.execute(f"SELECT user_id, movie_id FROM ratings WHERE user_id IN ({marks})", users)
     )
     con.execute("CREATE TABLE seed_predictions (user_id INTEGER, movie_id INTEGER, score REAL)")
-    pairs = 0
+    from bench_pipeline import seed_predict_and_insert
+
     t0 = time.perf_counter()
-    with con:
-        for u in users:
-            for i in movies:
-                if (u, i) in rated:
-                    continue
-                est = model.predict(u, i).est
-                con.execute("INSERT INTO seed_predictions VALUES (?, ?, ?)", (u, i, est))
-                pairs += 1
+    pairs = seed_predict_and_insert(con, model, users, movies, rated)
     seconds = time.perf_counter() - t0
     return {
         "sample_users": len(users),
