@@ -50,12 +50,14 @@ def execute_graph(home: Path, folds: int) -> tuple[object, float, dict[str, floa
     Returns the execution result, its wall time and the seconds of each step.
     """
     os.environ["RECSYS_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     import dagster as dg
 
     from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
+    from recsys_assets.runner import prepare_dagster_home
+
+    os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
+    prepare_dagster_home()  # the embedded instance `make run` uses, dagster.yaml included
 
     run_config = training_run_config(n_folds=folds)
     run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}

@@ -119,12 +119,14 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     fold:<k>       one CV fold (`ml.training.run_fold`) on the stored surprise_dataset
     """
     os.environ["RECSYS_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
     import dagster as dg
 
     from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
+    from recsys_assets.runner import prepare_dagster_home
+
+    prepare_dagster_home()
 
     start = time.perf_counter()
     out: dict = {"phase": phase}
