@@ -120,6 +120,7 @@ class FoldTask:
     params: SVDParams
     n_jobs: int | None
     min_user_ratings: int
+    ranking_users: int = 0
 
 
 def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
@@ -163,6 +164,7 @@ def cv_fold_plan(
             params,
             config.n_jobs or None,
             config.min_user_ratings,
+            config.ranking_users,
         )
         yield dg.DynamicOutput(task, mapping_key="folds_" + "_".join(map(str, folds)))
 
@@ -182,6 +184,7 @@ def cv_fold(context: dg.OpExecutionContext, task: FoldTask, surprise_dataset: Da
         log=context.log,
         min_user_ratings=task.min_user_ratings,
         folds=task.folds,
+        ranking_users=task.ranking_users,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -240,6 +243,11 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
             "global_mean_rmse_mean": float(folds["global_mean_rmse"].mean()),
             "global_mean_mae_mean": float(folds["global_mean_mae"].mean()),
             **ranking_meta,
+            "ranking_users": dg.MetadataValue.text(
+                f"a seeded sample of at most {task.ranking_users} users"
+                if task.ranking_users
+                else "every user"
+            ),
             "fit_time_mean": float(folds["fit_time"].mean()),
             "n_folds": task.n_folds,
             "fold_steps": len(results),

@@ -319,6 +319,8 @@ class _CVRun:
     everything: evaluation.Ratings
     # Epoch progress of the fold fits, only when they run in this process (one-fold steps).
     log: logging.Logger | None = None
+    # Ranking metrics and weight selection on a seeded sample of this many users (None: all).
+    ranking_users: int | None = None
 
     def trainset(self, index: np.ndarray) -> Trainset:
         return build_trainset(self.dataset, self.everything, index)
@@ -370,7 +372,9 @@ def _select_shared(
     # Fold a's weights are validated on b and b's on a.
     on = [f for f in (a, b) if (b if f == a else a) in wanted]
     validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in on]
-    chosen = evaluation.grid_ndcgs(factors, inner, validations, base)
+    chosen = evaluation.grid_ndcgs(
+        factors, inner, validations, base, max_users=run.ranking_users, seed=run.seed
+    )
     policies = {(b if f == a else a): policy for f, (policy, _) in zip(on, chosen, strict=True)}
     return policies, time.perf_counter() - t0
 
@@ -389,6 +393,7 @@ def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
         seed=run.seed + fold,
         min_user_ratings=run.min_user_ratings,
         train=run.everything.take(train_idx),
+        max_users=run.ranking_users,
     )
     return {fold: policy}, time.perf_counter() - t0
 
@@ -400,7 +405,9 @@ def _evaluate(fold: int, factors: SVDFactors, policy: RankingPolicy) -> dict:
     t0 = time.perf_counter()
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
-    row = evaluation.evaluate_factors(factors, train, test, policy)
+    row = evaluation.evaluate_factors(
+        factors, train, test, policy, max_users=run.ranking_users, seed=run.seed
+    )
     row["eval_time"] = time.perf_counter() - t0
     return row
 
@@ -479,6 +486,7 @@ def cross_validate_svd(
     log: logging.Logger | None = None,
     min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
     folds: Sequence[int] | None = None,
+    ranking_users: int | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
@@ -489,7 +497,8 @@ def cross_validate_svd(
 
     `folds` (1-based) restricts the run to some of the folds, with the rows the full run
     would give them: the Dagster fan-out gives each step its share. A step holding one fold
-    of a shared pair fits the pair's inner model itself.
+    of a shared pair fits the pair's inner model itself. `ranking_users`: rank for a seeded
+    sample of that many users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
     """
     global _RUN
     indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)  # before forking
@@ -543,6 +552,7 @@ def cross_validate_svd(
         min_user_ratings,
         everything,
         log if inline and len(folds) == 1 else None,
+        ranking_users or None,
     )
     try:
         if inline:

@@ -197,7 +197,7 @@ def test_baseline_als_equals_surprise_baseline_only(fitted):
 def test_grid_keeps_popularity_unless_a_blend_wins_clearly(monkeypatch, blend_ndcg, chosen_taste):
     from recsys_assets.ml import evaluation
 
-    def fake_eval(factors, train, test, policies, k):
+    def fake_eval(factors, train, test, policies, *args):
         return [{"ndcg": 0.30 if p.taste_weight == 0 else blend_ndcg} for p in policies]
 
     monkeypatch.setattr(evaluation, "ranking_eval", fake_eval)
@@ -227,3 +227,22 @@ def test_ranking_evals_equal_one_ranking_eval_per_test_set(fitted):
         expected_policy, expected_tried = grid_ndcg(f, train, test, base)
         assert policy == expected_policy
         assert [t["ndcg"] for t in tried] == pytest.approx([t["ndcg"] for t in expected_tried])
+
+
+def test_ranking_on_a_user_sample_equals_ranking_those_users_alone(fitted):
+    """`max_users`: the metrics of a seeded sample are those of its users' test ratings."""
+    from recsys_assets.ml.evaluation import sample_users
+
+    model, ratings = fitted
+    f = SVDFactors.from_svd(model)
+    train, held = _split(ratings, seed=3)
+    policies = [RankingPolicy(min_user_ratings=0), RankingPolicy(1.0, 1.0, 0.05, 10)]
+    everyone = np.unique(held.users)
+    sample = sample_users(everyone, 7, seed=5)
+    assert sample.size == 7 and set(sample) < set(everyone)
+    assert np.array_equal(sample, sample_users(everyone, 7, seed=5))  # seeded
+    assert np.array_equal(sample_users(everyone, everyone.size, seed=5), everyone)
+    sampled = ranking_eval(f, train, held, policies, max_users=7, seed=5)
+    alone = ranking_eval(f, train, held.take(np.flatnonzero(np.isin(held.users, sample))), policies)
+    assert sampled == alone
+    assert sampled != ranking_eval(f, train, held, policies)
