@@ -44,9 +44,13 @@ def prepare(ratings_path: str, home: Path) -> None:
     db.insert_ratings(ratings)
 
 
-def execute_graph(home: Path, folds: int) -> tuple[object, float, dict[str, float]]:
-    """`training_job` in process on a SQLite Dagster instance under `home`, as `make run` does.
+def execute_graph(
+    home: Path, folds: int, executor: str = "in_process", folds_per_step: int = 0
+) -> tuple[object, float, dict[str, float]]:
+    """`training_job` on a SQLite Dagster instance under `home`.
 
+    `in_process` is what `make run` does; `multiprocess` (each step in its own process, as a
+    launched or scheduled run) goes through `dg.execute_job` on the reconstructable job.
     Returns the execution result, its wall time and the seconds of each step.
     """
     os.environ["RECSYS_HOME"] = str(home)
@@ -61,10 +65,21 @@ def execute_graph(home: Path, folds: int) -> tuple[object, float, dict[str, floa
 
     run_config = training_run_config(n_folds=folds)
     run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-    job = definitions.training_job()
+    if folds_per_step:
+        plan = run_config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]
+        plan["folds_per_step"] = folds_per_step
     with dg.DagsterInstance.get() as instance:
         start = time.perf_counter()
-        result = job.execute_in_process(run_config=run_config, instance=instance)
+        if executor == "in_process":
+            job = definitions.training_job()
+            result = job.execute_in_process(run_config=run_config, instance=instance)
+        else:
+            os.environ["RECSYS_EXECUTOR"] = executor  # read by the step processes too
+            result = dg.execute_job(
+                dg.reconstructable(definitions.training_job),
+                instance=instance,
+                run_config=run_config,
+            )
         total = time.perf_counter() - start
     steps = {
         e.step_key: e.event_specific_data.duration_ms / 1000

@@ -43,6 +43,64 @@ def _peak_rss_mb() -> float:
     return max(own, kids) / 1024
 
 
+class TreeMemory:
+    """Peak memory of this process and all its descendants together, sampled every second.
+
+    The sum of PSS (proportional set size, /proc/PID/smaps_rollup): pages a forked worker
+    shares with its parent count once, split between them. ru_maxrss only gives the largest
+    single process.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _tree(root: int) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    @staticmethod
+    def _pss_kb(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            total = sum(self._pss_kb(p) for p in self._tree(os.getpid())) / 1024
+            self.peak_mb = max(self.peak_mb, total)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -80,11 +138,12 @@ def setup(size: str, home: Path, ml100k: str | None) -> dict:
     }
 
 
-def run_graph(home: Path, folds: int) -> dict:
+def run_graph(home: Path, folds: int, executor: str, folds_per_step: int) -> dict:
     # The same run as bench_pipeline's graph side (this script's folder is on sys.path).
     from bench_pipeline import execute_graph
 
-    result, total, steps = execute_graph(home, folds)
+    with TreeMemory() as memory:
+        result, total, steps = execute_graph(home, folds, executor, folds_per_step)
 
     def meta(node: str) -> dict:
         return {
@@ -107,6 +166,7 @@ def run_graph(home: Path, folds: int) -> dict:
             for k in ("users", "rows", "pairs_scored", "score_seconds", "write_seconds", "seconds")
         },
         "peak_rss_mb": _peak_rss_mb(),
+        "peak_tree_pss_mb": memory.peak_mb,
     }
 
 
@@ -331,6 +391,16 @@ def main() -> int:
     parser.add_argument("--sizes", default="100k,1m", help="comma list of 100k,1m,5m,25m")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--seed-full-max", type=int, default=1_000_000)
+    parser.add_argument(
+        "--executor",
+        choices=["in_process", "multiprocess"],
+        default="in_process",
+        help="how the graph's steps run: in one process (`recsys run`) or one process per "
+        "step (launched and scheduled runs)",
+    )
+    parser.add_argument(
+        "--folds-per-step", type=int, default=0, help="cv_fold_plan's folds_per_step (0 = auto)"
+    )
     parser.add_argument("--json", type=Path, help="also write all figures here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -352,7 +422,7 @@ def main() -> int:
     if args.child:
         fns = {
             "setup": lambda: setup(args.size, args.home, args.ml100k),
-            "graph": lambda: run_graph(args.home, args.folds),
+            "graph": lambda: run_graph(args.home, args.folds, args.executor, args.folds_per_step),
             "seed_pairs": lambda: seed_pairs(args.home, SEED_SAMPLE_USERS),
             "seed_training": lambda: seed_training(args.home, args.folds),
             "structures": lambda: structures(args.home),
@@ -377,7 +447,14 @@ def main() -> int:
                 res["phases"] = _per_step(home, args, res, results, size)
                 continue
             print(f"[{size}] graph ...", file=sys.stderr, flush=True)
-            res["graph"] = _child("graph", home, folds=args.folds)
+            res["graph"] = _child(
+                "graph",
+                home,
+                folds=args.folds,
+                executor=args.executor,
+                folds_per_step=args.folds_per_step,
+            )
+            res["executor"] = args.executor
             print(f"[{size}] seed-style per-pair loop (sample) ...", file=sys.stderr, flush=True)
             res["seed_pairs"] = _child("seed_pairs", home)
             if n <= args.seed_full_max:
@@ -441,7 +518,8 @@ def _report(size: str, res: dict) -> None:
         f"({st['insert_rows_per_s']:,.0f} rows/s)"
     )
     print(
-        f"graph end to end {g['total']:.1f}s, peak RSS {g['peak_rss_mb']:,.0f} MB, "
+        f"graph end to end {g['total']:.1f}s, peak RSS {g['peak_rss_mb']:,.0f} MB (largest "
+        f"process), {g['peak_tree_pss_mb']:,.0f} MB (all processes, PSS), "
         f"CV RMSE {g['cv_rmse']:.4f}"
     )
     for step, secs in g["steps"].items():

@@ -60,3 +60,35 @@ def test_large_ids_keep_int64():
     raw = _raw([(1, 2**40, 1, 3.0, 1)])
     df, _ = clean_ratings(raw, (1, 5))
     assert df["user_id"].dtype == np.int64 and df["user_id"].iloc[0] == 2**40
+
+
+def _reference_clean(raw: pd.DataFrame) -> pd.DataFrame:
+    """The same rules spelled out with pandas: latest (timestamp, row id) per pair, sorted."""
+    df = raw.dropna(subset=["rating"]).sort_values(["timestamp", "rating_id"], kind="stable")
+    df = df.drop_duplicates(["user_id", "movie_id"], keep="last")
+    return df.sort_values(["user_id", "movie_id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("with_row_ids", [True, False])
+def test_latest_duplicate_kept_on_many_random_collisions(with_row_ids):
+    rng = np.random.default_rng(7)
+    n = 20_000
+    raw = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 60, n),
+            "movie_id": rng.integers(1, 80, n),
+            "rating": rng.integers(1, 6, n).astype(float),
+            "timestamp": rng.integers(0, 5, n),  # many equal timestamps within a pair
+            "rating_id": rng.permutation(n) + 1,
+        }
+    )
+    if not with_row_ids:
+        # Without row ids the later row wins a timestamp tie: the reference then uses the
+        # row position as its id.
+        raw["rating_id"] = np.arange(n)
+    expected = _reference_clean(raw)
+    given = raw if with_row_ids else raw.drop(columns="rating_id")
+    df, report = clean_ratings(given, (1, 5))
+    assert report.dropped["duplicate_pair"] == n - len(expected)
+    for column in ("user_id", "movie_id", "rating", "timestamp"):
+        assert df[column].tolist() == expected[column].tolist(), column
