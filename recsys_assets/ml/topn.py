@@ -242,6 +242,13 @@ def top_n(
         user_tol = 4 * eps32 * ((n_f + 4) * (np.abs(factors.pu) @ qmax) + 8 * bias_mag)
         user_tol += 4 * eps32 * np.abs(factors.bu) * 8
         unknown_tol = 4 * eps32 * 8 * bias_mag
+    # The same for a reranked order (the shipped blend): a float32 pass over every movie,
+    # exact float64 keys for each row's m best; see `_Rerank`.
+    rerank = (
+        _Rerank.build(factors, users, estimate_weight, item_bonus, user_vectors, item_vectors, bi)
+        if reranked and m < n_items and np.asarray(factors.pu).dtype == np.float64
+        else None
+    )
 
     out_u, out_m, out_r, out_s = [], [], [], []
     for start in range(0, users.size, block_size):
@@ -254,19 +261,33 @@ def top_n(
         mask_cols = rated.indices[lo:hi]
 
         if reranked:
-            # The blend's order needs every movie's exact score: no float32 candidate pass.
-            scores = _exact_scores(factors, b_inner, bi, item_base, qi_t)
-            keys = scores * estimate_weight
-            if item_bonus is not None:
-                keys += item_bonus
-            if user_vectors is not None:
-                keys += user_vectors[start:stop] @ item_vectors_t
-            keys[mask_rows, mask_cols] = -np.inf
-            idx = _top_k_indices(keys, k, raw_iids)
-            vals = np.take_along_axis(scores, idx, axis=1)
-            # -inf = rated, sorted last: valid is a row prefix.
-            valid = np.isfinite(np.take_along_axis(keys, idx, axis=1))
-            del scores, keys
+            if rerank is not None:
+                idx, vals, valid, redo = rerank.candidates(
+                    start, stop, b_inner, mask_rows, mask_cols, k, m, raw_iids
+                )
+            else:
+                redo = np.arange(stop - start)
+                idx = np.zeros((stop - start, k), dtype=np.int64)
+                vals = np.zeros((stop - start, k), dtype=np.float64)
+                valid = np.zeros((stop - start, k), dtype=bool)
+            if redo.size:
+                # Every movie's exact key (rows the candidate pass can't vouch for).
+                scores = _exact_scores(factors, b_inner[redo], bi, item_base, qi_t)
+                keys = scores * estimate_weight
+                if item_bonus is not None:
+                    keys += item_bonus
+                if user_vectors is not None:
+                    keys += user_vectors[start:stop][redo] @ item_vectors_t
+                in_redo = np.full(stop - start, -1)
+                in_redo[redo] = np.arange(redo.size)
+                sel = in_redo[mask_rows] >= 0
+                keys[in_redo[mask_rows[sel]], mask_cols[sel]] = -np.inf
+                ridx = _top_k_indices(keys, k, raw_iids)
+                idx[redo] = ridx
+                vals[redo] = np.take_along_axis(scores, ridx, axis=1)
+                # -inf = rated, sorted last: valid is a row prefix.
+                valid[redo] = np.isfinite(np.take_along_axis(keys, ridx, axis=1))
+                del scores, keys
         elif fast:
             idx, vals, redo = _block_candidates(
                 factors,
@@ -403,6 +424,119 @@ def _block_candidates(
     # cand_min32 == -inf: fewer than m unrated movies, so every one of them is a candidate.
     safe = np.isneginf(cand_min32) | (kth > cand_min32 + 2 * tol)
     return idx, vals, np.flatnonzero(~safe)
+
+
+@dataclass
+class _Rerank:
+    """Float32 candidate pass for a reranked order: keys = w * estimate + bonus + u . v.
+
+    One float32 BLAS product per block, ``[w * pu | u] @ [qi | v].T``, plus per-row and
+    per-movie constants, picks each row's m best movies; their keys are recomputed in
+    float64 in the full pass's order of operations and the row is kept when its k-th exact
+    key beats the m-th float32 key by twice ``tol`` (a bound on the float32 error of the
+    row's keys, 4x to spare), as `_block_candidates` does for the estimate alone.
+    """
+
+    factors: SVDFactors
+    weight: float
+    bonus: np.ndarray  # float64 per movie (zeros without a bonus)
+    user_vectors: np.ndarray | None  # rows follow `users`
+    item_vectors: np.ndarray | None
+    right32: np.ndarray  # (f + d, n_items) float32
+    item_const32: np.ndarray  # w * bi + bonus, float32
+    tol: np.ndarray  # per position in `users`
+
+    @classmethod
+    def build(
+        cls,
+        factors: SVDFactors,
+        users: np.ndarray,
+        weight: float,
+        bonus: np.ndarray | None,
+        user_vectors: np.ndarray | None,
+        item_vectors: np.ndarray | None,
+        bi: np.ndarray,
+    ) -> _Rerank:
+        w = float(weight)
+        bonus = np.zeros(factors.n_items) if bonus is None else bonus
+        right = [np.asarray(factors.qi, dtype=np.float32).T]
+        if item_vectors is not None:
+            item_vectors = np.asarray(item_vectors, dtype=np.float64)
+            user_vectors = np.asarray(user_vectors, dtype=np.float64)
+            right.append(item_vectors.astype(np.float32).T)
+        right32 = np.ascontiguousarray(np.vstack(right))
+        inner = _lookup(factors.raw_uids, users)
+        known = inner >= 0
+        qmax = np.abs(factors.qi).max(axis=0)
+        dot_mag = np.where(known, abs(w) * (np.abs(factors.pu) @ qmax)[np.maximum(inner, 0)], 0)
+        bu = np.where(known, np.abs(factors.bu)[np.maximum(inner, 0)], 0.0)
+        const_mag = abs(w) * (abs(factors.global_mean) + bu + np.abs(bi).max(initial=0.0))
+        const_mag += np.abs(bonus).max(initial=0.0) + 1.0
+        if item_vectors is not None:
+            dot_mag = dot_mag + np.abs(user_vectors) @ np.abs(item_vectors).max(axis=0)
+        eps32 = float(np.finfo(np.float32).eps)
+        tol = 4 * eps32 * ((right32.shape[0] + 4) * dot_mag + 8 * const_mag)
+        return cls(
+            factors,
+            w,
+            bonus,
+            user_vectors,
+            item_vectors,
+            right32,
+            (w * bi + bonus).astype(np.float32),
+            tol,
+        )
+
+    def candidates(
+        self,
+        start: int,
+        stop: int,
+        b_inner: np.ndarray,
+        mask_rows: np.ndarray,
+        mask_cols: np.ndarray,
+        k: int,
+        m: int,
+        raw_iids: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """idx, scores, valid (k columns each) and the rows to redo exactly, for one block."""
+        f, w = self.factors, self.weight
+        known = b_inner >= 0
+        ku = np.maximum(b_inner, 0)
+        left = [np.where(known[:, None], w * f.pu[ku], 0.0)]
+        if self.user_vectors is not None:
+            left.append(self.user_vectors[start:stop])
+        keys = np.hstack(left).astype(np.float32) @ self.right32
+        row_const = w * (f.global_mean + np.where(known, f.bu[ku], 0.0))
+        keys += row_const.astype(np.float32)[:, None]
+        keys += self.item_const32
+        keys[mask_rows, mask_cols] = -np.inf
+        cand = _top_m_columns(keys, m)
+        cand_keys32 = np.take_along_axis(keys, cand, axis=1)
+        cand_min32 = cand_keys32.min(axis=1).astype(np.float64)
+        rated_cand = np.isneginf(cand_keys32)
+        del keys
+
+        # Exact float64 estimates and keys of the candidates, in the full pass's order.
+        scores = np.empty(cand.shape, dtype=np.float64)
+        scores[~known] = f.global_mean + np.asarray(f.bi, dtype=np.float64)[cand[~known]]
+        if known.any():
+            kb, kc = b_inner[known], cand[known]
+            scores[known] = (f.global_mean + f.bu[kb])[:, None] + f.bi[kc]
+            scores[known] += np.einsum("rf,rcf->rc", f.pu[kb], f.qi[kc])
+        exact = scores * w
+        exact += self.bonus[cand]
+        if self.user_vectors is not None:
+            exact += np.einsum("rd,rcd->rc", self.user_vectors[start:stop], self.item_vectors[cand])
+        exact[rated_cand] = -np.inf
+
+        order = np.lexsort((raw_iids[cand], -exact), axis=1)[:, :k]
+        idx = np.take_along_axis(cand, order, axis=1)
+        keys_k = np.take_along_axis(exact, order, axis=1)
+        vals = np.take_along_axis(scores, order, axis=1)
+        tol = self.tol[start:stop]
+        # cand_min32 == -inf: fewer than m unrated movies, so every one of them is a candidate.
+        safe = np.isneginf(cand_min32) | (keys_k[:, k - 1] > cand_min32 + 2 * tol)
+        return idx, vals, np.isfinite(keys_k), np.flatnonzero(~safe)
 
 
 def _top_m_columns(scores: np.ndarray, m: int) -> np.ndarray:

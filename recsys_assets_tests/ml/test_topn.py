@@ -118,7 +118,7 @@ def test_from_svd_mirrors_the_model(model):
 
 
 def test_scores_and_rankings_equal_predict_for_all_users(model, current_ratings):
-    users = np.append(np.unique(current_ratings.user_id.to_numpy()), UNKNOWN_USER)
+    users = np.unique(np.append(current_ratings.user_id.to_numpy(), UNKNOWN_USER))
     users = np.unique(users)
     n = 10
     result = top_n(
@@ -341,3 +341,31 @@ def test_sampled_threshold_selection_equals_argpartition():
             assert len(set(got[r].tolist())) == m
             continue
         assert set(got[r].tolist()) == set(want[r].tolist())
+
+
+@pytest.mark.parametrize("taste", [True, False])
+@pytest.mark.parametrize("weight", [0.0, 0.05, 1.0])
+def test_reranked_float32_candidates_equal_the_exact_float64_pass(
+    model, current_ratings, monkeypatch, taste, weight
+):
+    """The shipped blend's order (bonus + taste + weight * estimate) with and without the
+    float32 candidate pass: same movies, ranks and scores, unknown users included."""
+    from recsys_assets.ml import topn
+    from recsys_assets.ml.ranking import _unit_rows, popularity_feature
+
+    f = SVDFactors.from_svd(model)
+    users = np.unique(np.append(current_ratings.user_id.to_numpy(), UNKNOWN_USER))
+    rated = (current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
+    rng = np.random.default_rng(3)
+    kwargs = {
+        "item_bonus": popularity_feature(rng.integers(0, 50, f.n_items).astype(float)),
+        "estimate_weight": weight,
+    }
+    if taste:
+        kwargs["user_vectors"] = _unit_rows(rng.normal(size=(users.size, f.qi.shape[1])))
+        kwargs["item_vectors"] = _unit_rows(np.asarray(f.qi, dtype=np.float64))
+    fast = top_n(f, users, *rated, n=10, block_size=7, **kwargs)
+    monkeypatch.setattr(topn, "_CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
+    exact = top_n(f, users, *rated, n=10, block_size=7, **kwargs)
+    pd.testing.assert_frame_equal(fast, exact)
+    assert set(fast.user_id) == set(users.tolist())
