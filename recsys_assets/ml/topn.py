@@ -260,34 +260,10 @@ def top_n(
         mask_rows = np.repeat(np.arange(stop - start), np.diff(rated.indptr[start : stop + 1]))
         mask_cols = rated.indices[lo:hi]
 
-        if reranked:
-            if rerank is not None:
-                idx, vals, valid, redo = rerank.candidates(
-                    start, stop, b_inner, mask_rows, mask_cols, k, m, raw_iids
-                )
-            else:
-                redo = np.arange(stop - start)
-                idx = np.zeros((stop - start, k), dtype=np.int64)
-                vals = np.zeros((stop - start, k), dtype=np.float64)
-                valid = np.zeros((stop - start, k), dtype=bool)
-            if redo.size:
-                # Every movie's exact key (rows the candidate pass can't vouch for).
-                scores = _exact_scores(factors, b_inner[redo], bi, item_base, qi_t)
-                keys = scores * estimate_weight
-                if item_bonus is not None:
-                    keys += item_bonus
-                if user_vectors is not None:
-                    keys += user_vectors[start:stop][redo] @ item_vectors_t
-                in_redo = np.full(stop - start, -1)
-                in_redo[redo] = np.arange(redo.size)
-                sel = in_redo[mask_rows] >= 0
-                keys[in_redo[mask_rows[sel]], mask_cols[sel]] = -np.inf
-                ridx = _top_k_indices(keys, k, raw_iids)
-                idx[redo] = ridx
-                vals[redo] = np.take_along_axis(scores, ridx, axis=1)
-                # -inf = rated, sorted last: valid is a row prefix.
-                valid[redo] = np.isfinite(np.take_along_axis(keys, ridx, axis=1))
-                del scores, keys
+        if reranked and rerank is not None:
+            idx, vals, valid, redo = rerank.candidates(
+                start, stop, b_inner, mask_rows, mask_cols, k, m, raw_iids
+            )
         elif fast:
             idx, vals, redo = _block_candidates(
                 factors,
@@ -309,17 +285,27 @@ def top_n(
             redo = np.arange(stop - start)
             idx = np.zeros((stop - start, k), dtype=np.int64)
             vals = np.zeros((stop - start, k), dtype=np.float64)
-        if not reranked and redo.size:
+            valid = np.zeros((stop - start, k), dtype=bool)
+        if redo.size:
             # The exact float64 pass over all movies (rows the candidate pass can't vouch for).
-            sub = b_inner[redo]
-            scores = _exact_scores(factors, sub, bi, item_base, qi_t)
+            scores = _exact_scores(factors, b_inner[redo], bi, item_base, qi_t)
+            keys = scores
+            if reranked:  # the blend's keys; `score` stays the estimate
+                keys = scores * estimate_weight
+                if item_bonus is not None:
+                    keys += item_bonus
+                if user_vectors is not None:
+                    keys += user_vectors[start:stop][redo] @ item_vectors_t
             in_redo = np.full(stop - start, -1)
             in_redo[redo] = np.arange(redo.size)
             sel = in_redo[mask_rows] >= 0
-            scores[in_redo[mask_rows[sel]], mask_cols[sel]] = -np.inf
-            ridx = _top_k_indices(scores, k, raw_iids)
+            keys[in_redo[mask_rows[sel]], mask_cols[sel]] = -np.inf
+            ridx = _top_k_indices(keys, k, raw_iids)
             idx[redo] = ridx
             vals[redo] = np.take_along_axis(scores, ridx, axis=1)
+            if reranked:
+                valid[redo] = np.isfinite(np.take_along_axis(keys, ridx, axis=1))
+            del scores, keys
         if not reranked:
             valid = np.isfinite(vals)  # -inf = rated; sorted last, so valid is a row prefix
         rows, pos = np.nonzero(valid)
