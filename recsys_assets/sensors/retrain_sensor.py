@@ -136,6 +136,10 @@ def evaluate_retrain(
         blocker = _training_blocker(instance, retrain_policy)
         if blocker is None:
             newest = pending_events[-1].storage_id
+            if not new_events:
+                # A deferred retrain, unblocked with no new event: Dagster fails a tick that
+                # requests a run without updating the cursor (nothing new to mark consumed).
+                context.advance_all_cursors()
             context.log.info("requesting training: %s", notes[0])
             return [
                 dg.RunRequest(

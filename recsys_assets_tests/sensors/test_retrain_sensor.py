@@ -209,3 +209,22 @@ def test_sensor_ratings_events_end_to_end(harness, demo_db):
     request = _only(harness.tick())
     assert request.job_name == "refresh_predictions_job"
     assert request.run_config["ops"]["refresh_user_predictions"]["config"]["user_ids"] == [11, 12]
+
+
+def test_deferred_training_requested_on_a_tick_without_new_events(harness):
+    """As the daemon evaluates it (`evaluate_tick`): a training request on a tick with no new
+    ratings event (the retrain was deferred, now unblocked) must update the cursor, or Dagster
+    fails the tick."""
+    harness.train()
+    harness.report(new_ratings=150, user_ids=[1])
+    first = _only(harness.tick())
+    assert first.job_name == "training_job"
+    context = dg.build_sensor_context(
+        instance=harness.instance,
+        cursor=harness.cursor,
+        definitions=harness.defs,
+        resources=harness.resources,
+    )
+    data = SENSOR.evaluate_tick(context)
+    assert [r.job_name for r in data.run_requests] == ["training_job"]
+    assert data.run_requests[0].run_key == first.run_key  # the daemon drops the duplicate
