@@ -2,13 +2,15 @@
 
     python bench/bench_scale.py --ml100k ../shared/datasets/ml-100k/u.data --sizes 100k,1m
     nice python bench/bench_scale.py --sizes 25m --json out.json
+    python bench/bench_scale.py --sizes 25m --executor multiprocess --folds-per-step 4
 
 Per size, each in its own subprocess (so peak RSS is its own):
 
 1. setup: `recsys demo-data`'s generator and bulk insert into a fresh SQLite file (or the
    ml-100k import), timed;
-2. the graph: `training_job` in process (the `recsys run` path: CV folds forked in one step),
-   with per-asset seconds and the process's peak RSS (children included);
+2. the graph: `training_job` in process (the `recsys run` path: CV folds forked in one step)
+   or, with `--executor multiprocess`, a step per process as launched runs execute it; with
+   per-asset seconds, the largest process's peak RSS and the whole process tree's peak PSS;
 3. seed-style baseline, in the same run: `model.predict(u, i)` + one INSERT per pair, the
    seed's loop, on a sample of users (all movies each), extrapolated to all pairs (labelled);
    and the seed's Surprise path (`Dataset.load_from_df` + KFold `cross_validate` + fit) run in
