@@ -3,7 +3,8 @@
 The executor comes from `RECSYS_EXECUTOR`:
 
 * ``multiprocess`` (default; Dagster's own default): each step in its own process, CV fold
-  steps side by side (one per core).
+  steps side by side (one per core); processes are forked from a forkserver that has
+  imported this module once.
 * ``in_process``: every step in the launching process; CV folds are then forked from one step.
 * ``celery``: steps are queued on a Celery broker (`RECSYS_CELERY_BROKER_URL`, e.g.
   ``redis://host:6379/0``; results on `RECSYS_CELERY_BACKEND_URL`, default the broker) and
