@@ -56,9 +56,8 @@ def execute_graph(
     os.environ["RECSYS_HOME"] = str(home)
     import dagster as dg
 
-    from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.runner import prepare_dagster_home
+    from recsys_assets.runner import execute_training, prepare_dagster_home
 
     os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
     prepare_dagster_home()  # the embedded instance `make run` uses, dagster.yaml included
@@ -68,19 +67,13 @@ def execute_graph(
     if folds_per_step:
         plan = run_config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]
         plan["folds_per_step"] = folds_per_step
+    os.environ["RECSYS_EXECUTOR"] = executor  # read by step processes too
     with dg.DagsterInstance.get() as instance:
         start = time.perf_counter()
-        if executor == "in_process":
-            job = definitions.training_job()
-            result = job.execute_in_process(run_config=run_config, instance=instance)
-        else:
-            os.environ["RECSYS_EXECUTOR"] = executor  # read by the step processes too
-            result = dg.execute_job(
-                dg.reconstructable(definitions.training_job),
-                instance=instance,
-                run_config=run_config,
-            )
+        result = execute_training(instance, run_config, executor)  # `recsys run`'s path
         total = time.perf_counter() - start
+    if not result.success:
+        raise SystemExit(f"training_job failed (run {result.run_id})")
     steps = {
         e.step_key: e.event_specific_data.duration_ms / 1000
         for e in result.all_events

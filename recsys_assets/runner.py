@@ -99,28 +99,38 @@ def run_pipeline(
 
     import dagster as dg
 
-    from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
 
     run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
     with dg.DagsterInstance.get() as instance:
-        if executor == "in_process":
-            # The quickest path for one machine: no per-step processes, folds forked in one step.
-            result = definitions.training_job().execute_in_process(
-                run_config=run_config, instance=instance, raise_on_error=False
-            )
-            return _summarize(result, note, start)
-        # multiprocess / celery: steps run in other processes, which rebuild the job from
-        # its module (the executor itself comes from RECSYS_EXECUTOR, see definitions.py).
-        with dg.execute_job(
-            dg.reconstructable(definitions.training_job),
-            instance=instance,
-            run_config=run_config,
-            raise_on_error=False,
-        ) as result:
-            return _summarize(result, note, start)
+        result = execute_training(instance, run_config, executor)
+        return _summarize(result, note, start)
+
+
+def execute_training(instance, run_config: dict, executor: str):
+    """`training_job` on `instance`, failures reported in the result rather than raised.
+
+    ``in_process`` is the quickest path on one machine: no per-step processes, the CV folds
+    forked from one step. Anything else goes through `dg.execute_job` on the reconstructable
+    job: multiprocess / celery steps run in other processes, which rebuild the job from its
+    module (the executor itself comes from RECSYS_EXECUTOR, see definitions.py).
+    """
+    import dagster as dg
+
+    from recsys_assets import definitions
+
+    if executor == "in_process":
+        return definitions.training_job().execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+    return dg.execute_job(
+        dg.reconstructable(definitions.training_job),
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
+    )
 
 
 def _summarize(result, note: str | None, start: float) -> RunSummary:
