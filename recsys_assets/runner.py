@@ -91,6 +91,7 @@ def run_pipeline(
     top_n: int = 50,
     create_demo: bool = True,
     log_level: str = "INFO",
+    engine: str = "compiled",
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
     start = time.perf_counter()
@@ -101,7 +102,7 @@ def run_pipeline(
 
     from recsys_assets.assets.config import training_run_config
 
-    run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
+    run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, engine=engine)
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
     with dg.DagsterInstance.get() as instance:
@@ -202,6 +203,7 @@ def run_command(args: argparse.Namespace) -> int:
         n_folds=args.folds,
         top_n=args.top_n,
         create_demo=not args.no_demo_data,
+        engine=args.engine,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)
     return 0 if summary.success else 1

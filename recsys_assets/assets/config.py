@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
@@ -33,6 +35,9 @@ class SVDConfig(dg.Config):
     reg_all: float = _DEFAULTS.reg_all
     n_factors: int = _DEFAULTS.n_factors
     random_state: int = _DEFAULTS.random_state
+    # How the SVD is fitted: "compiled" (numba, ml/svd_sgd.py) or "surprise" (SVD.fit). Same
+    # model bit for bit; "surprise" checks that in a run. The manifest records which one.
+    engine: Literal["compiled", "surprise"] = "compiled"
 
     def params(self) -> SVDParams:
         return SVDParams(
@@ -41,6 +46,7 @@ class SVDConfig(dg.Config):
             reg_all=self.reg_all,
             n_factors=self.n_factors,
             random_state=self.random_state,
+            engine=self.engine,
         )
 
 
@@ -76,7 +82,7 @@ def training_run_config(
     n_epochs: int = _DEFAULTS.n_epochs,
     n_folds: int = 4,
     top_n: int = 50,
-    **svd: float | int,
+    **svd: float | int | str,
 ) -> dict:
     """Run config for the whole graph; CV and the final fit always get the same hyperparameters."""
     params = {"n_epochs": n_epochs, **svd}

@@ -17,6 +17,7 @@ from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
+    fit_engine_of,
     fit_svd,
     n_ratings_of,
     training_error,
@@ -213,6 +214,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     report = _summary_rows(folds)
     policy = final_ranking_policy(folds, task.min_user_ratings)
     report.attrs["svd_params"] = task.params.as_dict()
+    report.attrs["fit_engine"] = task.params.engine
     report.attrs["n_folds"] = task.n_folds
     report.attrs["ranking"] = policy.as_dict()
     comparison = comparison_table(folds)
@@ -256,6 +258,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
             "model_vs_baselines": dg.MetadataValue.md(markdown_table(comparison)),
             "folds": dg.MetadataValue.md(markdown_table(report)),
             "hyperparameters": dg.MetadataValue.json(task.params.as_dict()),
+            "fit_engine": task.params.engine,
             "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
         },
     )
@@ -285,6 +288,7 @@ def svd_params_of(model: SVD) -> SVDParams:
         reg_all=model.reg_bu,
         n_factors=model.n_factors,
         random_state=model.random_state,
+        engine=fit_engine_of(model),
     )
 
 
@@ -300,9 +304,11 @@ def svd_model(
     fit_seconds = time.perf_counter() - start
     train_rmse, train_mae = training_error(model, trainset)
     context.log.info(
-        "fitted SVD on %d ratings in %.2fs (training RMSE %.4f — not a held-out estimate)",
+        "fitted SVD on %d ratings in %.2fs with the %s engine "
+        "(training RMSE %.4f — not a held-out estimate)",
         trainset.n_ratings,
         fit_seconds,
+        params.engine,
         train_rmse,
     )
     return dg.Output(
@@ -318,5 +324,6 @@ def svd_model(
             "users": trainset.n_users,
             "movies": trainset.n_items,
             "hyperparameters": dg.MetadataValue.json(params.as_dict()),
+            "fit_engine": params.engine,
         },
     )
