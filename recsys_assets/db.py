@@ -1159,10 +1159,12 @@ def read_unrated_pairs(
 
     Those rows are not trained on, but the user has interacted with the movie (e.g. marked it
     seen), so it must not be suggested to them. Few rows; one scan of the active ratings.
+    Duplicates are removed here: a DISTINCT makes SQLite walk the user_id index instead
+    (1M ratings: 9.5 s instead of 0.4 s).
     """
     stmt, _ = _ratings_query(preset)
     sub = stmt.subquery()
-    query = sa.select(sub.c.user_id, sub.c.movie_id).where(sub.c.rating.is_(None)).distinct()
+    query = sa.select(sub.c.user_id, sub.c.movie_id).where(sub.c.rating.is_(None))
     chunks: list[list[int] | None] = (
         [None] if user_ids is None else list(_in_chunks(sorted({int(u) for u in user_ids})))
     )
@@ -1171,7 +1173,7 @@ def read_unrated_pairs(
         for chunk in chunks:
             q = query if chunk is None else query.where(sub.c.user_id.in_(chunk))
             rows.extend(conn.execute(q).all())
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    arr = np.unique(np.array(rows, dtype=np.int64).reshape(-1, 2), axis=0)
     return pd.DataFrame({"user_id": arr[:, 0], "movie_id": arr[:, 1]})
 
 
