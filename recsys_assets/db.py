@@ -373,12 +373,14 @@ def _check_django_tables(engine: Engine, schema: DjangoSchema, tables: _DjangoTa
             )
     ct = tables.content_type
     with engine.connect() as conn:
+        if conn.execute(_content_type_id_query(schema)).first() is not None:
+            return
         registered = [
-            f"{a}.{m}" for a, m in conn.execute(sa.select(ct.c.app_label, ct.c.model).limit(200))
+            f"{a}.{m}" for a, m in conn.execute(sa.select(ct.c.app_label, ct.c.model).limit(50))
         ]
     # An empty content-type table is a database Django has not populated yet (tests); a
     # populated one without ours means the setting names the wrong model.
-    if registered and schema.content_type not in registered:
+    if registered:
         raise SchemaError(
             f"content type {schema.content_type!r} is not registered in {ct.name!r} in {where} "
             f"(found: {', '.join(sorted(registered)[:20])}); set RECSYS_DJANGO_CONTENT_TYPE to "
@@ -399,18 +401,27 @@ def _upgrade_predictions(engine: Engine, table: sa.Table) -> None:
         with engine.begin() as conn:
             # Fixed identifiers from the Table definition; nothing here comes from input.
             conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}")
-    if "id" in columns and not isinstance(columns["created_at"]["type"], sa.Integer):
+    if not _old_shape(engine, table):
         return
     if engine.dialect.name == "postgresql":
         _upgrade_predictions_postgres(engine, table)
     else:
-        _upgrade_predictions_by_copy(engine, table, list(columns))
+        _upgrade_predictions_by_copy(engine, table)
+
+
+def _old_shape(bind: Engine | Connection, table: sa.Table) -> bool:
+    columns = {c["name"]: c["type"] for c in sa.inspect(bind).get_columns(table.name)}
+    return "id" not in columns or isinstance(columns["created_at"], sa.Integer)
 
 
 def _upgrade_predictions_postgres(engine: Engine, table: sa.Table) -> None:
     # Real ALTERs: the table keeps its identity (grants, views of the app stay valid).
     name = table.name
     with engine.begin() as conn:
+        # Another process (webserver, daemon, a run) may be upgrading it right now.
+        conn.exec_driver_sql(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+        if not _old_shape(conn, table):
+            return
         conn.exec_driver_sql(
             f"ALTER TABLE {name} ALTER COLUMN created_at TYPE timestamp with time zone "
             "USING to_timestamp(created_at)"
@@ -421,16 +432,20 @@ def _upgrade_predictions_postgres(engine: Engine, table: sa.Table) -> None:
             index.create(conn, checkfirst=True)
 
 
-def _upgrade_predictions_by_copy(engine: Engine, table: sa.Table, old_columns: list[str]) -> None:
+def _upgrade_predictions_by_copy(engine: Engine, table: sa.Table) -> None:
     # SQLite cannot add a primary key or change a column type: rename, create, copy, drop.
     legacy = f"{table.name}_before_pk"
-    copied = [c for c in PREDICTION_COLUMNS if c in old_columns or c == "source"]
+    copied = list(PREDICTION_COLUMNS)  # the old shape has them all once `source` was added
     old = sa.table(legacy, *(sa.column(c) for c in copied))
     created = sa.func.datetime(old.c.created_at, "unixepoch")
     select = sa.select(*(created if c == "created_at" else old.c[c] for c in copied))
     with engine.connect() as conn:
-        # pysqlite would autocommit the DDL; an explicit BEGIN makes the whole move atomic.
-        conn.exec_driver_sql("BEGIN")
+        # pysqlite would autocommit the DDL; an explicit BEGIN makes the whole move atomic,
+        # IMMEDIATE takes the write lock first, so a concurrent upgrade waits, then sees it done.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not _old_shape(conn, table):
+            conn.rollback()
+            return
         for index in sa.inspect(conn).get_indexes(table.name):
             conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
         conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {legacy}")
