@@ -179,16 +179,18 @@ def test_the_django_app_reads_its_suggestions_and_its_tables_stay_untouched(
     app.manage(
         "load_ratings", str(tmp_path / "ratings.csv"), "--users=120", "--movies=150", "--shows=60"
     )
-    rerated = [(1, 1), (2, 2)]
     with app.engine.connect() as conn:
-        current = dict(
-            conn.exec_driver_sql(
-                "SELECT r.user_id, r.object_id FROM ratings_rating r JOIN django_content_type c "
-                "ON c.id = r.content_type_id WHERE c.model = 'movie' AND r.value IS NOT NULL "
-                "AND r.user_id IN (1, 2) ORDER BY r.id"
-            ).all()
+        # One movie each of users 1 and 2 already rated with a value: re-rated below.
+        rerated = sorted(
+            dict(
+                conn.exec_driver_sql(
+                    "SELECT r.user_id, r.object_id FROM ratings_rating r JOIN "
+                    "django_content_type c ON c.id = r.content_type_id WHERE c.model = 'movie' "
+                    "AND r.value IS NOT NULL AND r.user_id IN (1, 2) ORDER BY r.id"
+                ).all()
+            ).items()
         )
-    rerated = [(u, current[u]) for u, _ in rerated]
+    assert len(rerated) == 2
     show_user, show = data["shows"][0]
     app.manage(
         "rate",
