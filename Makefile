@@ -14,7 +14,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/recsys run
 
-test: $(STAMP)
+# A second Django (4.2 LTS) beside the venv's 5.2, for the test that checks the README's
+# unmanaged model on it; importable only through PYTHONPATH, by that test's subprocess.
+DJANGO42 := $(VENV)/django-4.2/.installed
+$(DJANGO42): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --upgrade --target $(VENV)/django-4.2 'Django==4.2.30'
+	touch $@
+
+test: $(STAMP) $(DJANGO42)
 	# pytest exits 5 when it collected no tests: that is a failure, not a pass.
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; exit $$rc

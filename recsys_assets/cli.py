@@ -59,10 +59,23 @@ def open_db() -> RatingsDatabase:
     return database
 
 
+def refuse_app_tables(database: RatingsDatabase, action: str) -> None:
+    """The django preset reads the app's tables and never writes them (UsageError if asked)."""
+    if database.preset == "django":
+        schema = database.django_schema()
+        raise UsageError(
+            f"RECSYS_SCHEMA=django reads the Django app's tables in {database.safe_url()} "
+            f"({schema.ratings_table}, {schema.movies_table}) and never writes them, so it "
+            f"cannot {action}; ratings come from the app itself (use RECSYS_SCHEMA=native with "
+            "the project's own database to load data)"
+        )
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from recsys_assets.data.demo import generate_demo_ratings
 
     database = open_db()
+    refuse_app_tables(database, "insert demo data")
     where = f"{database.safe_url()} (schema {database.preset})"
     if args.if_empty:
         existing = database.count_ratings()
@@ -98,6 +111,7 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     database = open_db()
+    refuse_app_tables(database, "import MovieLens")
     where = f"{database.safe_url()} (schema {database.preset})"
     existing = database.count_ratings()
     if existing and not args.replace:
@@ -218,22 +232,48 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def ranking_header(source: str, policy: object) -> str:
+    """How a recommendation list was ranked, in words (the `recsys recommend` header)."""
+    if source == "svd":
+        weights = policy.as_dict()
+        return (
+            "ranked by the champion's blend: "
+            f"{weights['rating_weight']:g} x predicted rating + "
+            f"{weights['popularity_weight']:g} x popularity + "
+            f"{weights['taste_weight']:g} x taste similarity"
+        )
+    if source == "popular":
+        return (
+            "ranked by popularity (ratings per movie): the user has fewer than "
+            f"{policy.min_user_ratings} training ratings or is unknown to the model"
+        )
+    return f"ranked by {source or 'the model'}"
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_assets.ml.artifacts import ArtifactError
+    from recsys_assets.ml.ranking import RankingPolicy
     from recsys_assets.serving import Recommender
 
+    database = open_db()
     recommender = Recommender(_store())
     try:
-        recs = recommender.recommend(args.user, n=args.n)
-        version = recommender.version
+        manifest = recommender.manifest
+        # As user_predictions: movies the user rated without a value are not suggested.
+        unrated = database.read_unrated_pairs([args.user])["movie_id"].tolist()
+        recs = recommender.recommend(args.user, n=args.n, exclude=tuple(unrated))
     except ArtifactError as exc:
         raise UsageError(str(exc)) from exc
-    titles = open_db().movie_titles()
+    titles = database.movie_titles()
     source = recs[0].source if recs else "-"
-    print(f"user {args.user}: top {len(recs)} from model {version} (ranking: {source})")
+    policy = RankingPolicy.from_manifest(manifest)
+    print(f"user {args.user}: top {len(recs)} from model {manifest['version']}")
+    print(f"# {ranking_header(source, policy)}; listed in that order (as user_predictions ships)")
+    print("# score = the SVD's predicted rating for the user, shown for reference")
+    print(f"{'rank':>4}  {'score':>5}  title")
     for rank, rec in enumerate(recs, 1):
         title = titles.get(rec.movie_id, f"movie {rec.movie_id}")
-        print(f"{rank:>3}. {rec.score:.2f}  {title}")
+        print(f"{rank:>4}  {rec.score:>5.2f}  {title}")
     return 0
 
 

@@ -50,7 +50,11 @@ def _signing_key() -> dg.EnvVar | None:
 
 def build_resources() -> dict[str, object]:
     return {
-        "ratings_db": RatingsDatabase(url=_database_url(), preset=settings.schema_preset()),
+        "ratings_db": RatingsDatabase(
+            url=_database_url(),
+            preset=settings.schema_preset(),
+            **{f"django_{k}": v for k, v in settings.django_layout().items()},
+        ),
         "model_store": ModelStore(root=str(settings.models_dir()), signing_key=_signing_key()),
         "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
         "retrain_policy": RetrainPolicy.from_env(),

@@ -74,6 +74,13 @@ def _ensure_ratings(create_demo: bool) -> str | None:
     db = open_db()
     if db.count_ratings() > 0:
         return None
+    if db.preset == "django":
+        # The app's database: the project writes only user_predictions there, never demo data.
+        schema = db.django_schema()
+        raise UsageError(
+            f"{db.safe_url()} has no active ratings of content type {schema.content_type!r} "
+            f"in {schema.ratings_table}; rate something in the app first"
+        )
     if not create_demo:
         raise UsageError(
             f"{db.safe_url()} has no active movie ratings; run `recsys demo-data` or "

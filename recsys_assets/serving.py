@@ -98,18 +98,27 @@ class _Champion:
             est += float(np.dot(f.qi[i], f.pu[u]))
         return min(f.upper, max(f.lower, est))
 
-    def recommend(self, user_id: int, n: int) -> list[Recommendation]:
+    def recommend(
+        self, user_id: int, n: int, exclude: tuple[int, ...] = ()
+    ) -> list[Recommendation]:
         f = self.f
         u = self.user_index.get(int(user_id))
         rated = self.items[self.indptr[u] : self.indptr[u + 1]] if u is not None else None
         est = self.estimates(u)
         warm = u is not None and rated.size >= self.policy.min_user_ratings
+        # Further movies kept off the list only (e.g. rated without a value: not trained on).
+        skip = np.array(
+            [i for i in (self.item_index.get(int(m)) for m in exclude) if i is not None],
+            dtype=np.int64,
+        )
         if not warm:
-            if rated is None or rated.size == 0:
+            if (rated is None or rated.size == 0) and skip.size == 0:
                 chosen = self.popular_order[:n]
             else:
                 mask = np.ones(f.n_items, dtype=bool)
-                mask[rated] = False
+                if rated is not None:
+                    mask[rated] = False
+                mask[skip] = False
                 chosen = self.popular_order[mask[self.popular_order]][:n]
             source = SOURCE_POPULAR
         else:
@@ -122,7 +131,8 @@ class _Champion:
                 taste /= max(float(np.linalg.norm(taste)), 1e-12)
                 keys += (p.taste_weight * taste) @ self.item_unit_t
             keys[rated] = -np.inf
-            k = min(n, f.n_items - rated.size)
+            keys[skip] = -np.inf
+            k = min(n, f.n_items - np.unique(np.concatenate([rated, skip])).size)
             if k <= 0:
                 return []
             cand = np.argpartition(-keys, k - 1)[:k] if k < f.n_items else np.arange(f.n_items)
@@ -186,8 +196,11 @@ class Recommender:
         """The champion's predicted rating, equal to ``model.predict(user_id, movie_id).est``."""
         return self._current().predict(user_id, movie_id)
 
-    def recommend(self, user_id: int, n: int = 10) -> list[Recommendation]:
-        """Top ``n`` movies the user has not rated; most-popular for unknown/cold users."""
+    def recommend(
+        self, user_id: int, n: int = 10, exclude: tuple[int, ...] = ()
+    ) -> list[Recommendation]:
+        """Top ``n`` movies the user has not rated (nor any movie id in ``exclude``), in the
+        order ``user_predictions`` ships them; most-popular for unknown/cold users."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return self._current().recommend(user_id, n)
+        return self._current().recommend(user_id, n, tuple(exclude))

@@ -33,6 +33,24 @@ def schema_preset() -> str:
     return preset
 
 
+# The `django` preset's layout: the env var, and the seed app's value as the default.
+DJANGO_SETTINGS = {
+    "content_type": ("RECSYS_DJANGO_CONTENT_TYPE", "movies.movie"),
+    "ratings_table": ("RECSYS_DJANGO_RATINGS_TABLE", "ratings_rating"),
+    "movies_table": ("RECSYS_DJANGO_MOVIES_TABLE", "movies_movie"),
+    "content_type_table": ("RECSYS_DJANGO_CONTENT_TYPE_TABLE", "django_content_type"),
+}
+
+
+def django_layout() -> dict[str, str]:
+    """The `django` preset's table names and rated content type from the environment
+    (unset or empty → the seed app's); validated by `db.DjangoSchema`."""
+    return {
+        field: (os.environ.get(var) or "").strip() or default
+        for field, (var, default) in DJANGO_SETTINGS.items()
+    }
+
+
 def models_dir() -> Path:
     # The seed's `ml/models/surprise/<name>.pkl` layout, rooted at RECSYS_HOME.
     return recsys_home() / "models" / "surprise"

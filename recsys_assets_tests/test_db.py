@@ -184,7 +184,7 @@ def test_ensure_schema_is_idempotent_and_creates_native_tables(engine: Engine) -
     pred_index_cols = {
         tuple(ix["column_names"]) for ix in inspector.get_indexes("user_predictions")
     }
-    assert ("user_id",) in pred_index_cols
+    assert ("user_id", "rank") in pred_index_cols  # unique; also serves per-user lookups
 
 
 # --- django preset -------------------------------------------------------------------------
@@ -452,5 +452,5 @@ def test_bulk_insert_and_atomic_bulk_replace(
         db.replace_predictions(any_engine, bad, "broken", batch_size=2)
     pd.testing.assert_frame_equal(db.read_predictions(any_engine), before)
     assert {ix["name"] for ix in sa.inspect(any_engine).get_indexes("user_predictions")} == {
-        "ix_user_predictions_user_id"
+        "ux_user_predictions_user_rank"
     }

@@ -129,16 +129,43 @@ def test_models_commands(trained, store, capsys):
     assert "invalid model version" in capsys.readouterr().err
 
 
-def test_recommend_command_prints_titles(trained, demo_db, capsys):
+def test_recommend_command_prints_the_shipped_order_with_a_header(trained, demo_db, capsys):
     trained()
-    user = int(demo_db.read_predictions()["user_id"].iloc[0])
+    table = demo_db.read_predictions()
+    titles = demo_db.movie_titles()
+    user = int(table.loc[table["source"] == "svd", "user_id"].iloc[0])
+    shipped = table[table["user_id"] == user].head(3)
     capsys.readouterr()
     assert main(["recommend", str(user), "--n", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    titles = demo_db.movie_titles()
     assert out[0].startswith(f"user {user}: top 3 from model ")
-    assert len(out) == 4
-    assert any(title in out[1] for title in titles.values())
+    assert out[1].startswith("# ranked by the champion's blend: ")
+    assert "x predicted rating + " in out[1] and out[1].endswith("(as user_predictions ships)")
+    assert out[2] == "# score = the SVD's predicted rating for the user, shown for reference"
+    assert out[3].split() == ["rank", "score", "title"]
+    # The rows: user_predictions' order and scores, with the app's titles.
+    assert out[4:] == [
+        f"{rank:>4}  {score:>5.2f}  {titles[movie]}"
+        for rank, score, movie in zip(
+            shipped["rank"], shipped["score"], shipped["movie_id"], strict=True
+        )
+    ]
+    # A user the model never saw: the most-popular list, and the header says so.
+    assert main(["recommend", "123456", "--n", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("# ranked by popularity (ratings per movie): the user has fewer ")
+    assert len(out) == 6
+
+
+def test_recommend_leaves_out_excluded_movies(trained, store, demo_db):
+    trained()
+    rec = Recommender(store)
+    table = demo_db.read_predictions()
+    warm = int(table.loc[table["source"] == "svd", "user_id"].iloc[0])
+    for user in (warm, 123_456):  # the blend, and the most-popular fallback
+        full = [r.movie_id for r in rec.recommend(user, n=6)]
+        got = [r.movie_id for r in rec.recommend(user, n=4, exclude=(full[0], full[2], 99_999))]
+        assert got == [full[1], *full[3:6]]
 
 
 def test_recommend_without_a_model_fails_clearly(recsys_home, capsys):

@@ -40,8 +40,9 @@ def user_predictions(
     Always from the champion (the model `latest` points to, verified before unpickling), so a
     candidate that failed its gates never reaches users. Ranked by the champion's ranking
     policy (popularity/taste blend, `source='svd'`); users with too few ratings get the
-    most-popular list (`source='popular'`). `score` is the SVD's predicted rating. The previous
-    set is replaced in one transaction.
+    most-popular list (`source='popular'`). `score` is the SVD's predicted rating. Movies a
+    user rated (with a value or, as an active NULL row, without) are never suggested to them.
+    The previous set is replaced in one transaction.
     """
     with retry_only_transient_db_errors(context):
         return _write_user_predictions(context, config, ratings_df, model_store, ratings_db)
@@ -61,6 +62,8 @@ def _write_user_predictions(
     counts = training_counts(model, factors, ratings_df)
     del model
     users = np.unique(ratings_df["user_id"].to_numpy())
+    # Movies a user rated without a value are not trained on, but they are not "unseen" either.
+    unrated = ratings_db.read_unrated_pairs()
     predictions = rank_users(
         factors,
         users,
@@ -70,6 +73,7 @@ def _write_user_predictions(
         policy,
         n=config.top_n,
         block_size=config.block_size,
+        excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
     )
     score_seconds = time.perf_counter() - start
     context.log.info(
@@ -93,6 +97,7 @@ def _write_user_predictions(
             "users_svd": int(by_source.get(SOURCE_SVD, 0)),
             "users_popular": int(by_source.get(SOURCE_POPULAR, 0)),
             "rows": rows,
+            "excluded_unrated_pairs": len(unrated),
             "table": "user_predictions",
             "model_version": manifest["version"],
             "ranking_policy": dg.MetadataValue.json(policy.as_dict()),

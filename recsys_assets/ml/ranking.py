@@ -123,11 +123,13 @@ def rank_users(
     policy: RankingPolicy,
     n: int = 10,
     block_size: int = 2048,
+    excluded: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The shipped top-``n``: ``user_id, movie_id, rank, score, source`` per user.
 
     ``counts`` are training ratings per movie (``item_counts``), ``rated_*`` the training
-    pairs (excluded from the lists, and counted for the cold-start rule).
+    pairs (excluded from the lists, and counted for the cold-start rule). ``excluded``:
+    further (users, movies) pairs kept out of the lists only — e.g. rated without a value.
     """
     users = np.unique(np.asarray(users, dtype=np.int64).ravel())
     rated_users = np.asarray(rated_users, dtype=np.int64).ravel()
@@ -135,6 +137,11 @@ def rank_users(
     counts = np.asarray(counts, dtype=np.float64)
     pos = _lookup(users, rated_users)
     per_user = np.bincount(pos[pos >= 0], minlength=users.size)
+    # The taste vectors and the cold-start rule use the training pairs; the lists skip both.
+    seen_users, seen_movies = rated_users, rated_movies
+    if excluded is not None:
+        seen_users = np.concatenate([rated_users, np.asarray(excluded[0], np.int64).ravel()])
+        seen_movies = np.concatenate([rated_movies, np.asarray(excluded[1], np.int64).ravel()])
     known = _lookup(factors.raw_uids, users) >= 0
     warm = known & (per_user >= policy.min_user_ratings)
     parts = []
@@ -150,8 +157,8 @@ def rank_users(
         frame = top_n(
             factors,
             users[warm],
-            rated_users,
-            rated_movies,
+            seen_users,
+            seen_movies,
             n=n,
             block_size=block_size,
             item_bonus=bonus,
@@ -164,8 +171,8 @@ def rank_users(
         frame = top_n(
             factors,
             users[~warm],
-            rated_users,
-            rated_movies,
+            seen_users,
+            seen_movies,
             n=n,
             block_size=block_size,
             item_bonus=counts,
@@ -173,7 +180,7 @@ def rank_users(
         )
         parts.append(frame.assign(source=SOURCE_POPULAR))
     if not parts:
-        return top_n(factors, users, rated_users, rated_movies, n=n).assign(source="")
+        return top_n(factors, users, seen_users, seen_movies, n=n).assign(source="")
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["user_id", "rank"], kind="stable").reset_index(drop=True)
 

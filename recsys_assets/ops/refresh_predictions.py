@@ -3,7 +3,8 @@
 The seed refreshed a user's suggestions after every few of that user's ratings. This op does
 the same for the users the sensors saw rating something, ranked exactly like `user_predictions`
 (the champion's ranking policy, most-popular for cold-start users): their rated movies (read
-fresh from the database, so the new ratings count) are excluded, other users' rows stay.
+fresh from the database, so the new ratings count; also those rated without a value) are
+excluded, other users' rows stay.
 """
 
 import time
@@ -71,9 +72,10 @@ def _refresh(
     # The same cleaning as ratings_df, so taste vectors and the cold-start cut-off match a
     # full run for these users.
     defaults = RatingsConfig()
-    rated, _ = clean_ratings(
-        ratings_db.read_user_ratings(users.tolist()), (defaults.rating_min, defaults.rating_max)
-    )
+    raw = ratings_db.read_user_ratings(users.tolist())
+    rated, _ = clean_ratings(raw, (defaults.rating_min, defaults.rating_max))
+    # Rated without a value: not trained on, but never suggested (as in user_predictions).
+    unrated = raw[raw["rating"].isna()]
     predictions = rank_users(
         factors,
         users,
@@ -83,6 +85,7 @@ def _refresh(
         policy,
         n=config.top_n,
         block_size=config.block_size,
+        excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
     )
     rows = ratings_db.replace_predictions(predictions, manifest["version"], users=users.tolist())
     seconds = time.perf_counter() - start

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from sqlalchemy.engine import Engine
 
 from recsys_assets import db, settings
@@ -28,19 +28,52 @@ class RatingsDatabase(dg.ConfigurableResource):
         description=f"Table layout: one of {', '.join(settings.SCHEMA_PRESETS)}",
     )
 
+    # The django preset's layout (ignored by `native`); defaults are the seed app's.
+    django_content_type: str = Field(
+        default="movies.movie",
+        description="Rated content type as 'app_label.model' (RECSYS_DJANGO_CONTENT_TYPE)",
+    )
+    django_ratings_table: str = Field(
+        default="ratings_rating", description="Ratings table (RECSYS_DJANGO_RATINGS_TABLE)"
+    )
+    django_movies_table: str = Field(
+        default="movies_movie", description="Titles table (RECSYS_DJANGO_MOVIES_TABLE)"
+    )
+    django_content_type_table: str = Field(
+        default="django_content_type",
+        description="Content types table (RECSYS_DJANGO_CONTENT_TYPE_TABLE)",
+    )
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
         return db.check_preset(value)
 
+    @model_validator(mode="after")
+    def _valid_django_layout(self) -> RatingsDatabase:
+        self.django_schema()  # raises ValueError naming the bad value
+        return self
+
     @classmethod
     def from_env(cls) -> RatingsDatabase:
-        """Build from RECSYS_DATABASE_URL / RECSYS_SCHEMA (embedded SQLite by default)."""
-        return cls(url=settings.database_url(), preset=settings.schema_preset())
+        """Build from RECSYS_DATABASE_URL / RECSYS_SCHEMA / RECSYS_DJANGO_* (embedded SQLite
+        and the native preset by default)."""
+        layout = {f"django_{k}": v for k, v in settings.django_layout().items()}
+        return cls(url=settings.database_url(), preset=settings.schema_preset(), **layout)
+
+    def django_schema(self) -> db.DjangoSchema:
+        return db.DjangoSchema(
+            content_type=self.django_content_type,
+            ratings_table=self.django_ratings_table,
+            movies_table=self.django_movies_table,
+            content_type_table=self.django_content_type_table,
+        )
 
     # Presets can also arrive via run config, which may bypass the validator: re-check here.
-    def _preset(self) -> str:
-        return db.check_preset(self.preset)
+    def _preset(self) -> db.Preset:
+        if db.check_preset(self.preset) == "native":
+            return "native"
+        return self.django_schema()
 
     def engine(self) -> Engine:
         """The cached SQLAlchemy Engine for `url` (one pool per process)."""
@@ -61,6 +94,10 @@ class RatingsDatabase(dg.ConfigurableResource):
 
     def read_user_ratings(self, user_ids: Sequence[int]) -> pd.DataFrame:
         return db.read_user_ratings(self.engine(), self._preset(), user_ids)
+
+    def read_unrated_pairs(self, user_ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """(user_id, movie_id) of active ratings without a value (never suggested to the user)."""
+        return db.read_unrated_pairs(self.engine(), self._preset(), user_ids)
 
     def watermark(self) -> db.RatingsWatermark:
         return db.ratings_watermark(self.engine(), self._preset())

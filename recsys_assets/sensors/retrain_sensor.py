@@ -8,8 +8,9 @@ application reports through Dagster's API. Per tick:
   started less than `min_interval_seconds` ago. The count comes from the event log, not from
   the sensor's cursor, so a deferred retrain happens on a later tick and a successful training
   (from any source: this sensor, the 02:00 schedule, the UI) resets it.
-* Otherwise rescore just the users named in the new events (refresh_predictions_job) with the
-  current model.
+* And, in the same tick, rescore just the users named in the new events
+  (refresh_predictions_job) with the current champion — also when a retrain is requested,
+  running or deferred, so their new ratings show at once even if the retrain later fails.
 
 Run keys embed the storage id of the newest `ratings` event (unique in the instance), so a
 retried tick or a restarted daemon cannot start the same run twice, and never clashes with
@@ -132,6 +133,7 @@ def evaluate_retrain(
         context.advance_cursor({RATINGS: new_events[-1]})
 
     notes = [f"{pending} ratings changed since the last training (retrain at {threshold})"]
+    requests: list[dg.RunRequest] = []
     if pending_events and pending >= threshold:
         blocker = _training_blocker(instance, retrain_policy)
         if blocker is None:
@@ -141,45 +143,60 @@ def evaluate_retrain(
                 # requests a run without updating the cursor (nothing new to mark consumed).
                 context.advance_all_cursors()
             context.log.info("requesting training: %s", notes[0])
-            return [
+            requests.append(
                 dg.RunRequest(
                     run_key=f"retrain-after-ratings-event-{newest}",
                     job_name=training_job.name,
                     run_config=training_run_config(n_epochs=retrain_policy.n_epochs),
                     tags={"recsys/trigger": "new_ratings", "recsys/new_ratings": str(pending)},
                 )
-            ]
-        notes.append(f"retrain deferred: {blocker}")
+            )
+        else:
+            notes.append(f"retrain deferred: {blocker}")
 
+    # The users who just rated get their lists refreshed now with the current champion,
+    # whatever happens to a retrain (requested, running, deferred, or failing its gates
+    # later): otherwise they would keep seeing the movies they just rated.
     if new_events and retrain_policy.refresh_predictions:
-        users: set[int] = set()
-        for record in new_events:
-            ids, warning = user_ids(record.asset_materialization.metadata)
-            if warning:
-                context.log.warning("ratings event %d: %s", record.storage_id, warning)
-            users.update(ids)
-        if users and model_store.latest_manifest() is None:
-            notes.append("no trained model yet, so no predictions to refresh")
-        elif users:
-            context.log.info("requesting refresh of %d users; %s", len(users), "; ".join(notes))
-            return [
-                dg.RunRequest(
-                    run_key=f"refresh-after-ratings-event-{new_events[-1].storage_id}",
-                    job_name=refresh_predictions_job.name,
-                    run_config={
-                        "ops": {
-                            "refresh_user_predictions": {
-                                "config": {
-                                    "user_ids": sorted(users),
-                                    "top_n": current_top_n(instance),
-                                }
-                            }
-                        }
-                    },
-                    tags={"recsys/trigger": "new_ratings", "recsys/users": str(len(users))},
-                )
-            ]
+        refresh = _refresh_request(context, new_events, model_store, notes)
+        if refresh is not None:
+            requests.append(refresh)
+    if requests:
+        return requests
     return dg.SkipReason("; ".join(notes))
+
+
+def _refresh_request(
+    context: dg.MultiAssetSensorEvaluationContext,
+    new_events: list,
+    model_store: ModelStore,
+    notes: list[str],
+) -> dg.RunRequest | None:
+    """refresh_predictions_job for the users named in `new_events`, or None (reason in notes)."""
+    users: set[int] = set()
+    for record in new_events:
+        ids, warning = user_ids(record.asset_materialization.metadata)
+        if warning:
+            context.log.warning("ratings event %d: %s", record.storage_id, warning)
+        users.update(ids)
+    if not users:
+        return None
+    if model_store.latest_manifest() is None:
+        notes.append("no trained model yet, so no predictions to refresh")
+        return None
+    context.log.info("requesting refresh of %d users; %s", len(users), "; ".join(notes))
+    return dg.RunRequest(
+        run_key=f"refresh-after-ratings-event-{new_events[-1].storage_id}",
+        job_name=refresh_predictions_job.name,
+        run_config={
+            "ops": {
+                "refresh_user_predictions": {
+                    "config": {"user_ids": sorted(users), "top_n": current_top_n(context.instance)}
+                }
+            }
+        },
+        tags={"recsys/trigger": "new_ratings", "recsys/users": str(len(users))},
+    )
 
 
 # Dagster steers "react to upstream assets" towards Declarative Automation, but says to use a
@@ -202,7 +219,7 @@ def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition
         minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="On new `ratings` events: retrain when enough ratings changed since the "
-        "last training (RetrainPolicy), else refresh the predictions of the users who rated.",
+        "last training (RetrainPolicy), and refresh the predictions of the users who rated.",
     )
     def retrain_on_new_ratings(
         context: dg.MultiAssetSensorEvaluationContext,

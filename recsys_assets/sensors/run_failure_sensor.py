@@ -1,5 +1,8 @@
 """`run_failure_alert`: log which asset (step) failed and why; POST it to a webhook if set.
 
+"Why" includes every failed asset check of the run with its description and metadata (a
+blocking check's step error alone only says that a check failed).
+
 The webhook (RECSYS_ALERT_WEBHOOK_URL, read on every tick) receives one JSON object per failed
 run — e.g. a Slack/Teams incoming-webhook relay or an internal alerting endpoint.
 """
@@ -28,8 +31,36 @@ def _error_text(error: Any) -> str:
     return message
 
 
+def _metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+
+
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
+    """The run's failed asset checks with their own reason (description) and metadata.
+
+    A blocking check fails its step with only "N blocking asset check(s) failed"; what the
+    check measured (e.g. the RMSE figures of a gate) is in its evaluation event.
+    """
+    checks = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        checks.append(
+            {
+                "asset": evaluation.asset_key.to_user_string(),
+                "check": evaluation.check_name,
+                "severity": evaluation.severity.value,
+                "description": evaluation.description or "",
+                "metadata": _metadata_values(evaluation.metadata),
+            }
+        )
+    return checks
+
+
 def failure_report(context: dg.RunFailureSensorContext) -> dict[str, Any]:
-    """The failed run, its failed steps (the asset or op each one computes) and their errors."""
+    """The failed run, its failed steps (the asset or op each one computes) and their errors,
+    and the failed asset checks with their reasons."""
     run = context.dagster_run
     steps = []
     for event in context.get_step_failure_events():
@@ -51,7 +82,15 @@ def failure_report(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         "tags": dict(run.tags),
         "message": context.failure_event.message,
         "failed_steps": steps,
+        "failed_checks": failed_checks(context.instance, run.run_id),
     }
+
+
+def _short_scalar(value: Any) -> bool:
+    # Numbers and short strings go into the log line; tables and JSON stay in the webhook body.
+    if isinstance(value, str):
+        return len(value) <= 80 and "\n" not in value
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def post_json(url: str, payload: dict[str, Any]) -> int:
@@ -74,6 +113,13 @@ def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         ", ".join(f"{s['asset']}: {s['error'].splitlines()[0]}" for s in report["failed_steps"])
         or report["message"]
     )
+    for check in report["failed_checks"]:
+        # The check's own reason and figures, not just "1 blocking asset check failed".
+        figures = ", ".join(f"{k}={v}" for k, v in check["metadata"].items() if _short_scalar(v))
+        failed += (
+            f"; check {check['asset']}:{check['check']} ({check['severity']}): "
+            f"{check['description']}" + (f" [{figures}]" if figures else "")
+        )
     context.log.error("run %s of %s failed — %s", report["run_id"], report["job"], failed)
     url = settings.alert_webhook_url()
     if not url:

@@ -114,6 +114,28 @@ def test_rank_users_cold_start_and_unknown_users_get_popular(fitted):
     assert not rated & set(frame.loc[frame["user_id"] == light, "movie_id"])
 
 
+def test_rank_users_excluded_pairs_only_leave_the_lists(fitted):
+    model, ratings = fitted
+    f = SVDFactors.from_svd(model)
+    counts = item_counts(f.raw_iids, ratings["movie_id"].to_numpy())
+    per_user = ratings.groupby("user_id").size()
+    users = per_user.index[:6].to_numpy()
+    policy = RankingPolicy(1.0, 1.0, 0.5, min_user_ratings=int(per_user.iloc[:6].median()))
+    args = (f, users, ratings["user_id"], ratings["movie_id"], counts, policy)
+    plain = rank_users(*args, n=5)
+    first = plain.groupby("user_id").head(2)  # each user's top two, warm and cold alike
+    got = rank_users(*args, n=5, excluded=(first["user_id"], first["movie_id"]))
+    # Same users, same sources (the cold-start rule and taste ignore the excluded pairs),
+    # the lists shift up by two: the plain ranks 3-5 become 1-3.
+    assert (
+        got.groupby("user_id")["source"].first().equals(plain.groupby("user_id")["source"].first())
+    )
+    for user in users:
+        was = plain.loc[plain["user_id"] == user, "movie_id"].tolist()
+        now = got.loc[got["user_id"] == user, "movie_id"].tolist()
+        assert len(now) == 5 and now[:3] == was[2:]
+
+
 def test_choose_policy_picks_the_best_and_prefers_earlier_on_ties():
     def evaluate(policy):
         return {0.0: 0.1, 1.0: 0.3, 2.0: 0.3}[policy.taste_weight]

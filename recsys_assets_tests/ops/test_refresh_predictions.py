@@ -62,3 +62,28 @@ def test_refresh_without_a_model_fails_clearly_and_writes_nothing(recsys_home, d
     # A Failure that is not a transient DB error is final: no retry.
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert demo_db.read_predictions().empty
+
+
+def test_movies_rated_without_a_value_are_not_suggested(recsys_home, demo_db):
+    """A NULL rating is not trained on, but the user has seen the movie: neither the full
+    user_predictions nor the refresh suggests it to them (other users may still get it)."""
+    assert _materialize(recsys_home, demo_db).success
+    before = demo_db.read_predictions()
+    user = int(before["user_id"].iloc[0])
+    first = before[before["user_id"] == user]["movie_id"].head(2).tolist()
+    demo_db.insert_ratings(
+        pd.DataFrame({"user_id": user, "movie_id": first, "rating": None, "timestamp": 9})
+    )
+    assert _materialize(recsys_home, demo_db).success  # full run: trains without them
+    full = demo_db.read_predictions()
+    assert len(full[full["user_id"] == user]) == 10
+    assert not set(first) & set(full.loc[full["user_id"] == user, "movie_id"])
+    assert set(first) & set(full.loc[full["user_id"] != user, "movie_id"])
+
+    later = full[full["user_id"] == user]["movie_id"].head(2).tolist()
+    demo_db.insert_ratings(
+        pd.DataFrame({"user_id": user, "movie_id": later, "rating": None, "timestamp": 10})
+    )
+    assert _refresh(recsys_home, demo_db, [user]).success
+    mine = demo_db.read_predictions(user_id=user)
+    assert len(mine) == 10 and not set(first + later) & set(mine["movie_id"])

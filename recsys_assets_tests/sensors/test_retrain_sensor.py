@@ -8,12 +8,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from recsys_assets.assets.config import training_run_config
 from recsys_assets.assets.ratings import ratings
-from recsys_assets.definitions import all_assets
+from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.sensors.ratings_events import RATINGS
 from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
+from recsys_assets_tests.assets.test_gates import BAD_SVD
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 
 SENSOR = build_retrain_sensor()
@@ -70,6 +72,14 @@ def _only(requests):
     return requests[0]
 
 
+def _by_job(requests):
+    """{job name: request}: a retrain comes with a refresh of the users who just rated."""
+    assert isinstance(requests, list), requests
+    jobs = {r.job_name: r for r in requests}
+    assert len(jobs) == len(requests)
+    return jobs
+
+
 def test_no_events_no_runs(harness):
     assert isinstance(harness.tick(), dg.SkipReason)
 
@@ -99,9 +109,13 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
     harness.report(new_ratings=60, user_ids=[1])
     assert _only(harness.tick()).job_name == "refresh_predictions_job"
     harness.report(new_ratings=40, user_ids=[2])
-    request = _only(harness.tick())
-    assert request.job_name == "training_job"
+    requests = _by_job(harness.tick())
+    assert set(requests) == {"training_job", "refresh_predictions_job"}
+    request = requests["training_job"]
     assert request.tags["recsys/new_ratings"] == "100"
+    # The user who just rated gets a refresh now, whatever becomes of the retrain.
+    refresh = requests["refresh_predictions_job"].run_config["ops"]["refresh_user_predictions"]
+    assert refresh["config"]["user_ids"] == [2]
     # The sensor's retrain uses the schedule's config shape: CV and fit agree.
     ops = request.run_config["ops"]
     assert (
@@ -133,8 +147,7 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
 def test_successful_training_resets_the_count(harness):
     harness.train()
     harness.report(new_ratings=150, user_ids=[1])
-    request = _only(harness.tick())
-    assert request.job_name == "training_job"
+    assert set(_by_job(harness.tick())) == {"training_job", "refresh_predictions_job"}
     harness.train()
     result = harness.tick()
     assert isinstance(result, dg.SkipReason)
@@ -143,7 +156,7 @@ def test_successful_training_resets_the_count(harness):
     harness.report(new_ratings=99, user_ids=[2])
     assert _only(harness.tick()).job_name == "refresh_predictions_job"
     harness.report(new_ratings=1, user_ids=[2])
-    assert _only(harness.tick()).job_name == "training_job"
+    assert set(_by_job(harness.tick())) == {"training_job", "refresh_predictions_job"}
 
 
 def test_minimum_interval_defers_training_and_refreshes_meanwhile(harness):
@@ -217,8 +230,7 @@ def test_deferred_training_requested_on_a_tick_without_new_events(harness):
     fails the tick."""
     harness.train()
     harness.report(new_ratings=150, user_ids=[1])
-    first = _only(harness.tick())
-    assert first.job_name == "training_job"
+    first = _by_job(harness.tick())["training_job"]
     context = dg.build_sensor_context(
         instance=harness.instance,
         cursor=harness.cursor,
@@ -228,3 +240,39 @@ def test_deferred_training_requested_on_a_tick_without_new_events(harness):
     data = SENSOR.evaluate_tick(context)
     assert [r.job_name for r in data.run_requests] == ["training_job"]
     assert data.run_requests[0].run_key == first.run_key  # the daemon drops the duplicate
+
+
+def test_users_who_rated_are_refreshed_when_the_retrain_fails(harness, demo_db):
+    """The retrain the new ratings trigger fails its gates: the refresh requested on the same
+    tick still gives those users lists without the movies they just rated."""
+    harness.train()
+    champion = harness.resources["model_store"].latest_manifest()["version"]
+    user = 3
+    rated_before = set(demo_db.read_user_ratings([user])["movie_id"])
+    suggested = demo_db.read_predictions(user_id=user)["movie_id"].tolist()
+    newly_rated = [m for m in suggested[:3] if m not in rated_before]
+    assert newly_rated
+    demo_db.insert_ratings(
+        pd.DataFrame({"user_id": user, "movie_id": newly_rated, "rating": 4.0, "timestamp": 9})
+    )
+    harness.report(new_ratings=150, user_ids=[user])
+    requests = _by_job(harness.tick())
+    assert set(requests) == {"training_job", "refresh_predictions_job"}
+    # The retrain fails its gate (a model worse than BaselineOnly) and promotes nothing.
+    failed = dg.materialize(
+        [*all_assets, *all_checks],
+        resources=harness.resources,
+        run_config=training_run_config(n_folds=4, top_n=10, **BAD_SVD),
+        instance=harness.instance,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    assert harness.resources["model_store"].latest_manifest()["version"] == champion
+    refresh = requests["refresh_predictions_job"]
+    result = harness.defs.resolve_job_def("refresh_predictions_job").execute_in_process(
+        run_config=refresh.run_config, instance=harness.instance
+    )
+    assert result.success
+    after = demo_db.read_predictions(user_id=user)
+    assert len(after) == 10 and set(after["model_version"]) == {champion}
+    assert not set(after["movie_id"]) & set(newly_rated)

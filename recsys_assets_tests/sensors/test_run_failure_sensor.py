@@ -7,8 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from recsys_assets.definitions import all_assets
+from recsys_assets.assets.config import training_run_config
+from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.sensors.run_failure_sensor import alert_failed_run, run_failure_alert
+from recsys_assets_tests.assets.test_gates import BAD_SVD
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 
 
@@ -89,3 +91,41 @@ def test_dead_webhook_does_not_break_the_sensor(recsys_home, ratings_db, monkeyp
         context = _failed_run_context(instance, recsys_home, ratings_db)
         report = alert_failed_run(context)
     assert "refused" in report["webhook_status"].lower()
+
+
+def test_failed_gate_alert_carries_the_check_reason_and_figures(
+    recsys_home, demo_db, webhook, monkeypatch, capfd
+):
+    url, received = webhook
+    monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", url)
+    with dg.instance_for_test() as instance:
+        # A model worse than BaselineOnly: the blocking beats_baseline gate fails.
+        result = dg.materialize(
+            [*all_assets, *all_checks],
+            resources=make_resources(recsys_home, demo_db),
+            run_config=training_run_config(n_folds=4, top_n=10, **BAD_SVD),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        ).for_run_failure()
+        capfd.readouterr()
+        report = alert_failed_run(context)
+    (check,) = report["failed_checks"]
+    assert (check["asset"], check["check"], check["severity"]) == (
+        "model_artifact",
+        "beats_baseline",
+        "ERROR",
+    )
+    assert "not better, not promoted" in check["description"]
+    assert check["metadata"]["cv_rmse"] > check["metadata"]["baseline_rmse"]
+    (body,) = [r["body"] for r in received]
+    assert body["failed_checks"] == json.loads(json.dumps(report["failed_checks"]))
+    logged = capfd.readouterr().err
+    assert "check model_artifact:beats_baseline (ERROR): " in logged
+    assert "not better, not promoted" in logged and "baseline_rmse=" in logged
