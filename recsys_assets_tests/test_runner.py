@@ -23,7 +23,7 @@ def test_run_from_a_clean_home(recsys_home, capsys):
 
     # A second run reuses the data and trains a new version; one epoch is worse than
     # BaselineOnly, so it is saved but not promoted, and says so.
-    assert main(["run", "--n-epochs", "1", "--top-n", "5"]) == 1
+    assert main(["run", "--tuning", "fixed", "--n-epochs", "1", "--top-n", "5"]) == 1
     captured = capsys.readouterr()
     assert "created demo data" not in captured.out + captured.err
     assert "CHECK FAILED model_artifact:beats_baseline: CV RMSE" in captured.err
