@@ -50,6 +50,7 @@ class SearchStep:
 class RungTask:
     rung: int
     candidates: tuple[Candidate, ...]
+    reuse: tuple[dict, ...] = ()  # earlier rows fitted on the same sample (not refitted)
 
 
 @dg.op
@@ -131,8 +132,10 @@ def _rung_tasks(
 ) -> Iterator[dg.DynamicOutput[RungTask]]:
     if step.plan is None:  # fixed: nothing to evaluate
         return
-    rows = [row for result in previous for row in result]
+    # previous: per earlier rung, its steps' row lists.
+    rows = [row for rung_steps in previous for result in rung_steps for row in result]
     candidates = step.plan.survivors(rung, rows)
+    reuse = step.plan.reusable(rung, candidates, rows)
     if step.candidates_per_step:
         per_step = step.candidates_per_step
     else:
@@ -146,26 +149,28 @@ def _rung_tasks(
     )
     for first in range(0, len(candidates), per_step):
         chunk = tuple(candidates[first : first + per_step])
+        labels = {c.label for c in chunk}
+        mine = tuple(r for r in reuse if r["label"] in labels)
         key = f"rung{rung + 1}_" + "_".join(c.label for c in chunk)
-        yield dg.DynamicOutput(RungTask(rung, chunk), mapping_key=key)
+        yield dg.DynamicOutput(RungTask(rung, chunk, mine), mapping_key=key)
 
 
-def _rung_op(rung: int) -> dg.OpDefinition:
-    if rung == 0:
+@dg.op(out=dg.DynamicOut(RungTask))
+def search_rung_1(context: dg.OpExecutionContext, step: SearchStep):
+    """Every candidate, on the smallest sample of users."""
+    yield from _rung_tasks(context, step, 0, [])
 
-        @dg.op(name="search_rung_1", out=dg.DynamicOut(RungTask))
-        def first(context: dg.OpExecutionContext, step: SearchStep):
-            """Every candidate, on the smallest sample of users."""
-            yield from _rung_tasks(context, step, 0, [])
 
-        return first
+@dg.op(out=dg.DynamicOut(RungTask))
+def search_rung_2(context: dg.OpExecutionContext, step: SearchStep, rung_1: list):
+    """The best 1/eta of rung 1's sampled candidates, on more users."""
+    yield from _rung_tasks(context, step, 1, [rung_1])
 
-    @dg.op(name=f"search_rung_{rung + 1}", out=dg.DynamicOut(RungTask))
-    def later(context: dg.OpExecutionContext, step: SearchStep, previous: list):
-        """The best 1/eta of the previous rung (and the seed's and champion's), more users."""
-        yield from _rung_tasks(context, step, rung, previous)
 
-    return later
+@dg.op(out=dg.DynamicOut(RungTask))
+def search_rung_3(context: dg.OpExecutionContext, step: SearchStep, rung_1: list, rung_2: list):
+    """The best of rung 2, the seed's and the champion's configurations, at full size."""
+    yield from _rung_tasks(context, step, 2, [rung_1, rung_2])
 
 
 @dg.op
@@ -182,6 +187,7 @@ def search_fit(
         task.candidates,
         n_jobs=step.n_jobs,
         log=context.log,
+        reuse=task.reuse,
     )
     context.add_output_metadata(
         {
@@ -261,7 +267,6 @@ def search_summary(
     )
 
 
-_RUNGS = [_rung_op(r) for r in range(N_RUNGS)]
 _FITS = [search_fit.alias(f"search_fit_{r + 1}") for r in range(N_RUNGS)]
 
 
@@ -277,8 +282,11 @@ def svd_hyperparameters(surprise_dataset: Dataset) -> SearchResult:
     fits it on every rating. Metadata: the search table, the chosen values, validation RMSEs.
     """
     step = search_plan(surprise_dataset)
-    results: list = []
-    for rung, (plan_rung, fit) in enumerate(zip(_RUNGS, _FITS, strict=True)):
-        tasks = plan_rung(step) if rung == 0 else plan_rung(step, results[-1])
-        results.append(tasks.map(lambda task, fit=fit: fit(task, step, surprise_dataset)).collect())
-    return search_summary(step, *results)
+
+    def fit(rung: int, tasks):  # noqa: ANN001 - a Dagster dynamic output handle
+        return tasks.map(lambda task: _FITS[rung](task, step, surprise_dataset)).collect()
+
+    rung_1 = fit(0, search_rung_1(step))
+    rung_2 = fit(1, search_rung_2(step, rung_1))
+    rung_3 = fit(2, search_rung_3(step, rung_1, rung_2))
+    return search_summary(step, rung_1, rung_2, rung_3)

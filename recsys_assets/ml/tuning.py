@@ -124,12 +124,15 @@ def validation_split(
 
 
 def user_sample(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the ratings of a seeded `fraction` of the distinct users (all at 1)."""
+    """Boolean mask of the ratings of a seeded `fraction` of the distinct users (all at 1).
+
+    The first users of one seeded permutation: a smaller fraction's users are among a larger
+    one's, and equal fractions give the same sample."""
     if fraction >= 1.0:
         return np.ones(users.size, dtype=bool)
     distinct = np.unique(users)
     k = max(1, math.ceil(distinct.size * fraction))
-    chosen = np.random.RandomState(seed).choice(distinct, k, replace=False)
+    chosen = np.random.RandomState(seed).permutation(distinct)[:k]
     return np.isin(users, chosen)
 
 
@@ -155,17 +158,36 @@ class SearchPlan:
         return bool(self.max_seconds) and time.time() - self.started >= self.max_seconds
 
     def survivors(self, rung: int, rows: Sequence[dict]) -> list[Candidate]:
-        """Who runs in `rung` given every row so far: mandatory ones, plus the best
-        ``ceil(n / eta**rung)`` sampled candidates of the previous rung (one once over time)."""
+        """Who runs in `rung` given every row so far: the best ``ceil(n / eta**rung)`` sampled
+        candidates of the previous rung (only the best once over time), and in the first and
+        the full-size rung the seed's and the champion's configurations."""
         sampled = [c for c in self.candidates if not c.mandatory]
         mandatory = [c for c in self.candidates if c.mandatory]
+        # Mandatory ones skip the middle rungs: they reach full size anyway.
+        ends = mandatory if rung in (0, self.n_rungs - 1) else []
         if rung == 0:
-            return mandatory + ([] if self.over_time() else sampled)
+            return ends + ([] if self.over_time() else sampled)
         previous = [r for r in rows if r["rung"] == rung - 1 and r["label"] not in (SEED, CHAMPION)]
+        previous = [r for r in previous if not r["skipped"]]
         previous.sort(key=lambda r: (r["rmse"], r["order"]))
         keep = 1 if self.over_time() else math.ceil(len(sampled) / self.eta**rung)
         chosen = {r["label"] for r in previous[:keep]}
-        return mandatory + [c for c in sampled if c.label in chosen]
+        return ends + [c for c in sampled if c.label in chosen]
+
+    def reusable(self, rung: int, candidates: Sequence[Candidate], rows: Sequence[dict]) -> list:
+        """Earlier rows of these candidates fitted on the same sample (same fraction: the same
+        users, see `user_sample`), to copy instead of refitting: on small data where every
+        rung is full size, each configuration is fitted once."""
+        labels = {c.label for c in candidates}
+        same = {
+            r["label"]: r
+            for r in sorted(rows, key=lambda r: r["rung"])
+            if r["label"] in labels
+            and not r["skipped"]
+            and r["rung"] < rung
+            and self.fractions[r["rung"]] == self.fractions[rung]
+        }
+        return list(same.values())
 
 
 def plan_fractions(
@@ -228,16 +250,20 @@ def evaluate_rung(
     candidates: Sequence[Candidate],
     n_jobs: int | None = None,
     log: logging.Logger | None = None,
+    reuse: Sequence[dict] = (),
 ) -> list[dict]:
     """Fit each candidate on the rung's training ratings and score it on the rung's share of V.
 
     Runs in `n_jobs` forked workers (each fit is single-threaded). A sampled candidate that
     would start after the seconds budget ran out is skipped (row with `skipped=True`); the
-    seed's and champion's configurations always run.
+    seed's and champion's configurations always run. `reuse`: earlier rows of candidates
+    already fitted on this very sample (`SearchPlan.reusable`), copied instead of refitted.
     """
     global _RUNG
     fraction = plan.fractions[rung]
-    everything, train_idx, val_idx = rung_data(dataset, plan.holdout, fraction, plan.seed + rung)
+    done = {r["label"]: {**r, "rung": rung, "reused": True} for r in reuse}
+    candidates = [c for c in candidates if c.label not in done]
+    everything, train_idx, val_idx = rung_data(dataset, plan.holdout, fraction, plan.seed)
     order = {c.label: i for i, c in enumerate(plan.candidates)}
     todo = [c for c in candidates if c.mandatory or not plan.over_time()]
     skipped = [c for c in candidates if c not in todo]
@@ -260,6 +286,7 @@ def evaluate_rung(
             **{k: getattr(candidate.params, k) for k in SEARCHABLE},
             **result,
             "skipped": False,
+            "reused": False,
         }
         if log is not None:
             log.info(
@@ -308,9 +335,10 @@ def evaluate_rung(
                 "n_train": 0,
                 "n_validation": 0,
                 "skipped": True,
+                "reused": False,
             }
         )
-    return sorted(rows, key=lambda r: r["order"])
+    return sorted([*rows, *done.values()], key=lambda r: r["order"])
 
 
 @dataclass(frozen=True)
@@ -371,8 +399,8 @@ def choose(plan: SearchPlan, rows: Sequence[dict]) -> SearchResult:
         },
         "validation_ratings": int(plan.holdout.size),
         "configurations_evaluated": int(table.loc[~table["skipped"], "label"].nunique()),
-        "fits": int((~table["skipped"]).sum()),
-        "fit_seconds": float(table["fit_seconds"].sum()),
+        "fits": int((~table["skipped"] & ~table["reused"]).sum()),
+        "fit_seconds": float(table.loc[~table["reused"], "fit_seconds"].sum()),
     }
     return SearchResult(params, "search", plan.holdout, table, record)
 
