@@ -280,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--folds", type=_positive, default=4, help="cross-validation folds (4)")
     run.add_argument("--top-n", type=_positive, default=50, help="predictions per user (50)")
     run.add_argument(
+        "--engine",
+        choices=("compiled", "surprise"),
+        default="compiled",
+        help="how SVD is fitted: compiled (numba, default) or Surprise's own SVD.fit; "
+        "the same model either way",
+    )
+    run.add_argument(
         "--no-demo-data",
         action="store_true",
         help="fail instead of generating demo data when the database is empty",

@@ -92,6 +92,7 @@ def run_pipeline(
     create_demo: bool = True,
     log_level: str = "INFO",
     tuning: str = "search",
+    engine: str = "compiled",
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
     start = time.perf_counter()
@@ -102,7 +103,9 @@ def run_pipeline(
 
     from recsys_assets.assets.config import training_run_config
 
-    run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, tuning=tuning)
+    run_config = training_run_config(
+        n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, tuning=tuning, engine=engine
+    )
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
     with dg.DagsterInstance.get() as instance:
@@ -247,6 +250,7 @@ def run_command(args: argparse.Namespace) -> int:
         top_n=args.top_n,
         create_demo=not args.no_demo_data,
         tuning=args.tuning,
+        engine=args.engine,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)
     return 0 if summary.success else 1

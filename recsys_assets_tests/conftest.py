@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from recsys_assets_tests.servers import Postgres, postgres_server
 # the search (assets/test_tuning.py) run it with small budgets of their own.
 FAST_SVD = {"n_epochs": 30, "n_factors": 5, "lr_all": 0.02, "reg_all": 0.1}
 FAST_CONFIG = training_run_config(n_folds=4, top_n=10, tuning="fixed", **FAST_SVD)
+
+# Every test gets its own RECSYS_HOME, and with it its own numba cache: one cache for the
+# session (and later sessions) instead, so step processes and subprocesses load the compiled
+# SVD fit rather than compile it again. Inherited by every process the tests start.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "numba")
+)
 
 
 @pytest.fixture

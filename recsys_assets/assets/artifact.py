@@ -10,10 +10,11 @@ from surprise import SVD
 from recsys_assets.assets.config import ArtifactConfig
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.training import fit_engine_of
 from recsys_assets.ml.tuning import SearchResult
 from recsys_assets.resources.model_store import ModelStore
 
-_PACKAGES = ("dagster", "scikit-surprise", "numpy", "pandas", "scipy")
+_PACKAGES = ("dagster", "scikit-surprise", "numpy", "numba", "pandas", "scipy")
 
 
 def package_versions() -> dict[str, str]:
@@ -84,6 +85,8 @@ def model_artifact(
         {
             "hyperparameters": params,
             "hyperparameter_search": svd_hyperparameters.record,
+            # Which fit produced the model (compiled or Surprise's own; same model bit for bit).
+            "fit_engine": fit_engine_of(svd_model),
             "cv_metrics": cv_metrics(cv_report),
             "ranking": policy.as_dict(),
             "data_fingerprint": data_fingerprint(ratings_df),
@@ -103,6 +106,7 @@ def model_artifact(
             "artifact_path": dg.MetadataValue.path(manifest["path"]),
             "sha256": manifest["sha256"],
             "signed": "signature" in manifest,
+            "fit_engine": manifest["fit_engine"],
             "size_bytes": manifest["size_bytes"],
             "cv_rmse": manifest["cv_metrics"]["rmse_mean"],
             "cv_mae": manifest["cv_metrics"]["mae_mean"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
@@ -35,6 +37,9 @@ class SVDConfig(dg.Config):
     reg_all: float = _DEFAULTS.reg_all
     n_factors: int = _DEFAULTS.n_factors
     random_state: int = _DEFAULTS.random_state
+    # How the SVD is fitted: "compiled" (numba, ml/svd_sgd.py) or "surprise" (SVD.fit). Same
+    # model bit for bit; "surprise" checks that in a run. The manifest records which one.
+    engine: Literal["compiled", "surprise"] = "compiled"
 
     def params(self) -> SVDParams:
         return SVDParams(
@@ -43,6 +48,7 @@ class SVDConfig(dg.Config):
             reg_all=self.reg_all,
             n_factors=self.n_factors,
             random_state=self.random_state,
+            engine=self.engine,
         )
 
 
@@ -114,7 +120,7 @@ def training_run_config(
     n_folds: int = 4,
     top_n: int = 50,
     tuning: str = "search",
-    **hyper: object,
+    **hyper: float | int | str,
 ) -> dict:
     """Run config for the whole graph. The hyperparameters have one home, the search's plan
     op (`n_epochs` and `**hyper`: the seed configuration, or with `tuning="fixed"` the one

@@ -224,6 +224,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     report = _summary_rows(folds)
     policy = final_ranking_policy(folds, task.min_user_ratings)
     report.attrs["svd_params"] = task.params.as_dict()
+    report.attrs["fit_engine"] = task.params.engine
     report.attrs["n_folds"] = task.n_folds
     report.attrs["ranking"] = policy.as_dict()
     comparison = comparison_table(folds)
@@ -267,6 +268,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
             "model_vs_baselines": dg.MetadataValue.md(markdown_table(comparison)),
             "folds": dg.MetadataValue.md(markdown_table(report)),
             "hyperparameters": dg.MetadataValue.json(task.params.as_dict()),
+            "fit_engine": task.params.engine,
             "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
         },
     )
@@ -292,17 +294,6 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
     return cv_summary(results.collect())
 
 
-def svd_params_of(model: SVD) -> SVDParams:
-    """The hyperparameters a fitted SVD was built with (lr_all/reg_all set all four rates)."""
-    return SVDParams(
-        n_epochs=model.n_epochs,
-        lr_all=model.lr_bu,
-        reg_all=model.reg_bu,
-        n_factors=model.n_factors,
-        random_state=model.random_state,
-    )
-
-
 @dg.asset(group_name="training", compute_kind="surprise")
 def svd_model(
     context: dg.AssetExecutionContext, surprise_dataset: Dataset, svd_hyperparameters: SearchResult
@@ -316,9 +307,11 @@ def svd_model(
     fit_seconds = time.perf_counter() - start
     train_rmse, train_mae = training_error(model, trainset)
     context.log.info(
-        "fitted SVD on %d ratings in %.2fs (training RMSE %.4f — not a held-out estimate)",
+        "fitted SVD on %d ratings in %.2fs with the %s engine "
+        "(training RMSE %.4f — not a held-out estimate)",
         trainset.n_ratings,
         fit_seconds,
+        params.engine,
         train_rmse,
     )
     return dg.Output(
@@ -334,5 +327,6 @@ def svd_model(
             "users": trainset.n_users,
             "movies": trainset.n_items,
             "hyperparameters": dg.MetadataValue.json(params.as_dict()),
+            "fit_engine": params.engine,
         },
     )

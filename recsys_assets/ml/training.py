@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -21,27 +21,44 @@ from surprise import SVD, Dataset, Trainset
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
 from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.svd_sgd import fit_compiled
+from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 
 # Users with fewer training ratings than this get the popularity list (cold start).
 DEFAULT_MIN_USER_RATINGS = 5
 
+# How an SVD is fitted: "compiled" (ml/svd_sgd.py, numba) or "surprise" (`SVD.fit` itself).
+# Both give the same model bit for bit; "surprise" is there to check that in a run.
+ENGINES = ("compiled", "surprise")
+DEFAULT_ENGINE = "compiled"
+
 
 @dataclass(frozen=True)
 class SVDParams:
-    """The seed's hyperparameters: SVD(n_epochs=20, lr_all=0.005, reg_all=0.02)."""
+    """The seed's hyperparameters: SVD(n_epochs=20, lr_all=0.005, reg_all=0.02).
+
+    `engine` is how the model is fitted, not a hyperparameter: it is left out of `as_dict()`
+    (the hyperparameters CV and the final fit must share) and recorded on the model itself.
+    """
 
     n_epochs: int = 20
     lr_all: float = 0.005
     reg_all: float = 0.02
     n_factors: int = 100
     random_state: int = 42
+    engine: str = field(default=DEFAULT_ENGINE, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"SVD engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 
     def build(self, verbose: bool = False) -> SVD:
-        return SVD(**asdict(self), verbose=verbose)
+        return SVD(**self.as_dict(), verbose=verbose)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The hyperparameters (SVD's constructor arguments), without the engine."""
+        return {k: v for k, v in asdict(self).items() if k != "engine"}
 
 
 class _LineLogger(io.TextIOBase):
@@ -77,21 +94,6 @@ def _progress_to(
         return
     with contextlib.redirect_stdout(_LineLogger(log, prefix, min_interval)):
         yield True
-
-
-def _trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inner user ids, inner item ids and ratings, in `trainset.all_ratings()` order."""
-    if isinstance(trainset, CompactTrainset):
-        return trainset.arrays()
-    ur = trainset.ur
-    n = trainset.n_ratings
-    lengths = np.fromiter((len(v) for v in ur.values()), dtype=np.int64, count=len(ur))
-    users = np.repeat(np.fromiter(ur.keys(), dtype=np.int64, count=len(ur)), lengths)
-    # ur holds (item, rating) tuples: flatten them straight into one float array.
-    flat = np.fromiter(
-        chain.from_iterable(chain.from_iterable(ur.values())), dtype=np.float64, count=2 * n
-    ).reshape(n, 2)
-    return users, flat[:, 0].astype(np.int64), flat[:, 1].copy()
 
 
 def _first_seen_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,14 +166,30 @@ def fit_svd(
     log: logging.Logger | None = None,
     progress_interval: float = 5.0,
 ) -> SVD:
-    """`SVD(**params).fit(trainset)`, with epoch progress sent to `log` every few seconds."""
-    with (
-        _progress_to(log, "svd fit: ", progress_interval) as verbose,
-        _fast_all_ratings(trainset),
-    ):
+    """`SVD(**params).fit(trainset)`, with epoch progress sent to `log` every few seconds.
+
+    Every SVD fit of the project goes through here. `params.engine` "compiled" runs the
+    numba loop (`ml.svd_sgd`, the same model bit for bit), "surprise" runs `SVD.fit`; the
+    model's `fit_engine` attribute says which one fitted it.
+    """
+    with _progress_to(log, "svd fit: ", progress_interval) as verbose:
         model = params.build(verbose=verbose)
-        model.fit(trainset)
+        if params.engine == "compiled":
+            # SVD.sgd prints the same line before each epoch when verbose.
+            def progress(epoch: int) -> None:
+                print(f"Processing epoch {epoch}")
+
+            fit_compiled(model, trainset, progress if verbose else None)
+        else:
+            with _fast_all_ratings(trainset):
+                model.fit(trainset)
+    model.fit_engine = params.engine
     return model
+
+
+def fit_engine_of(model: SVD) -> str:
+    """Which engine fitted `model` (models from before the switch: Surprise's own fit)."""
+    return getattr(model, "fit_engine", "surprise")
 
 
 def training_error(model: SVD, trainset: Trainset, chunk: int = 8_192) -> tuple[float, float]:

@@ -111,6 +111,27 @@ def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
     assert split.attrs["ranking"] == whole.attrs["ranking"]
 
 
+def test_engine_switch_gives_the_same_models_and_is_recorded(recsys_home, demo_db, graph_run):
+    # The default fits with the compiled loop; "surprise" runs SVD.fit itself: same numbers.
+    config = training_run_config(n_folds=4, top_n=10, tuning="fixed", engine="surprise", **FAST_SVD)
+    result = _materialize(recsys_home, demo_db, run_config=config)
+    compiled, surprise = graph_run.output_for_node("svd_model"), result.output_for_node("svd_model")
+    for name in ("pu", "qi", "bu", "bi"):
+        assert np.array_equal(getattr(compiled, name), getattr(surprise, name)), name
+    split, whole = result.output_for_node("cv_report"), graph_run.output_for_node("cv_report")
+    figures = [c for c in whole.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(split[figures], whole[figures])
+    assert (
+        _meta(graph_run, "svd_model")["fit_engine"],
+        _meta(result, "svd_model")["fit_engine"],
+    ) == (
+        "compiled",
+        "surprise",
+    )
+    assert _meta(result, "cv_report")["fit_engine"] == "surprise"
+    assert result.output_for_node("model_artifact")["fit_engine"] == "surprise"
+
+
 def test_svd_model(graph_run):
     model = graph_run.output_for_node("svd_model")
     assert isinstance(model, SVD)
@@ -140,7 +161,8 @@ def test_model_artifact(graph_run, recsys_home):
     assert on_disk["hyperparameters"]["n_epochs"] == FAST_SVD["n_epochs"]
     assert on_disk["cv_metrics"]["n_folds"] == 4
     assert on_disk["data_fingerprint"]["rows"] == len(graph_run.output_for_node("ratings_df"))
-    assert "scikit-surprise" in on_disk["packages"]
+    assert "scikit-surprise" in on_disk["packages"] and "numba" in on_disk["packages"]
+    assert on_disk["fit_engine"] == "compiled"
     assert json.loads((root / "latest.json").read_text())["version"] == manifest["version"]
 
 

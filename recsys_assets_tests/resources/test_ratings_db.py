@@ -148,3 +148,5 @@ def test_cli_run_subcommand_options() -> None:
         50,
         False,
     )
+    assert defaults.engine == "compiled"
+    assert cli.build_parser().parse_args(["run", "--engine", "surprise"]).engine == "surprise"
