@@ -70,13 +70,13 @@ class TuningConfig(SVDConfig):
     param_grid: dict[str, list[float]] = Field(
         default_factory=lambda: {k: [float(v) for v in vs] for k, vs in DEFAULT_PARAM_GRID.items()}
     )
-    n_iter: int = 9
+    n_iter: int = 16
     # Budget in seconds from the start of the search (0 = none): once spent, no further
     # sampled configuration starts; the seed's and the champion's still run at full size.
     max_seconds: float = 0.0
     # Successive halving: each rung keeps the best 1/eta of the sampled candidates; rungs fit
-    # on eta^-2, eta^-1 and all of the users (at least min_rung_ratings ratings per rung).
-    eta: int = 3
+    # on eta^-2, eta^-1 and all of the users, but never on fewer than min_rung_ratings ratings.
+    eta: int = 4
     min_rung_ratings: int = 20_000
     # V: this fraction of the ratings of each user with at least validation_min_user_ratings.
     validation_fraction: float = 0.1
