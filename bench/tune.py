@@ -26,13 +26,13 @@ import pandas as pd
 
 
 def drop_quarter(ratings: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """`ratings` minus a seeded random quarter (rounded down) of each user's ratings."""
+    """`ratings` minus a seeded random quarter (rounded up) of each user's ratings."""
     rng = np.random.RandomState(seed)
     order = rng.permutation(len(ratings))
     shuffled = ratings.iloc[order]
     rank = shuffled.groupby("user_id").cumcount().to_numpy()
     size = shuffled.groupby("user_id")["user_id"].transform("size").to_numpy()
-    return shuffled[rank >= size // 4].sort_index()
+    return shuffled[rank >= -(-size // 4)].sort_index()
 
 
 def main() -> int:
