@@ -32,7 +32,7 @@ from itertools import product
 
 import numpy as np
 import pandas as pd
-from surprise import Dataset
+from surprise import Dataset, Trainset
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.svd_sgd import sgd_kernel
@@ -195,18 +195,25 @@ class SearchPlan:
 def plan_fractions(
     n_train: int, eta: int, n_rungs: int, min_rung_ratings: int
 ) -> tuple[float, ...]:
-    """User fractions ``eta**-(n_rungs-1) .. 1``, raised so a rung has `min_rung_ratings`."""
+    """User fractions ``eta**-(n_rungs-1) .. 1``, raised so a rung has `min_rung_ratings`.
+
+    A rung that would fit on less than twice its predecessor's users keeps the predecessor's
+    sample instead: its candidates' rows are then reused, not refitted (`reusable`)."""
     floor = min(1.0, min_rung_ratings / max(n_train, 1))
-    return tuple(max(float(eta) ** -(n_rungs - 1 - r), floor) for r in range(n_rungs))
+    out: list[float] = []
+    for r in range(n_rungs):
+        fraction = 1.0 if r == n_rungs - 1 else max(float(eta) ** -(n_rungs - 1 - r), floor)
+        if out and fraction < min(1.0, 2 * out[-1]):
+            fraction = out[-1]
+        out.append(fraction)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class _Rung:
     """What the forked evaluation workers share (see `_RUNG`), never pickled."""
 
-    dataset: Dataset
-    everything: evaluation.Ratings
-    train_idx: np.ndarray
+    trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
     val: evaluation.Ratings
 
 
@@ -227,9 +234,7 @@ def rung_data(
 def _evaluate(params: SVDParams) -> dict:
     run = _RUNG
     assert run is not None
-    t0 = time.perf_counter()
-    trainset = build_trainset(run.dataset, run.everything, run.train_idx)
-    build = time.perf_counter() - t0
+    trainset = run.trainset
     t0 = time.perf_counter()
     model = fit_svd(trainset, params)
     fit = time.perf_counter() - t0
@@ -239,7 +244,6 @@ def _evaluate(params: SVDParams) -> dict:
         "rmse": float(np.sqrt(np.mean(err**2))) if err.size else float("nan"),
         "mae": float(np.mean(np.abs(err))) if err.size else float("nan"),
         "fit_seconds": fit,
-        "build_seconds": build,
         "n_train": int(trainset.n_ratings),
         "n_validation": int(err.size),
     }
@@ -282,7 +286,10 @@ def evaluate_rung(
         or "fork" not in multiprocessing.get_all_start_methods()
         or multiprocessing.current_process().daemon
     )
-    _RUNG = _Rung(dataset, everything, train_idx, everything.take(val_idx))
+    _RUNG = _Rung(
+        build_trainset(dataset, everything, train_idx) if todo else None,
+        everything.take(val_idx),
+    )
     rows = []
 
     def row(candidate: Candidate, result: dict) -> dict:
@@ -339,7 +346,6 @@ def evaluate_rung(
                 "rmse": float("nan"),
                 "mae": float("nan"),
                 "fit_seconds": 0.0,
-                "build_seconds": 0.0,
                 "n_train": 0,
                 "n_validation": 0,
                 "skipped": True,
