@@ -136,19 +136,25 @@ def _rung_tasks(
     rows = [row for rung_steps in previous for result in rung_steps for row in result]
     candidates = step.plan.survivors(rung, rows)
     reuse = step.plan.reusable(rung, candidates, rows)
+    reused = {r["label"] for r in reuse}
+    to_fit = [c for c in candidates if c.label not in reused]
     if step.candidates_per_step:
         per_step = step.candidates_per_step
     else:
-        per_step = len(candidates) if _steps_share_one_process(context) else 1
+        per_step = len(to_fit) if _steps_share_one_process(context) else 1
     context.log.info(
-        "rung %d/%d: %s in steps of %d",
+        "rung %d/%d: %s in steps of %d%s",
         rung + 1,
         N_RUNGS,
-        ", ".join(c.label for c in candidates),
+        ", ".join(c.label for c in to_fit) or "nothing to fit",
         per_step,
+        f"; same sample as before for {', '.join(sorted(reused))}" if reused else "",
     )
-    for first in range(0, len(candidates), per_step):
-        chunk = tuple(candidates[first : first + per_step])
+    chunks = [tuple(to_fit[i : i + max(per_step, 1)]) for i in range(0, len(to_fit), per_step or 1)]
+    if reuse:
+        # Rows fitted on this very sample in an earlier rung: one step copies them all.
+        chunks.append(tuple(c for c in candidates if c.label in reused))
+    for chunk in chunks:
         labels = {c.label for c in chunk}
         mine = tuple(r for r in reuse if r["label"] in labels)
         key = f"rung{rung + 1}_" + "_".join(c.label for c in chunk)
