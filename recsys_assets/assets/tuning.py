@@ -83,12 +83,15 @@ def search_plan(
     except ValueError as exc:
         raise dg.Failure(f"param_grid: {exc}") from exc
     users = ratings_of(surprise_dataset).users
-    holdout = validation_split(
-        users,
-        config.validation_fraction,
-        config.validation_min_user_ratings,
-        seed_params.random_state,
-    )
+    try:
+        holdout = validation_split(
+            users,
+            config.validation_fraction,
+            config.validation_min_user_ratings,
+            seed_params.random_state,
+        )
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     if holdout.size == 0:
         raise dg.Failure(
             "no user has enough ratings for a validation split "
