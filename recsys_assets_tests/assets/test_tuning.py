@@ -244,3 +244,19 @@ def test_first_run_failing_a_gate_publishes_most_popular_then_a_passing_model_re
     again = run(fixed_config(BAD_SVD))
     assert not again.success and meta(again, "fallback_predictions")["published"] is False
     pd.testing.assert_frame_equal(demo_db.read_predictions(), table)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tuning": "grid"}, "tuning must be one of search, fixed, got 'grid'"),
+        ({"validation_fraction": 1.5}, "validation_fraction must be in (0, 1), got 1.5"),
+        ({"param_grid": {"biased": [0.0]}}, "param_grid: param_grid keys ['biased']"),
+    ],
+)
+def test_bad_search_config_fails_with_a_clear_message(run, store, overrides, message):
+    result = run(search_config(**overrides))
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "svd_hyperparameters.search_plan"
+    assert message in failure.step_failure_data.error.message
+    assert store.latest_manifest() is None
