@@ -64,8 +64,15 @@ def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
         # Step processes forked from a server that has imported this project once, instead
         # of each spawning a fresh interpreter that imports dagster, pandas, surprise and the
         # project again (~3-5 s per step here).
+        # The compiled SVD fit is loaded there too (ml/svd_sgd_preload.py).
         return dg.multiprocess_executor.configured(
-            {"start_method": {"forkserver": {"preload_modules": [__name__]}}},
+            {
+                "start_method": {
+                    "forkserver": {
+                        "preload_modules": [__name__, "recsys_assets.ml.svd_sgd_preload"]
+                    }
+                }
+            },
             name="multiprocess",
         )
     if name == "in_process":

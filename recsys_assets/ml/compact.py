@@ -28,15 +28,23 @@ class CompactTrainset:
         self.n_items = int(trainset.n_items)
         self.n_ratings = int(trainset.n_ratings)
         # Each user's rated movies (inner ids), CSR by inner user id: excluded when ranking.
-        lengths = np.fromiter(
-            (len(trainset.ur[u]) for u in range(self.n_users)), np.int64, self.n_users
-        )
+        arrays = getattr(trainset, "arrays", None)
+        if arrays is not None:
+            # The project's array-backed trainset (ml/compact_data.py): its ratings in
+            # all_ratings() order are ur's, without building 25M (item, rating) tuples.
+            users, items, _ = arrays()
+            lengths = np.bincount(users, minlength=self.n_users).astype(np.int64)
+            self.user_items = np.ascontiguousarray(items, dtype=np.int32)
+        else:
+            lengths = np.fromiter(
+                (len(trainset.ur[u]) for u in range(self.n_users)), np.int64, self.n_users
+            )
+            self.user_items = np.fromiter(
+                (i for u in range(self.n_users) for i, _ in trainset.ur[u]),
+                np.int32,
+                self.n_ratings,
+            )
         self.user_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.user_items = np.fromiter(
-            (i for u in range(self.n_users) for i, _ in trainset.ur[u]),
-            np.int32,
-            self.n_ratings,
-        )
         self.item_counts = np.bincount(self.user_items, minlength=self.n_items).astype(np.int32)
 
     def knows_user(self, uid: object) -> bool:

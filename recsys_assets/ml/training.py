@@ -21,7 +21,7 @@ from surprise import SVD, Dataset, Trainset
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.svd_sgd import fit_compiled
+from recsys_assets.ml.svd_sgd import fit_compiled, sgd_kernel
 from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 
@@ -583,6 +583,9 @@ def cross_validate_svd(
         # A daemonic process (e.g. some pool workers) may not start children.
         or multiprocessing.current_process().daemon
     )
+    if params.engine == "compiled":
+        # Loaded (from the on-disk cache) once here, before forking: the workers inherit it.
+        sgd_kernel()
     _RUN = _CVRun(
         dataset,
         indices,

@@ -56,3 +56,21 @@ def test_stripped_model_is_smaller_and_keeps_serving_data(model_and_ratings):
 def test_strip_refuses_an_unfitted_model():
     with pytest.raises(ValueError, match="not fitted"):
         strip_svd(SVD())
+
+
+def test_strip_reads_an_array_backed_trainset_without_its_tuples(model_and_ratings):
+    # The project's CompactDataset trainsets: the same serving data, from the arrays.
+    from recsys_assets.ml.compact_data import CompactDataset
+
+    _, ratings = model_and_ratings
+    frame = ratings[["user_id", "movie_id", "rating"]]
+    reader = Reader(rating_scale=(1, 5))
+    surprise_ts = Dataset.load_from_df(frame, reader).build_full_trainset()
+    array_ts = CompactDataset.from_df(frame, reader).build_full_trainset()
+    from_tuples, from_arrays = CompactTrainset(surprise_ts), CompactTrainset(array_ts)
+    assert array_ts._ur is None  # ur was never built
+    for name in ("user_indptr", "user_items", "item_counts"):
+        ours, theirs = getattr(from_arrays, name), getattr(from_tuples, name)
+        assert ours.dtype == theirs.dtype and (ours == theirs).all(), name
+    assert from_arrays._raw2inner_id_users == from_tuples._raw2inner_id_users
+    assert from_arrays._raw2inner_id_items == from_tuples._raw2inner_id_items
