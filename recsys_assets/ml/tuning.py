@@ -27,7 +27,7 @@ import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
@@ -427,7 +427,3 @@ def params_of_manifest(manifest: Mapping | None, base: SVDParams) -> SVDParams |
         return None
     types = {k: type(getattr(base, k)) for k in SEARCHABLE}
     return replace(base, **{k: types[k](hyper[k]) for k in SEARCHABLE})
-
-
-def params_dict(params: SVDParams) -> dict:
-    return asdict(params)
