@@ -164,38 +164,60 @@ def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=model_artifact,
     blocking=True,
-    description="Gate: the candidate's CV RMSE is not worse than the champion's by more than "
-    "rmse_tolerance (the first model passes).",
+    description="Gate: the candidate is not worse than the champion by more than rmse_tolerance, "
+    "both measured on today's ratings (the first model passes).",
 )
 def not_worse_than_champion(
     config: PromotionConfig, model_artifact: dict, model_store: ModelStore
 ) -> dg.AssetCheckResult:
-    rmse = _cv(model_artifact, "rmse_mean")
+    """With a hyperparameter search, the champion's configuration was one of its candidates:
+    fitted on today's training ratings and scored on the same validation ratings as the
+    candidate's, so the two RMSEs are on the same data. Without one (tuning fixed), the
+    candidate's CV RMSE is compared with the CV RMSE the champion's manifest recorded."""
     champion = model_store.latest_manifest()
     if champion is None:
         return dg.AssetCheckResult(
             passed=True,
             description="no champion yet: the first model only has to beat the baseline",
-            metadata={"version": model_artifact["version"], "cv_rmse": rmse},
+            metadata={
+                "version": model_artifact["version"],
+                "cv_rmse": _cv(model_artifact, "rmse_mean"),
+            },
         )
-    champion_rmse = _cv(champion, "rmse_mean")
-    if champion_rmse is None:
-        return dg.AssetCheckResult(
-            passed=True,
-            description=f"champion {champion['version']} has no CV RMSE to compare with",
-            metadata={"version": model_artifact["version"], "cv_rmse": rmse},
-        )
+    search = model_artifact.get("hyperparameter_search") or {}
+    same_data = (
+        search.get("champion_version") == champion["version"]
+        and search.get("champion_validation_rmse") is not None
+    )
+    if same_data:
+        rmse = float(search["chosen_validation_rmse"])
+        champion_rmse = float(search["champion_validation_rmse"])
+        measure = "validation RMSE on today's ratings"
+        champion_label = f"champion {champion['version']}'s configuration"
+    else:
+        rmse = _cv(model_artifact, "rmse_mean")
+        champion_rmse = _cv(champion, "rmse_mean")
+        measure = "CV RMSE (the champion's as recorded when it was trained)"
+        champion_label = f"champion {champion['version']}"
+        if champion_rmse is None:
+            return dg.AssetCheckResult(
+                passed=True,
+                description=f"champion {champion['version']} has no CV RMSE to compare with",
+                metadata={"version": model_artifact["version"], "cv_rmse": rmse},
+            )
     limit = champion_rmse + config.rmse_tolerance
     passed = rmse is not None and rmse <= limit
     verdict = "may be promoted" if passed else f"not promoted, {champion['version']} stays"
     return dg.AssetCheckResult(
         passed=passed,
         severity=ERROR,
-        description=f"CV RMSE {rmse:.4f} vs champion {champion['version']} {champion_rmse:.4f} "
+        description=f"{measure}: {rmse:.4f} vs {champion_label} {champion_rmse:.4f} "
         f"(+{config.rmse_tolerance} tolerance = {limit:.4f}): {verdict}",
         metadata={
             "version": model_artifact["version"],
-            "cv_rmse": rmse,
+            "cv_rmse": _cv(model_artifact, "rmse_mean"),
+            "compared_rmse": rmse,
+            "same_data": same_data,
             "champion_version": champion["version"],
             "champion_rmse": champion_rmse,
             "rmse_tolerance": config.rmse_tolerance,

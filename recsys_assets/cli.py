@@ -2,7 +2,7 @@
 
     recsys demo-data [--users N --movies N --ratings N | --shape 25m] [--seed S] [--if-empty]
     recsys import-movielens PATH [--replace]
-    recsys run [--n-epochs N --folds K --top-n N --no-demo-data]
+    recsys run [--tuning search|fixed --n-epochs N --folds K --top-n N --no-demo-data]
     recsys models list | show VERSION | promote VERSION | rollback | prune [--keep K]
     recsys recommend USER [--n 10]
 
@@ -308,7 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     ml.set_defaults(handler=cmd_import_movielens)
 
     run = sub.add_parser("run", help="train, evaluate and publish predictions once")
-    run.add_argument("--n-epochs", type=_positive, default=20, help="SVD epochs (20)")
+    run.add_argument(
+        "--tuning",
+        choices=["search", "fixed"],
+        default="search",
+        help="search the SVD's hyperparameters (default) or use the seed's as given",
+    )
+    run.add_argument(
+        "--n-epochs", type=_positive, default=20, help="SVD epochs of the seed configuration (20)"
+    )
     run.add_argument("--folds", type=_positive, default=4, help="cross-validation folds (4)")
     run.add_argument("--top-n", type=_positive, default=50, help="predictions per user (50)")
     run.add_argument(

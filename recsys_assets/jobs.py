@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_assets.assets import artifact, predictions, ratings, training
+from recsys_assets.assets import artifact, predictions, ratings, training, tuning
 from recsys_assets.ops.refresh_predictions import refresh_user_predictions
 
 # The materializable assets (the external `ratings` table is declared separately).
-training_assets = dg.load_assets_from_modules([ratings, training, artifact, predictions])
+training_assets = dg.load_assets_from_modules([ratings, tuning, training, artifact, predictions])
 
 # Run tag the instance's run queue limits to one at a time (deploy/dagster.yaml) and the
 # retrain sensor looks for before requesting another training run.
@@ -19,8 +19,9 @@ REFRESH_TAGS = {JOB_TAG: "refresh"}
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets(*training_assets),
-    description="Read ratings, cross-validate and fit SVD, export the model, promote it if it "
-    "passes the gates, rank every user's top-N with the champion.",
+    description="Read ratings, search the SVD's hyperparameters, cross-validate and fit it, "
+    "export the model, promote it if it passes the gates, rank every user's top-N with the "
+    "champion (most-popular while there is none).",
     tags=TRAINING_TAGS,
 )
 

@@ -98,6 +98,7 @@ def run_pipeline(
     top_n: int = 50,
     create_demo: bool = True,
     log_level: str = "INFO",
+    tuning: str = "search",
     engine: str = "compiled",
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
@@ -109,7 +110,9 @@ def run_pipeline(
 
     from recsys_assets.assets.config import training_run_config
 
-    run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, engine=engine)
+    run_config = training_run_config(
+        n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, tuning=tuning, engine=engine
+    )
     run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
     with dg.DagsterInstance.get() as instance:
@@ -145,9 +148,17 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
     wall = time.perf_counter() - start
     meta = {
         a: _metadata(result, a)
-        for a in ("ratings_df", "cv_report", "model_artifact", "user_predictions")
+        for a in (
+            "ratings_df",
+            "svd_hyperparameters",
+            "cv_report",
+            "model_artifact",
+            "fallback_predictions",
+            "user_predictions",
+        )
     }
     lines = [note] if note else []
+    search = _search_line(meta["svd_hyperparameters"])
     if not result.success:
         # Failed gates and data checks first: they say why the model was not promoted.
         for event in result.all_events:
@@ -158,10 +169,25 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
                         f"CHECK FAILED {evaluation.asset_key.to_user_string()}:"
                         f"{evaluation.check_name}: {evaluation.description or ''}"
                     )
+        if search:
+            lines.append(search)
+        fallback = meta["fallback_predictions"]
         if meta["model_artifact"] and not meta["user_predictions"]:
+            version = meta["model_artifact"]["version"]
+            if fallback.get("published"):
+                lines.append(
+                    f"model        {version} saved but NOT promoted (it failed the gates above) "
+                    "and there is no champion yet: no model was promoted"
+                )
+            else:
+                lines.append(
+                    f"model        {version} saved but NOT promoted; "
+                    "latest and user_predictions stay with the champion"
+                )
+        if fallback.get("published") and not meta["user_predictions"]:
             lines.append(
-                f"model        {meta['model_artifact']['version']} saved but NOT promoted; "
-                "latest and user_predictions stay with the champion"
+                f"predictions  most-popular suggestions for all {fallback['users']} users "
+                f"({fallback['rows']} rows, source='popular') until a model passes the gates"
             )
         for event in result.all_events:
             if event.is_step_failure:
@@ -170,7 +196,9 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         lines.append(f"run {result.run_id} failed after {wall:.1f}s")
         return RunSummary(False, lines, meta)
 
-    r, cv, art, pred = (meta[a] for a in meta)
+    r, cv, art, pred = (
+        meta[a] for a in ("ratings_df", "cv_report", "model_artifact", "user_predictions")
+    )
     dropped = ", ".join(
         f"{k.removeprefix('dropped_').replace('_', ' ')} {v}"
         for k, v in r.items()
@@ -179,6 +207,7 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
     lines += [
         f"ratings      read {r['rows_read']}, kept {r['rows_kept']}, dropped {r['rows_dropped']}"
         f" ({dropped}); {r['users']} users, {r['movies']} movies",
+        *([search] if search else []),
         f"cv {cv['n_folds']}-fold    RMSE {cv['rmse_mean']:.4f} ± {cv['rmse_std']:.4f}   "
         f"MAE {cv['mae_mean']:.4f} ± {cv['mae_std']:.4f}   "
         f"(BaselineOnly RMSE {cv['baseline_rmse_mean']:.4f})",
@@ -191,6 +220,23 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         f"wall time    {wall:.1f}s (run {result.run_id})",
     ]
     return RunSummary(True, lines, meta)
+
+
+def _search_line(meta: dict[str, object]) -> str | None:
+    """The hyperparameter line of the summary (None when the search step did not run)."""
+    if not meta:
+        return None
+    chosen = " ".join(
+        f"{k}={meta[k]:g}" for k in ("n_factors", "n_epochs", "lr_all", "reg_all") if k in meta
+    )
+    if meta.get("tuning") != "search":
+        return f"tuning       fixed: {chosen}"
+    return (
+        f"tuning       chose {chosen} ({meta['chosen']}): validation RMSE "
+        f"{meta['validation_rmse']:.4f}, seed's {meta['seed_validation_rmse']:.4f}; "
+        f"{meta['configurations']} configurations, {meta['fits']} fits in "
+        f"{meta['search_seconds']:.1f}s"
+    )
 
 
 def ui_command(args: argparse.Namespace) -> int:
@@ -210,6 +256,7 @@ def run_command(args: argparse.Namespace) -> int:
         n_folds=args.folds,
         top_n=args.top_n,
         create_demo=not args.no_demo_data,
+        tuning=args.tuning,
         engine=args.engine,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)

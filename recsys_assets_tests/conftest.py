@@ -16,9 +16,10 @@ from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets_tests.servers import Postgres, postgres_server
 
 # Small and fast, but the same code paths as the defaults; on the demo fixture's data it beats
-# BaselineOnly, so the promotion gates pass.
+# BaselineOnly, so the promotion gates pass. Fixed hyperparameters (no search): the tests of
+# the search (assets/test_tuning.py) run it with small budgets of their own.
 FAST_SVD = {"n_epochs": 30, "n_factors": 5, "lr_all": 0.02, "reg_all": 0.1}
-FAST_CONFIG = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
+FAST_CONFIG = training_run_config(n_folds=4, top_n=10, tuning="fixed", **FAST_SVD)
 
 # Every test gets its own RECSYS_HOME, and with it its own numba cache: one cache for the
 # session (and later sessions) instead, so step processes and subprocesses load the compiled

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 
 from recsys_assets import definitions
-from recsys_assets_tests.conftest import FAST_CONFIG
+from recsys_assets.assets.config import training_run_config
+from recsys_assets_tests.conftest import FAST_SVD
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -155,12 +156,23 @@ def _fold_steps(result) -> dict[str, dict]:
     return out
 
 
+# A small hyperparameter search: its candidates are Celery tasks too.
+SEARCH_CONFIG = training_run_config(
+    n_folds=4,
+    top_n=10,
+    **FAST_SVD,
+    param_grid={"n_factors": [2.0, 5.0], "n_epochs": [30.0], "lr_all": [0.02], "reg_all": [0.1]},
+    n_iter=1,
+    min_rung_ratings=100,
+)
+
+
 def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_path):
     with dg.DagsterInstance.get() as instance:
         with dg.execute_job(
             dg.reconstructable(definitions.training_job),
             instance=instance,
-            run_config=FAST_CONFIG,
+            run_config=SEARCH_CONFIG,
             raise_on_error=False,
         ) as result:
             log = (tmp_path / "worker.log").read_text(errors="replace")
@@ -181,9 +193,14 @@ def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_pa
         assert meta["pid"] != os.getpid()
         assert meta["pid"] in worker_tree, (key, meta["pid"], worker_tree)
         assert key in delegated
+    # The search's candidates too: one step each (the seed's configuration and c1).
+    assert {
+        "svd_hyperparameters.search_fit_1[rung1_seed]",
+        "svd_hyperparameters.search_fit_1[rung1_c1]",
+    } <= set(delegated)
 
     # The same job in process gives the same numbers and the same predictions.
-    result = definitions.training_job().execute_in_process(run_config=FAST_CONFIG)
+    result = definitions.training_job().execute_in_process(run_config=SEARCH_CONFIG)
     local_cv = result.asset_materializations_for_node("cv_report")[0].metadata
     for name in ("rmse_mean", "mae_mean", "rmse_std"):
         assert celery_cv[name].value == local_cv[name].value

@@ -20,10 +20,11 @@ def test_run_from_a_clean_home(recsys_home, capsys):
     assert len(table) == 5 * table["user_id"].nunique()
 
     assert "ranking      NDCG@10" in out and "(promoted: passed the gates)" in out
+    assert "tuning       chose n_factors=" in out and "seed's" in out
 
     # A second run reuses the data and trains a new version; one epoch is worse than
     # BaselineOnly, so it is saved but not promoted, and says so.
-    assert main(["run", "--n-epochs", "1", "--top-n", "5"]) == 1
+    assert main(["run", "--tuning", "fixed", "--n-epochs", "1", "--top-n", "5"]) == 1
     captured = capsys.readouterr()
     assert "created demo data" not in captured.out + captured.err
     assert "CHECK FAILED model_artifact:beats_baseline: CV RMSE" in captured.err
@@ -50,3 +51,15 @@ def test_demo_data_shape(recsys_home, capsys, monkeypatch):
     assert "1500 demo ratings (40 users" in capsys.readouterr().out
     assert RatingsDatabase.from_env().count_ratings() == 1500
     assert cli.DEMO_SHAPES["25m"] == (162_541, 59_047, 25_000_000)
+
+
+def test_first_run_failing_the_gates_says_so_and_serves_most_popular(recsys_home, capsys):
+    # One epoch at fixed hyperparameters loses to BaselineOnly: no model can be promoted.
+    assert main(["run", "--tuning", "fixed", "--n-epochs", "1", "--top-n", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "CHECK FAILED model_artifact:beats_baseline" in err
+    assert "there is no champion yet: no model was promoted" in err
+    assert "most-popular suggestions for all 1000 users (5000 rows" in err
+    assert not (recsys_home / "models" / "surprise" / "latest.json").exists()
+    table = RatingsDatabase.from_env().read_predictions()
+    assert table["user_id"].nunique() == 1000 and set(table["source"]) == {"popular"}

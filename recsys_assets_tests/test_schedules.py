@@ -28,13 +28,10 @@ def test_daily_training_requests_the_whole_graph_with_20_epochs():
     assert len(requests) == 1
     config = requests[0].run_config
     assert config == training_run_config(n_epochs=20)
-    # CV and the final fit get the same hyperparameters (model_artifact refuses otherwise).
-    ops = config["ops"]
-    assert (
-        ops["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"]
-        == ops["svd_model"]["config"]["n_epochs"]
-        == 20
-    )
+    # The hyperparameters have one home (the search, seeded with 20 epochs); CV and the
+    # final fit take its choice.
+    plan = config["ops"]["svd_hyperparameters"]["ops"]["search_plan"]["config"]
+    assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
     # The run config is valid for the job.
     job = defs.resolve_job_def("training_job")
     dg.validate_run_config(job, config)

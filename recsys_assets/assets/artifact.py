@@ -8,10 +8,10 @@ import pandas as pd
 from surprise import SVD
 
 from recsys_assets.assets.config import ArtifactConfig
-from recsys_assets.assets.training import svd_params_of
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import fit_engine_of
+from recsys_assets.ml.tuning import SearchResult
 from recsys_assets.resources.model_store import ModelStore
 
 _PACKAGES = ("dagster", "scikit-surprise", "numpy", "numba", "pandas", "scipy")
@@ -66,28 +66,25 @@ def model_artifact(
     config: ArtifactConfig,
     svd_model: SVD,
     cv_report: pd.DataFrame,
+    svd_hyperparameters: SearchResult,
     ratings_df: pd.DataFrame,
     model_store: ModelStore,
 ) -> dg.Output[dict]:
     """A new *candidate* version: `<version>.pkl` + `<version>.json` manifest in the model store.
 
     `latest` is not touched here: the promotion gates (asset checks in `recsys_assets.checks`)
-    judge the candidate, and `champion_model` promotes it only if they all pass.
+    judge the candidate, and `champion_model` promotes it only if they all pass. The manifest
+    records how the hyperparameters were chosen (`hyperparameter_search`).
     """
-    params = svd_params_of(svd_model).as_dict()
-    cv_params = cv_report.attrs.get("svd_params")
-    if cv_params != params:
-        # CV metrics are only a claim about this model if both ran the same hyperparameters.
-        raise dg.Failure(
-            f"cv_report was computed with {cv_params} but svd_model with {params}; "
-            "materialize both with the same config (see training_run_config)"
-        )
+    # One source: cv_report and svd_model both took svd_hyperparameters' choice.
+    params = svd_hyperparameters.params.as_dict()
     policy = RankingPolicy(**cv_report.attrs.get("ranking", {}))
     # The artifact keeps what predict and serving need, not the training ratings.
     manifest = model_store.save(
         strip_svd(svd_model),
         {
             "hyperparameters": params,
+            "hyperparameter_search": svd_hyperparameters.record,
             # Which fit produced the model (compiled or Surprise's own; same model bit for bit).
             "fit_engine": fit_engine_of(svd_model),
             "cv_metrics": cv_metrics(cv_report),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
+from recsys_assets.ml.tuning import DEFAULT_PARAM_GRID
 
 _DEFAULTS = SVDParams()
 
@@ -50,8 +52,43 @@ class SVDConfig(dg.Config):
         )
 
 
-class CVConfig(SVDConfig):
-    """Cross-validation of the same SVD: number of folds and parallel worker processes."""
+TUNING_MODES = ("search", "fixed")
+
+
+class TuningConfig(SVDConfig):
+    """How `svd_hyperparameters` picks the SVD's hyperparameters (see `ml.tuning`).
+
+    The SVDConfig fields are the seed configuration: with `tuning="fixed"` it is used as is
+    (no search, no validation split: the run is the same as before tuning existed); with
+    `"search"` it is one of the candidates, always evaluated at full size.
+    """
+
+    tuning: str = "search"
+    # Values tried per hyperparameter (Surprise's GridSearchCV name); n_iter points are
+    # sampled from their product (RandomizedSearchCV's name), besides the seed's and the
+    # champion's configurations.
+    param_grid: dict[str, list[float]] = Field(
+        default_factory=lambda: {k: [float(v) for v in vs] for k, vs in DEFAULT_PARAM_GRID.items()}
+    )
+    n_iter: int = 16
+    # Budget in seconds from the start of the search (0 = none): once spent, no further
+    # sampled configuration starts; the seed's and the champion's still run at full size.
+    max_seconds: float = 0.0
+    # Successive halving: each rung keeps the best 1/eta of the sampled candidates; rungs fit
+    # on eta^-2, eta^-1 and all of the users, but never on fewer than min_rung_ratings ratings.
+    eta: int = 4
+    min_rung_ratings: int = 20_000
+    # V: this fraction of the ratings of each user with at least validation_min_user_ratings.
+    validation_fraction: float = 0.1
+    validation_min_user_ratings: int = 10
+    # Candidates per Dagster step; 0 = automatic (a rung in one forked step when steps share
+    # a process, one candidate per step under the multiprocess/Celery executors).
+    candidates_per_step: int = 0
+    n_jobs: int = 0  # worker processes of a step with several candidates; 0 = CPUs
+
+
+class CVConfig(dg.Config):
+    """Cross-validation of the chosen SVD: number of folds and parallel worker processes."""
 
     n_folds: int = 4
     n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
@@ -82,15 +119,19 @@ def training_run_config(
     n_epochs: int = _DEFAULTS.n_epochs,
     n_folds: int = 4,
     top_n: int = 50,
-    **svd: float | int | str,
+    tuning: str = "search",
+    **hyper: float | int | str,
 ) -> dict:
-    """Run config for the whole graph; CV and the final fit always get the same hyperparameters."""
-    params = {"n_epochs": n_epochs, **svd}
+    """Run config for the whole graph. The hyperparameters have one home, the search's plan
+    op (`n_epochs` and `**hyper`: the seed configuration, or with `tuning="fixed"` the one
+    used); CV and the final fit both take the configuration `svd_hyperparameters` chose."""
+    search = {"tuning": tuning, "n_epochs": n_epochs, **hyper}
     return {
         "ops": {
-            # cv_report is graph-backed; its config lives on the op that plans the folds.
-            "cv_report": {"ops": {"cv_fold_plan": {"config": {**params, "n_folds": n_folds}}}},
-            "svd_model": {"config": params},
+            # Graph-backed assets: the config lives on the op that plans the steps.
+            "svd_hyperparameters": {"ops": {"search_plan": {"config": search}}},
+            "cv_report": {"ops": {"cv_fold_plan": {"config": {"n_folds": n_folds}}}},
+            "fallback_predictions": {"config": {"top_n": top_n}},
             "user_predictions": {"config": {"top_n": top_n}},
         }
     }

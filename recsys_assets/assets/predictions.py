@@ -10,6 +10,7 @@ from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
+from recsys_assets.ml.popular import most_popular
 from recsys_assets.ml.ranking import (
     SOURCE_POPULAR,
     SOURCE_SVD,
@@ -21,11 +22,65 @@ from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
+# `model_version` of the rows `fallback_predictions` writes.
+POPULAR_VERSION = "most-popular"
+
+
+@dg.asset(group_name="serving", compute_kind="numpy", retry_policy=db_retry_policy())
+def fallback_predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    ratings_df: pd.DataFrame,
+    model_store: ModelStore,
+    ratings_db: RatingsDatabase,
+) -> dg.MaterializeResult:
+    """Never an empty shelf: while no model is champion, every user gets most-popular.
+
+    Not downstream of the model, so it runs even when the candidate fails a gate (the
+    blocking gates skip `champion_model` and `user_predictions`). With no champion it writes
+    each user's most-rated unrated movies (`source='popular'`, `model_version='most-popular'`);
+    `user_predictions` runs after it and replaces them as soon as a model passes the gates.
+    With a champion it writes nothing: the champion's suggestions stay.
+    """
+    champion = model_store.latest_manifest()
+    if champion is not None:
+        context.log.info("champion %s serves the suggestions; nothing to do", champion["version"])
+        return dg.MaterializeResult(
+            metadata={"published": False, "champion": champion["version"], "users": 0}
+        )
+    with retry_only_transient_db_errors(context):
+        start = time.perf_counter()
+        frame = most_popular(
+            ratings_df["user_id"].to_numpy(),
+            ratings_df["movie_id"].to_numpy(),
+            ratings_df["rating"].to_numpy(),
+            n=config.top_n,
+        )
+        rows = ratings_db.replace_predictions(frame, POPULAR_VERSION)
+    users = int(frame["user_id"].nunique())
+    context.log.warning(
+        "no champion model yet: wrote most-popular suggestions for all %d users (%d rows); "
+        "the first model that passes the promotion gates replaces them",
+        users,
+        rows,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "published": True,
+            "champion": "none",
+            "users": users,
+            "rows": rows,
+            "model_version": POPULAR_VERSION,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+
 
 @dg.asset(
     group_name="serving",
     compute_kind="numpy",
-    deps=[champion_model],
+    # After the fallback: a promoted model's suggestions replace the most-popular shelf.
+    deps=[champion_model, fallback_predictions],
     retry_policy=db_retry_policy(),
 )
 def user_predictions(

@@ -10,18 +10,18 @@ import dagster as dg
 import pandas as pd
 from surprise import SVD, Dataset, Reader
 
-from recsys_assets.assets.config import CVConfig, DatasetConfig, SVDConfig
+from recsys_assets.assets.config import CVConfig, DatasetConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
-    fit_engine_of,
     fit_svd,
     n_ratings_of,
     training_error,
 )
+from recsys_assets.ml.tuning import SearchResult
 
 SURPRISE_COLUMNS = ["user_id", "movie_id", "rating"]
 
@@ -142,11 +142,15 @@ def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
 
 @dg.op(out=dg.DynamicOut(FoldTask))
 def cv_fold_plan(
-    context: dg.OpExecutionContext, config: CVConfig, surprise_dataset: Dataset
+    context: dg.OpExecutionContext,
+    config: CVConfig,
+    surprise_dataset: Dataset,
+    svd_hyperparameters: SearchResult,
 ) -> Iterator[dg.DynamicOutput[FoldTask]]:
     """Split the k folds into steps: one per fold, or all in one when steps share a process."""
-    params = config.params()
-    n_ratings = n_ratings_of(surprise_dataset)
+    params = svd_hyperparameters.params
+    # The search's validation ratings are in every fold's training part, never a test fold.
+    n_ratings = n_ratings_of(surprise_dataset) - svd_hyperparameters.holdout.size
     if n_ratings < config.n_folds * 2:
         raise dg.Failure(
             f"{n_ratings} ratings are too few for {config.n_folds}-fold cross-validation"
@@ -171,7 +175,12 @@ def cv_fold_plan(
 
 
 @dg.op
-def cv_fold(context: dg.OpExecutionContext, task: FoldTask, surprise_dataset: Dataset) -> dict:
+def cv_fold(
+    context: dg.OpExecutionContext,
+    task: FoldTask,
+    surprise_dataset: Dataset,
+    svd_hyperparameters: SearchResult,
+) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
     # The rows of the full run (`ml.training.cross_validate_svd` restricted to these folds):
@@ -186,6 +195,7 @@ def cv_fold(context: dg.OpExecutionContext, task: FoldTask, surprise_dataset: Da
         min_user_ratings=task.min_user_ratings,
         folds=task.folds,
         ranking_users=task.ranking_users,
+        holdout=svd_hyperparameters.holdout,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -265,39 +275,32 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
 
 
 @dg.graph_asset(group_name="training")
-def cv_report(surprise_dataset: Dataset) -> pd.DataFrame:
+def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> pd.DataFrame:
     """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
 
     Per fold: RMSE/MAE of the SVD, the global mean and `BaselineOnly`; precision/recall/NDCG@10
     of the shipped top-10 (popularity/taste blend), the SVD-estimate-only top-10 and a
     most-popular top-10 (relevant = the user's held-out movies, see `ml.ranking`).
 
+    The SVD is the configuration `svd_hyperparameters` chose. When it was searched, its
+    validation ratings are in the training part of every fold and the k test folds partition
+    the other ratings (`ml.training.fold_split`): nothing reported here was used to choose.
+
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
     Celery executor runs them on workers; collected into one table.
     """
-    tasks = cv_fold_plan(surprise_dataset)
-    results = tasks.map(lambda task: cv_fold(task, surprise_dataset))
+    tasks = cv_fold_plan(surprise_dataset, svd_hyperparameters)
+    results = tasks.map(lambda task: cv_fold(task, surprise_dataset, svd_hyperparameters))
     return cv_summary(results.collect())
-
-
-def svd_params_of(model: SVD) -> SVDParams:
-    """The hyperparameters a fitted SVD was built with (lr_all/reg_all set all four rates)."""
-    return SVDParams(
-        n_epochs=model.n_epochs,
-        lr_all=model.lr_bu,
-        reg_all=model.reg_bu,
-        n_factors=model.n_factors,
-        random_state=model.random_state,
-        engine=fit_engine_of(model),
-    )
 
 
 @dg.asset(group_name="training", compute_kind="surprise")
 def svd_model(
-    context: dg.AssetExecutionContext, config: SVDConfig, surprise_dataset: Dataset
+    context: dg.AssetExecutionContext, surprise_dataset: Dataset, svd_hyperparameters: SearchResult
 ) -> dg.Output[SVD]:
-    """`surprise.SVD` fitted on every rating; its error here is training error, not a test."""
-    params = config.params()
+    """`surprise.SVD` of the chosen hyperparameters fitted on every rating (the validation
+    ratings too); its error here is training error, not a test."""
+    params = svd_hyperparameters.params
     start = time.perf_counter()
     trainset = surprise_dataset.build_full_trainset()
     model = fit_svd(trainset, params, log=context.log)

@@ -224,6 +224,24 @@ def fold_bounds(n_ratings: int, n_folds: int, seed: int) -> tuple[np.ndarray, li
     return indices, bounds
 
 
+def fold_split(
+    n_ratings: int, n_folds: int, seed: int, holdout: np.ndarray | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """`fold_bounds` over the ratings not in `holdout`; `holdout` follows as a last segment.
+
+    The k test folds partition the other ratings exactly as KFold would partition them as a
+    list of their own; the extra segment is never a test fold, so `train_indices` puts the
+    holdout (the hyperparameter search's validation ratings) in every fold's training part.
+    Without a holdout this is `fold_bounds`.
+    """
+    if holdout is None or len(holdout) == 0:
+        return fold_bounds(n_ratings, n_folds, seed)
+    rest = np.setdiff1d(np.arange(n_ratings), holdout, assume_unique=True)
+    order, bounds = fold_bounds(rest.size, n_folds, seed)
+    indices = np.concatenate([rest[order], np.asarray(holdout, dtype=rest.dtype)])
+    return indices, [*bounds, indices.size]
+
+
 def n_ratings_of(dataset: Dataset) -> int:
     """Number of ratings, without materializing a CompactDataset's per-rating tuples."""
     return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
@@ -505,6 +523,7 @@ def cross_validate_svd(
     min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
     folds: Sequence[int] | None = None,
     ranking_users: int | None = None,
+    holdout: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
@@ -517,9 +536,12 @@ def cross_validate_svd(
     would give them: the Dagster fan-out gives each step its share. A step holding one fold
     of a shared pair fits the pair's inner model itself. `ranking_users`: rank for a seeded
     sample of that many users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
+    `holdout`: rating indices kept out of every test fold and in every fold's training part
+    (the hyperparameter search's validation ratings, see `fold_split`).
     """
     global _RUN
-    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)  # before forking
+    # Before forking.
+    indices, bounds = fold_split(n_ratings_of(dataset), n_folds, seed, holdout)
     folds = list(range(1, n_folds + 1) if folds is None else folds)
     if not folds or min(folds) < 1 or max(folds) > n_folds:
         raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")

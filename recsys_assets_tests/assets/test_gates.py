@@ -17,7 +17,7 @@ BAD_SVD = {**FAST_SVD, "n_epochs": 1, "lr_all": 0.001}
 
 
 def config(svd=FAST_SVD, **checks):
-    run_config = training_run_config(n_folds=4, top_n=10, **svd)
+    run_config = training_run_config(n_folds=4, top_n=10, tuning="fixed", **svd)
     for op, op_config in checks.items():
         run_config["ops"][op] = {"config": op_config}
     return run_config

@@ -14,6 +14,7 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.definitions import all_assets, all_checks, defs
 from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
 from recsys_assets.ml.topn import SVDFactors
+from recsys_assets.ml.training import SVDParams
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
 
 
@@ -94,7 +95,7 @@ def test_cv_folds_share_one_forked_step_in_process(graph_run):
 
 
 def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
-    config = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
+    config = training_run_config(n_folds=4, top_n=10, tuning="fixed", **FAST_SVD)
     config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["folds_per_step"] = 1
     result = _materialize(recsys_home, demo_db, run_config=config)
     steps = {e.step_key for e in result.all_events if e.is_step_success}
@@ -112,7 +113,7 @@ def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
 
 def test_engine_switch_gives_the_same_models_and_is_recorded(recsys_home, demo_db, graph_run):
     # The default fits with the compiled loop; "surprise" runs SVD.fit itself: same numbers.
-    config = training_run_config(n_folds=4, top_n=10, engine="surprise", **FAST_SVD)
+    config = training_run_config(n_folds=4, top_n=10, tuning="fixed", engine="surprise", **FAST_SVD)
     result = _materialize(recsys_home, demo_db, run_config=config)
     compiled, surprise = graph_run.output_for_node("svd_model"), result.output_for_node("svd_model")
     for name in ("pu", "qi", "bu", "bi"):
@@ -249,14 +250,17 @@ def test_bad_input_keeps_last_good_model_and_predictions(graph_run, recsys_home,
     pd.testing.assert_frame_equal(demo_db.read_predictions(), before)
 
 
-def test_mismatched_cv_and_fit_config_is_refused(recsys_home, demo_db):
-    config = training_run_config(n_folds=4, top_n=10, **FAST_SVD)
-    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"] = 3
-    result = _materialize(recsys_home, demo_db, run_config=config, raise_on_error=False)
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "model_artifact"
-    assert "same config" in failure.step_failure_data.error.message
-    assert not (recsys_home / "models" / "surprise" / "latest.json").exists()
+def test_one_source_for_the_hyperparameters(graph_run):
+    # cv_report, svd_model and the manifest all hold what svd_hyperparameters chose.
+    chosen = graph_run.output_for_node("svd_hyperparameters")
+    assert chosen.mode == "fixed" and chosen.holdout.size == 0
+    assert chosen.params.as_dict() == {**SVDParams().as_dict(), **FAST_SVD}
+    assert graph_run.output_for_node("cv_report").attrs["svd_params"] == chosen.params.as_dict()
+    manifest = graph_run.output_for_node("model_artifact")
+    assert manifest["hyperparameters"] == chosen.params.as_dict()
+    assert manifest["hyperparameter_search"]["mode"] == "fixed"
+    model = graph_run.output_for_node("svd_model")
+    assert (model.n_factors, model.n_epochs) == (FAST_SVD["n_factors"], FAST_SVD["n_epochs"])
 
 
 def test_graph_on_the_django_preset(recsys_home):

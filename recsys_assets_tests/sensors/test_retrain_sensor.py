@@ -116,13 +116,9 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
     # The user who just rated gets a refresh now, whatever becomes of the retrain.
     refresh = requests["refresh_predictions_job"].run_config["ops"]["refresh_user_predictions"]
     assert refresh["config"]["user_ids"] == [2]
-    # The sensor's retrain uses the schedule's config shape: CV and fit agree.
-    ops = request.run_config["ops"]
-    assert (
-        ops["cv_report"]["ops"]["cv_fold_plan"]["config"]["n_epochs"]
-        == ops["svd_model"]["config"]["n_epochs"]
-        == 20
-    )
+    # The sensor's retrain uses the schedule's config shape: one search seeded with 20 epochs.
+    plan = request.run_config["ops"]["svd_hyperparameters"]["ops"]["search_plan"]["config"]
+    assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
 
     # No new event: a tick before the run exists asks again with the same run key, which
     # the daemon drops as a duplicate...
