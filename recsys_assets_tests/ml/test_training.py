@@ -164,7 +164,8 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
     def tagging_grid(factors, train, validation, base, *args, **kwargs):
         # Tag each choice with its call number, to trace which call served which fold.
         grids.append((pairs(train.users, train.movies), pairs(validation.users, validation.movies)))
-        return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), []
+        tried = [{"taste_weight": float(len(grids)), "rating_weight": 0.0, "ndcg": 0.0}]
+        return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), tried
 
     def tagging_grids(factors, train, validations, base, *args, **kwargs):
         return [tagging_grid(factors, train, v, base) for v in validations]
