@@ -84,5 +84,6 @@ def main() -> None:
         + (f"EASE (λ={lam:g})" if policy.ranker == "ease" else "the SVD blend")
     )
 
+
 if __name__ == "__main__":
     main()

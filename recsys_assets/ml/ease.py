@@ -163,9 +163,14 @@ def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray
     p, info = potri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverse failed (info {info})")
-    # potri fills the lower triangle only: mirror it.
-    upper = np.triu_indices_from(p, 1)
-    p[upper] = p.T[upper]
+    # potri fills the lower triangle only: mirror it, a band of rows at a time (index arrays
+    # of a whole 10K x 10K triangle would cost more memory than the matrix).
+    n = p.shape[0]
+    for start in range(0, n, 1024):
+        stop = min(start + 1024, n)
+        p[start:stop, stop:] = p[stop:, start:stop].T
+        band = p[start:stop, start:stop]
+        band[np.triu_indices(stop - start, 1)] = band.T[np.triu_indices(stop - start, 1)]
     d = np.diag(p).copy()
     p /= -d  # B[i, j] = -P[i, j] / P[j, j]
     np.fill_diagonal(p, 0.0)
