@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from recsys_assets.ml.artifacts import LATEST_NAME, ArtifactIntegrityError, NoModelError
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR
@@ -89,10 +88,15 @@ class _Champion:
         except ValueError as exc:
             raise ArtifactIntegrityError(f"model {self.version}: {exc}") from exc
         if self.ease is not None:
-            # EASE position of each catalogue movie (-1: not kept), and the keys of movies it
-            # does not rank (`EASEModel.catalogue_keys`).
+            # EASE position of each catalogue movie (-1: not kept); B's columns reordered once
+            # to the catalogue's kept movies, and the keys of the movies EASE does not rank
+            # (`EASEModel.catalogue_keys`).
             self.ease_pos = _lookup(self.ease.raw_iids, f.raw_iids)
             self.ease_inside = np.flatnonzero(self.ease_pos >= 0)
+            self.all_kept = self.ease_inside.size == f.n_items
+            self.ease_weights = np.ascontiguousarray(
+                self.ease.weights[:, self.ease_pos[self.ease_inside]]
+            )
             self.not_kept_keys = NOT_KEPT_FLOOR + self.popularity
 
     def estimates(self, inner_u: int | None) -> np.ndarray:
@@ -121,8 +125,9 @@ class _Champion:
         f = self.f
         u = self.user_index.get(int(user_id))
         rated = self.items[self.indptr[u] : self.indptr[u + 1]] if u is not None else None
-        est = self.estimates(u)
         warm = u is not None and rated.size >= self.policy.min_user_ratings
+        # EASE ranks warm users without the SVD: its estimates only for the chosen movies.
+        est = self.estimates(u) if not warm or self.ease is None else None
         if not warm:
             if rated is None or rated.size == 0:
                 chosen = self.popular_order[:n]
@@ -148,24 +153,30 @@ class _Champion:
                 # ties by movie id like user_predictions.
                 cand = np.lexsort((f.raw_iids, -keys))[:k]
             chosen = cand[np.lexsort((f.raw_iids[cand], -keys[cand]))]
-        scores = np.clip(est[chosen], f.lower, f.upper)
+        if est is None:
+            est_chosen = (f.global_mean + f.bu[u]) + f.bi[chosen]
+            est_chosen += f.pu[u] @ self.qi_t[:, chosen]
+        else:
+            est_chosen = est[chosen]
+        scores = np.clip(est_chosen, f.lower, f.upper)
         return [
             Recommendation(int(m), float(s), source)
             for m, s in zip(f.raw_iids[chosen].tolist(), scores.tolist(), strict=True)
         ]
 
     def _ease_keys(self, rated: np.ndarray) -> np.ndarray:
-        """EASE keys over the catalogue: the same sparse product as ``user_predictions``."""
-        ease = self.ease
+        """EASE keys over the catalogue, bit-equal to ``user_predictions``' sparse product.
+
+        ``EASEModel.scores_of`` adds the user's rows of B one after another in ascending
+        order; a sum over axis 0 of the same rows does the same float32 additions in the same
+        order (tested equal for every user), without building a sparse row per request.
+        """
         cols = np.unique(self.ease_pos[rated])
-        cols = cols[cols >= 0]
-        row = sp.csr_matrix(
-            (np.ones(cols.size, dtype=np.float32), cols, np.array([0, cols.size])),
-            shape=(1, ease.n_items),
-        )
-        scores = ease.scores_of(row)[0]
+        scores = self.ease_weights[cols[cols >= 0]].sum(axis=0)
+        if self.all_kept:
+            return scores.astype(np.float64)
         keys = self.not_kept_keys.copy()
-        keys[self.ease_inside] = scores[self.ease_pos[self.ease_inside]]
+        keys[self.ease_inside] = scores
         return keys
 
     def _blend_keys(self, est: np.ndarray, rated: np.ndarray) -> np.ndarray:

@@ -84,7 +84,7 @@ class EASEModel:
         ``rated`` must have sorted column indices (``rated_rows`` builds it): the products then
         add the same rows of B in the same order for one user as for a block of users.
         """
-        return np.asarray(rated @ self.weights)
+        return np.asarray(rated @ self.weights)  # weights are C-ordered (_weights_from_gram)
 
     def rated_rows(self, users: np.ndarray, rated_users: np.ndarray, rated_movies: np.ndarray):
         """Binary float32 CSR (``users`` x kept movies) of the rated pairs, indices sorted."""
@@ -174,7 +174,9 @@ def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray
     d = np.diag(p).copy()
     p /= -d  # B[i, j] = -P[i, j] / P[j, j]
     np.fill_diagonal(p, 0.0)
-    return p.astype(np.float32, copy=False)
+    # C order: LAPACK hands back a Fortran-ordered matrix, and scipy's sparse @ dense would
+    # copy a Fortran-ordered B on every product (every request, in serving).
+    return np.ascontiguousarray(p, dtype=np.float32)
 
 
 def fit_ease(

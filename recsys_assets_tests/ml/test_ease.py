@@ -41,6 +41,7 @@ def test_closed_form_equals_a_direct_solve():
     assert model.raw_iids.tolist() == [10, 20, 30]
     np.testing.assert_allclose(model.weights, direct_ease(x, 0.5), atol=1e-6)
     assert np.all(np.diag(model.weights) == 0)
+    assert model.weights.flags.c_contiguous  # else every sparse product copies it
     # Scores of user 0 (rated 10, 20) = sum of rows 10 and 20 of B.
     rated = model.rated_rows(np.array([0]), users, movies)
     np.testing.assert_allclose(
