@@ -18,6 +18,7 @@ from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
+from recsys_assets_tests.ops.test_refresh_predictions import _refresh
 
 
 def clustered_ratings(n_users=120, n_movies=150, n_groups=5, seed=0):
@@ -129,6 +130,24 @@ def test_ease_ships_when_better_and_every_path_ranks_the_same(
     published = ranking_metrics(table, held, k=10)
     for metric in ("precision", "recall", "ndcg"):
         assert in_cv[metric] == pytest.approx(published[metric], abs=1e-12)
+
+    # The incremental refresh ranks with EASE too: the same rows for a user without new
+    # ratings, and a user's new ratings leave their list.
+    top = table.loc[table["user_id"] == user, "movie_id"].head(2).tolist()
+    clustered_db.insert_ratings(
+        pd.DataFrame({"user_id": user, "movie_id": top, "rating": [5.0, 4.0], "timestamp": 9})
+    )
+    other = int(table["user_id"].iloc[-1])
+    assert _refresh(recsys_home, clustered_db, [user, other]).success
+    after = clustered_db.read_predictions()
+    cols = ["user_id", "movie_id", "rank", "score", "source"]
+    pd.testing.assert_frame_equal(
+        after.loc[after["user_id"] == other, cols].reset_index(drop=True),
+        table.loc[table["user_id"] == other, cols].reset_index(drop=True),
+    )
+    mine = after[after["user_id"] == user]
+    assert len(mine) == 10 and set(mine["source"]) == {"ease"}
+    assert not set(top) & set(mine["movie_id"])
 
 
 def _candidate(ndcg: float | None, legacy: bool = False) -> dict:
