@@ -2,9 +2,10 @@
 
     python bench/bench_serving.py ../shared/datasets/ml-100k [--requests 5000]
 
-Fits the SVD with the seed's hyperparameters on every rating, picks the blend weights on a
-validation split (as the pipeline does), saves it through the model store (compacted, signed
-with a throwaway key) into a temporary directory, then measures `recsys_assets.serving` in the
+Fits the SVD with the seed's hyperparameters on every rating, picks the blend weights, EASE's λ
+and the shipped list (EASE or blend) on a validation split (as the pipeline does), fits EASE
+on every rating, saves them through the model store (compacted, signed with a throwaway key)
+into a temporary directory, then measures `recsys_assets.serving` in the
 same run against the seed-style way of serving the same model: the full pickled SVD, a
 `model.predict` call per movie to recommend. Prints p50/p99 per call and the ratios.
 """
@@ -16,6 +17,7 @@ import os
 import pickle
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,17 @@ from surprise import Dataset, Reader
 
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.compact import strip_svd
-from recsys_assets.ml.evaluation import select_policy
-from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams, fit_svd
+from recsys_assets.ml.ease import fit_ease
+from recsys_assets.ml.evaluation import Ratings, validation_split
+from recsys_assets.ml.list_choice import DEFAULT_EASE, choose_lists
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.topn import SVDFactors
+from recsys_assets.ml.training import (
+    DEFAULT_MIN_USER_RATINGS,
+    SVDParams,
+    build_trainset,
+    fit_svd,
+)
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.serving import Recommender
 
@@ -56,6 +67,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="predict calls timed")
     parser.add_argument("--seed-users", type=int, default=50, help="users for seed-style recommend")
     parser.add_argument("--repeats", type=int, default=5, help="recommend rounds over all users")
+    parser.add_argument(
+        "--list",
+        choices=("chosen", "blend"),
+        default="chosen",
+        help="serve the list chosen on validation (default) or the SVD blend, for comparison",
+    )
     args = parser.parse_args()
 
     _, ratings = read_movielens(args.path)
@@ -66,18 +83,32 @@ def main() -> None:
     params = SVDParams()
     t0 = time.perf_counter()
     model = fit_svd(data.build_full_trainset(), params)
-    policy, _ = select_policy(
-        data.construct_trainset,
-        lambda ts: fit_svd(ts, params),
-        data.raw_ratings,
+    everything = Ratings.from_tuples(data.raw_ratings)
+    fit_idx, val_idx = validation_split(len(data.raw_ratings), params.random_state)
+    inner = SVDFactors.from_svd(fit_svd(build_trainset(data, everything, fit_idx), params))
+    (choice,) = choose_lists(
+        inner,
+        everything.take(fit_idx),
+        [everything.take(val_idx)],
+        RankingPolicy(min_user_ratings=DEFAULT_MIN_USER_RATINGS),
+        DEFAULT_EASE,
         seed=params.random_state,
-        min_user_ratings=DEFAULT_MIN_USER_RATINGS,
     )
-    print(f"fitted SVD + chose blend weights in {time.perf_counter() - t0:.1f}s: {policy}")
+    policy = replace(choice.policy, ranker=choice.ranker if args.list == "chosen" else "svd")
+    stripped = strip_svd(model)
+    if policy.ranker == SOURCE_EASE:
+        stripped.ranking_model = fit_ease(
+            everything.users, everything.movies, choice.ease_lambda, DEFAULT_EASE.max_items
+        )
+    print(
+        f"fitted SVD (+ EASE) and chose the shipped list in {time.perf_counter() - t0:.1f}s: "
+        f"{policy}, EASE λ={choice.ease_lambda:g} (validation NDCG@10 EASE "
+        f"{choice.ease_ndcg:.4f}, blend {choice.blend_ndcg:.4f})"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(root=str(Path(tmp) / "models"), signing_key="bench-key")
-        manifest = store.save(strip_svd(model), {"ranking": policy.as_dict()}, promote=True)
+        manifest = store.save(stripped, {"ranking": policy.as_dict()}, promote=True)
         seed_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         seed_path = Path(tmp) / "seed.pkl"
         seed_path.write_bytes(seed_bytes)

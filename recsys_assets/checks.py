@@ -34,6 +34,12 @@ class PromotionConfig(dg.Config):
     rmse_tolerance: float = 0.01
 
 
+class RankingGateConfig(dg.Config):
+    """How much lower than the champion's a candidate's shipped-list NDCG@10 may be."""
+
+    ndcg_tolerance: float = 0.01
+
+
 # --------------------------------------------------------------------------- ratings_df
 
 
@@ -222,5 +228,63 @@ def not_worse_than_champion(
             "champion_rmse": champion_rmse,
             "rmse_tolerance": config.rmse_tolerance,
             "margin": limit - rmse,
+        },
+    )
+
+
+def shipped_ndcg(manifest: dict) -> float | None:
+    """CV NDCG@10 of the list a model ships (manifests from before the ranking model shipped
+    the blend: its NDCG is the shipped one)."""
+    value = _cv(manifest, "shipped_ndcg_mean")
+    return value if value is not None else _cv(manifest, "blend_ndcg_mean")
+
+
+@dg.asset_check(
+    asset=model_artifact,
+    blocking=True,
+    description="Gate: the CV NDCG@10 of the candidate's shipped list (EASE or the SVD blend) "
+    "is not lower than the champion's by more than ndcg_tolerance (the first model passes).",
+)
+def shipped_ranking_not_worse_than_champion(
+    config: RankingGateConfig, model_artifact: dict, model_store: ModelStore
+) -> dg.AssetCheckResult:
+    ndcg = shipped_ndcg(model_artifact)
+    ranker = (model_artifact.get("ranking") or {}).get("ranker", "svd")
+    champion = model_store.latest_manifest()
+    base = {"version": model_artifact["version"], "shipped_list": ranker, "cv_ndcg": ndcg}
+    if ndcg is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=ERROR,
+            description="the candidate's manifest has no CV NDCG@10 of its shipped list",
+            metadata=base,
+        )
+    if champion is None:
+        return dg.AssetCheckResult(
+            passed=True, description="no champion yet: nothing to compare with", metadata=base
+        )
+    champion_ndcg = shipped_ndcg(champion)
+    if champion_ndcg is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"champion {champion['version']} has no CV NDCG@10 to compare with",
+            metadata=base,
+        )
+    floor = champion_ndcg - config.ndcg_tolerance
+    passed = ndcg >= floor
+    verdict = "may be promoted" if passed else f"not promoted, {champion['version']} stays"
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=ERROR,
+        description=f"shipped list ({ranker}) CV NDCG@10 {ndcg:.4f} vs champion "
+        f"{champion['version']} {champion_ndcg:.4f} (-{config.ndcg_tolerance} tolerance = "
+        f"{floor:.4f}): {verdict}",
+        metadata={
+            **base,
+            "champion_version": champion["version"],
+            "champion_shipped_list": (champion.get("ranking") or {}).get("ranker", "svd"),
+            "champion_ndcg": champion_ndcg,
+            "ndcg_tolerance": config.ndcg_tolerance,
+            "margin": ndcg - floor,
         },
     )

@@ -163,6 +163,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     current = latest["version"] if latest else None
     ever = {e["version"] for e in store.history()}
     header = f"{'version':<27} {'created (UTC)':<20} {'CV RMSE':>8} {'baseline':>8} "
+    # NDCG@10 of the list the version ships (EASE or the SVD blend).
     print(header + f"{'NDCG@10':>8}  promoted")
     for m in versions:
         cv = m.get("cv_metrics") or {}
@@ -172,7 +173,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(
             f"{m['version']:<27} {str(m.get('created_at', ''))[:19]:<20} "
             f"{_fmt(cv.get('rmse_mean')):>8} {_fmt(cv.get('baseline_rmse_mean')):>8} "
-            f"{_fmt(cv.get('blend_ndcg_mean')):>8}  {promoted}"
+            f"{_fmt(cv.get('shipped_ndcg_mean', cv.get('blend_ndcg_mean'))):>8}  {promoted}"
         )
     return 0
 

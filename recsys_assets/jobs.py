@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_assets.assets import artifact, predictions, ratings, training, tuning
+from recsys_assets.assets import artifact, predictions, ranking_model, ratings, training, tuning
 from recsys_assets.ops.refresh_predictions import refresh_user_predictions
 
 # The materializable assets (the external `ratings` table is declared separately).
-training_assets = dg.load_assets_from_modules([ratings, tuning, training, artifact, predictions])
+training_assets = dg.load_assets_from_modules(
+    [ratings, tuning, training, ranking_model, artifact, predictions]
+)
 
 # Run tag the instance's run queue limits to one at a time (deploy/dagster.yaml) and the
 # retrain sensor looks for before requesting another training run.

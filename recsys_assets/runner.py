@@ -211,7 +211,9 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         f"cv {cv['n_folds']}-fold    RMSE {cv['rmse_mean']:.4f} ± {cv['rmse_std']:.4f}   "
         f"MAE {cv['mae_mean']:.4f} ± {cv['mae_std']:.4f}   "
         f"(BaselineOnly RMSE {cv['baseline_rmse_mean']:.4f})",
-        f"ranking      NDCG@10 {cv['ndcg_at_10']:.4f} (SVD-only {cv['ndcg_at_10_svd_only']:.4f}, "
+        f"ranking      NDCG@10 {cv['ndcg_at_10']:.4f} shipped ({_shipped_name(cv)}; EASE "
+        f"{cv.get('ndcg_at_10_ease', float('nan')):.4f}, blend {cv['ndcg_at_10_blend']:.4f}, "
+        f"SVD-only {cv['ndcg_at_10_svd_only']:.4f}, "
         f"most-popular {cv['ndcg_at_10_most_popular']:.4f})",
         f"model        {art['version']} -> {art['artifact_path']} (promoted: passed the gates)",
         f"predictions  {pred['users']} users, {pred['rows']} rows in table {pred['table']} "
@@ -237,6 +239,13 @@ def _search_line(meta: dict[str, object]) -> str | None:
         f"{meta['configurations']} configurations, {meta['fits']} fits in "
         f"{meta['search_seconds']:.1f}s"
     )
+
+
+def _shipped_name(cv: dict) -> str:
+    """Which list the model ships, as `cv_report` chose it on validation."""
+    if cv.get("shipped_list") == "ease":
+        return f"EASE ranking model, λ={cv.get('ease_lambda', float('nan')):g}"
+    return "SVD blend"
 
 
 def ui_command(args: argparse.Namespace) -> int:

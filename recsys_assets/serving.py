@@ -9,8 +9,9 @@ The champion is loaded once (verified: HMAC signature when a key is configured, 
 SHA-256, before unpickling) and cached; calls ``stat`` ``latest.json`` at most every
 ``check_interval`` seconds (1 s by default; 0 = every call) and reload when it changed, so a
 promotion or rollback is picked up without a restart. Ranking is the
-same as ``user_predictions`` (``ml.ranking``): the champion's blend for users with enough
-training ratings, the most-popular list for the others and for users the model never saw.
+same as ``user_predictions`` (``ml.ranking``): the champion's shipped list (EASE or the SVD
+blend) for users with enough training ratings, the most-popular list for the others and for
+users the model never saw.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_assets.ml.artifacts import LATEST_NAME, NoModelError
-from recsys_assets.ml.ranking import SOURCE_POPULAR, SOURCE_SVD, RankingPolicy
-from recsys_assets.ml.topn import SVDFactors
+from recsys_assets.ml.artifacts import LATEST_NAME, ArtifactIntegrityError, NoModelError
+from recsys_assets.ml.ease import NOT_KEPT_FLOOR
+from recsys_assets.ml.ranking import (
+    SOURCE_EASE,
+    SOURCE_POPULAR,
+    SOURCE_SVD,
+    RankingPolicy,
+    ranking_model_of,
+)
+from recsys_assets.ml.topn import SVDFactors, _lookup
 from recsys_assets.resources.model_store import ModelStore
 
 __all__ = ["Recommendation", "Recommender"]
@@ -35,7 +43,7 @@ __all__ = ["Recommendation", "Recommender"]
 class Recommendation:
     movie_id: int
     score: float  # the SVD's predicted rating, clipped to the rating scale
-    source: str  # 'svd' (the model's blend) or 'popular' (fallback)
+    source: str  # 'ease' (ranking model), 'svd' (the SVD blend) or 'popular' (fallback)
 
 
 def _rated_csr(trainset: object, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +83,21 @@ class _Champion:
         self.popular_order = np.lexsort((f.raw_iids, -self.counts))
         self.item_base = f.global_mean + f.bi  # what predict gives a user the model never saw
         self.bu, self.bi = f.bu.tolist(), f.bi.tolist()  # Python floats: cheaper per scalar
+        try:
+            self.ease = ranking_model_of(model, self.policy)
+        except ValueError as exc:
+            raise ArtifactIntegrityError(f"model {self.version}: {exc}") from exc
+        if self.ease is not None:
+            # EASE position of each catalogue movie (-1: not kept); B's columns reordered once
+            # to the catalogue's kept movies, and the keys of the movies EASE does not rank
+            # (`EASEModel.catalogue_keys`).
+            self.ease_pos = _lookup(self.ease.raw_iids, f.raw_iids)
+            self.ease_inside = np.flatnonzero(self.ease_pos >= 0)
+            self.all_kept = self.ease_inside.size == f.n_items
+            self.ease_weights = np.ascontiguousarray(
+                self.ease.weights[:, self.ease_pos[self.ease_inside]]
+            )
+            self.not_kept_keys = NOT_KEPT_FLOOR + self.popularity
 
     def estimates(self, inner_u: int | None) -> np.ndarray:
         """Unclipped estimates for every movie, in ``SVD.estimate``'s association order."""
@@ -104,13 +127,14 @@ class _Champion:
         f = self.f
         u = self.user_index.get(int(user_id))
         rated = self.items[self.indptr[u] : self.indptr[u + 1]] if u is not None else None
-        est = self.estimates(u)
         warm = u is not None and rated.size >= self.policy.min_user_ratings
         # Further movies kept off the list only (e.g. rated without a value: not trained on).
         skip = np.array(
             [i for i in (self.item_index.get(int(m)) for m in exclude) if i is not None],
             dtype=np.int64,
         )
+        # EASE ranks warm users without the SVD: its estimates only for the chosen movies.
+        est = self.estimates(u) if not warm or self.ease is None else None
         if not warm:
             if (rated is None or rated.size == 0) and skip.size == 0:
                 chosen = self.popular_order[:n]
@@ -122,14 +146,12 @@ class _Champion:
                 chosen = self.popular_order[mask[self.popular_order]][:n]
             source = SOURCE_POPULAR
         else:
-            p = self.policy
-            keys = est * p.rating_weight if p.rating_weight != 1.0 else est.copy()
-            if p.popularity_weight:
-                keys += p.popularity_weight * self.popularity
-            if p.taste_weight:
-                taste = f.qi[rated].sum(axis=0)
-                taste /= max(float(np.linalg.norm(taste)), 1e-12)
-                keys += (p.taste_weight * taste) @ self.item_unit_t
+            if self.ease is not None:
+                keys = self._ease_keys(rated)
+                source = SOURCE_EASE
+            else:
+                keys = self._blend_keys(est, rated)
+                source = SOURCE_SVD
             keys[rated] = -np.inf
             keys[skip] = -np.inf
             k = min(n, f.n_items - np.unique(np.concatenate([rated, skip])).size)
@@ -141,12 +163,43 @@ class _Champion:
                 # ties by movie id like user_predictions.
                 cand = np.lexsort((f.raw_iids, -keys))[:k]
             chosen = cand[np.lexsort((f.raw_iids[cand], -keys[cand]))]
-            source = SOURCE_SVD
-        scores = np.clip(est[chosen], f.lower, f.upper)
+        if est is None:
+            est_chosen = (f.global_mean + f.bu[u]) + f.bi[chosen]
+            est_chosen += f.pu[u] @ self.qi_t[:, chosen]
+        else:
+            est_chosen = est[chosen]
+        scores = np.clip(est_chosen, f.lower, f.upper)
         return [
             Recommendation(int(m), float(s), source)
             for m, s in zip(f.raw_iids[chosen].tolist(), scores.tolist(), strict=True)
         ]
+
+    def _ease_keys(self, rated: np.ndarray) -> np.ndarray:
+        """EASE keys over the catalogue, bit-equal to ``user_predictions``' sparse product.
+
+        ``EASEModel.scores_of`` adds the user's rows of B one after another in ascending
+        order; a sum over axis 0 of the same rows does the same float32 additions in the same
+        order (tested equal for every user), without building a sparse row per request.
+        """
+        cols = np.unique(self.ease_pos[rated])
+        scores = self.ease_weights[cols[cols >= 0]].sum(axis=0)
+        if self.all_kept:
+            return scores.astype(np.float64)
+        keys = self.not_kept_keys.copy()
+        keys[self.ease_inside] = scores
+        return keys
+
+    def _blend_keys(self, est: np.ndarray, rated: np.ndarray) -> np.ndarray:
+        """The SVD blend's keys (``ml.ranking``) for a warm user."""
+        f, p = self.f, self.policy
+        keys = est * p.rating_weight if p.rating_weight != 1.0 else est.copy()
+        if p.popularity_weight:
+            keys += p.popularity_weight * self.popularity
+        if p.taste_weight:
+            taste = f.qi[rated].sum(axis=0)
+            taste /= max(float(np.linalg.norm(taste)), 1e-12)
+            keys += (p.taste_weight * taste) @ self.item_unit_t
+        return keys
 
 
 class Recommender:

@@ -9,7 +9,8 @@ from surprise import SVD
 
 from recsys_assets.assets.config import ArtifactConfig
 from recsys_assets.ml.compact import strip_svd
-from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.ease import EASEModel
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.training import fit_engine_of
 from recsys_assets.ml.tuning import SearchResult
 from recsys_assets.resources.model_store import ModelStore
@@ -42,6 +43,12 @@ _MANIFEST_MEANS = (
     "popular_ndcg",
     "blend_precision",
     "blend_recall",
+    "ease_ndcg",
+    "shipped_ndcg",
+    "shipped_precision",
+    "shipped_recall",
+    "blend_validation_ndcg",
+    "ease_validation_ndcg",
 )
 
 
@@ -65,6 +72,7 @@ def model_artifact(
     context: dg.AssetExecutionContext,
     config: ArtifactConfig,
     svd_model: SVD,
+    ranking_model: EASEModel | None,
     cv_report: pd.DataFrame,
     svd_hyperparameters: SearchResult,
     ratings_df: pd.DataFrame,
@@ -74,14 +82,27 @@ def model_artifact(
 
     `latest` is not touched here: the promotion gates (asset checks in `recsys_assets.checks`)
     judge the candidate, and `champion_model` promotes it only if they all pass. The manifest
-    records how the hyperparameters were chosen (`hyperparameter_search`).
+    records how the hyperparameters were chosen (`hyperparameter_search`). When the shipped
+    list is EASE's, the pickle carries `ranking_model` too (as the SVD's `ranking_model`
+    attribute, so it is checksummed and signed with it).
     """
     # One source: cv_report and svd_model both took svd_hyperparameters' choice.
     params = svd_hyperparameters.params.as_dict()
     policy = RankingPolicy(**cv_report.attrs.get("ranking", {}))
+    spec = cv_report.attrs.get("ranking_model")
+    if policy.ranker == SOURCE_EASE:
+        if ranking_model is None or spec is None or float(spec["lambda"]) != ranking_model.lam:
+            raise dg.Failure(
+                f"cv_report chose the EASE list with {spec} but ranking_model is "
+                f"{ranking_model.describe() if ranking_model is not None else None}; "
+                "materialize both in the same run"
+            )
     # The artifact keeps what predict and serving need, not the training ratings.
+    stripped = strip_svd(svd_model)
+    if policy.ranker == SOURCE_EASE:
+        stripped.ranking_model = ranking_model
     manifest = model_store.save(
-        strip_svd(svd_model),
+        stripped,
         {
             "hyperparameters": params,
             "hyperparameter_search": svd_hyperparameters.record,
@@ -89,6 +110,11 @@ def model_artifact(
             "fit_engine": fit_engine_of(svd_model),
             "cv_metrics": cv_metrics(cv_report),
             "ranking": policy.as_dict(),
+            "ranking_model": (
+                {**ranking_model.describe(), "shipped": policy.ranker == SOURCE_EASE}
+                if ranking_model is not None
+                else None
+            ),
             "data_fingerprint": data_fingerprint(ratings_df),
             "packages": package_versions(),
             "dagster_run_id": context.run.run_id,
@@ -111,6 +137,7 @@ def model_artifact(
             "cv_rmse": manifest["cv_metrics"]["rmse_mean"],
             "cv_mae": manifest["cv_metrics"]["mae_mean"],
             "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
+            "shipped_list": policy.ranker,
             "versions_deleted": len(deleted),
         },
     )

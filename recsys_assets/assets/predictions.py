@@ -12,11 +12,13 @@ from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.ml.popular import most_popular
 from recsys_assets.ml.ranking import (
+    SOURCE_EASE,
     SOURCE_POPULAR,
     SOURCE_SVD,
     RankingPolicy,
     item_counts,
     rank_users,
+    ranking_model_of,
 )
 from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
@@ -93,10 +95,11 @@ def user_predictions(
     """Table `user_predictions(user_id, movie_id, rank, score, model_version, created_at, source)`.
 
     Always from the champion (the model `latest` points to, verified before unpickling), so a
-    candidate that failed its gates never reaches users. Ranked by the champion's ranking
-    policy (popularity/taste blend, `source='svd'`); users with too few ratings get the
-    most-popular list (`source='popular'`). `score` is the SVD's predicted rating. Movies a
-    user rated (with a value or, as an active NULL row, without) are never suggested to them.
+    candidate that failed its gates never reaches users. Ranked by the champion's shipped list:
+    the EASE ranking model (`source='ease'`) or the SVD's popularity/taste blend
+    (`source='svd'`), whichever ranked better on validation; users with too few ratings get the
+    most-popular list (`source='popular'`). `score` is always the SVD's predicted rating. Movies
+    a user rated (with a value or, as an active NULL row, without) are never suggested to them.
     The previous set is replaced in one transaction.
     """
     with retry_only_transient_db_errors(context):
@@ -115,6 +118,10 @@ def _write_user_predictions(
     policy = RankingPolicy.from_manifest(manifest)
     factors = SVDFactors.from_svd(model)
     counts = training_counts(model, factors, ratings_df)
+    try:
+        ease = ranking_model_of(model, policy)
+    except ValueError as exc:
+        raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
     del model
     users = np.unique(ratings_df["user_id"].to_numpy())
     # Movies a user rated without a value are not trained on, but they are not "unseen" either.
@@ -129,6 +136,7 @@ def _write_user_predictions(
         n=config.top_n,
         block_size=config.block_size,
         excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
+        ranking_model=ease,
     )
     score_seconds = time.perf_counter() - start
     context.log.info(
@@ -151,6 +159,8 @@ def _write_user_predictions(
             "users": len(users),
             "users_svd": int(by_source.get(SOURCE_SVD, 0)),
             "users_popular": int(by_source.get(SOURCE_POPULAR, 0)),
+            "users_ease": int(by_source.get(SOURCE_EASE, 0)),
+            "shipped_list": policy.ranker,
             "rows": rows,
             "excluded_unrated_pairs": len(unrated),
             "table": "user_predictions",

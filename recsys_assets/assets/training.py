@@ -13,7 +13,8 @@ from surprise import SVD, Dataset, Reader
 from recsys_assets.assets.config import CVConfig, DatasetConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, final_choice
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
@@ -59,15 +60,23 @@ def surprise_dataset(
 
 # Figures users compare model vs baselines on: (row label, rmse col, mae col, ranking prefix).
 _COMPARISON = (
-    ("SVD, shipped ranking (blend)", "rmse", "mae", "blend"),
+    ("shipped list (the better of blend and EASE on validation, per fold)", None, None, "shipped"),
+    ("EASE ranking model (λ chosen on validation)", None, None, "ease"),
+    ("SVD, blend ranking", "rmse", "mae", "blend"),
     ("SVD, ranked by predicted rating", "rmse", "mae", "svd"),
     ("BaselineOnly (mu + bu + bi)", "baseline_rmse", "baseline_mae", None),
     ("global mean", "global_mean_rmse", "global_mean_mae", None),
     ("most popular", None, None, "popular"),
 )
 _RANKING_METRICS = ("precision", "recall", "ndcg")
-# Metadata names for the ranking columns, e.g. blend_ndcg -> ndcg_at_10.
-_RANKING_NAMES = {"blend": "", "svd": "_svd_only", "popular": "_most_popular"}
+# Metadata names for the ranking columns, e.g. shipped_ndcg -> ndcg_at_10.
+_RANKING_NAMES = {
+    "shipped": "",
+    "blend": "_blend",
+    "ease": "_ease",
+    "svd": "_svd_only",
+    "popular": "_most_popular",
+}
 
 
 def _summary_rows(folds: pd.DataFrame) -> pd.DataFrame:
@@ -82,6 +91,8 @@ def comparison_table(folds: pd.DataFrame) -> pd.DataFrame:
     """Model vs baselines, means over folds (NaN where a figure does not apply)."""
     rows = []
     for label, rmse, mae, ranking in _COMPARISON:
+        if ranking and f"{ranking}_ndcg" not in folds:
+            continue  # e.g. no EASE columns (CV without the ranking model)
         row = {
             "model": label,
             "RMSE": float(folds[rmse].mean()) if rmse else float("nan"),
@@ -96,18 +107,31 @@ def comparison_table(folds: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_ranking_policy(folds: pd.DataFrame, min_user_ratings: int) -> RankingPolicy:
-    """Blend weights for the model fitted on everything: the median of the per-fold choices.
+    """The shipped ranking of the model fitted on everything, from the folds' choices.
 
-    Each fold chose its weights on a validation split of its own training ratings, so this
-    never looked at a test fold either.
+    Blend weights: the median of the per-fold choices. Ranker: EASE when its validation NDCG
+    summed over the folds beats the blend's (`ml.list_choice.final_choice`). Each fold chose
+    on a validation split of its own training ratings, so this never looked at a test fold.
     """
     if "taste_weight" not in folds:
         return RankingPolicy(min_user_ratings=min_user_ratings)
-    return RankingPolicy(
+    blend = RankingPolicy(
         popularity_weight=1.0,
         taste_weight=float(folds["taste_weight"].median()),
         rating_weight=float(folds["rating_weight"].median()),
         min_user_ratings=min_user_ratings,
+    )
+    return final_ranking_choice(folds, blend)[0]
+
+
+def final_ranking_choice(
+    folds: pd.DataFrame, blend: RankingPolicy
+) -> tuple[RankingPolicy, float | None]:
+    """(policy with its ranker, EASE's λ or None) from the folds' validation figures."""
+    if "ease_validation_ndcg" not in folds:
+        return blend, None
+    return final_choice(
+        folds["blend_validation_ndcg"], folds["ease_validation_ndcg"], folds["ease_lambda"], blend
     )
 
 
@@ -122,6 +146,7 @@ class FoldTask:
     n_jobs: int | None
     min_user_ratings: int
     ranking_users: int = 0
+    ease: EaseSettings | None = DEFAULT_EASE
 
 
 def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
@@ -170,6 +195,7 @@ def cv_fold_plan(
             config.n_jobs or None,
             config.min_user_ratings,
             config.ranking_users,
+            config.ease_settings(),
         )
         yield dg.DynamicOutput(task, mapping_key="folds_" + "_".join(map(str, folds)))
 
@@ -196,6 +222,7 @@ def cv_fold(
         folds=task.folds,
         ranking_users=task.ranking_users,
         holdout=svd_hyperparameters.holdout,
+        ease=task.ease,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -223,25 +250,40 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
         raise dg.Failure(f"expected {task.n_folds} fold results, got {len(folds)}")
     report = _summary_rows(folds)
     policy = final_ranking_policy(folds, task.min_user_ratings)
+    _, ease_lambda = final_ranking_choice(folds, policy)
     report.attrs["svd_params"] = task.params.as_dict()
     report.attrs["fit_engine"] = task.params.engine
     report.attrs["n_folds"] = task.n_folds
     report.attrs["ranking"] = policy.as_dict()
+    ranking_model = None
+    if ease_lambda is not None and task.ease is not None:
+        # What `ranking_model` fits on every rating (λ: the folds' median choice).
+        ranking_model = {"kind": "ease", "lambda": ease_lambda, "max_items": task.ease.max_items}
+    report.attrs["ranking_model"] = ranking_model
     comparison = comparison_table(folds)
     ranking_meta = {
         f"{metric}_at_10{suffix}": float(folds[f"{prefix}_{metric}"].mean())
         for prefix, suffix in _RANKING_NAMES.items()
         for metric in _RANKING_METRICS
+        if f"{prefix}_{metric}" in folds
+    }
+    validation_meta = {
+        f"validation_ndcg_at_10_{name}": float(folds[f"{name}_validation_ndcg"].mean())
+        for name in ("blend", "ease")
+        if f"{name}_validation_ndcg" in folds
     }
     context.log.info(
-        "cv: RMSE %.4f (BaselineOnly %.4f, global mean %.4f); NDCG@10 shipped %.4f, "
-        "svd-only %.4f, most-popular %.4f",
+        "cv: RMSE %.4f (BaselineOnly %.4f, global mean %.4f); NDCG@10 shipped %.4f "
+        "(blend %.4f, EASE %.4f), svd-only %.4f, most-popular %.4f; the model ships %s",
         folds["rmse"].mean(),
         folds["baseline_rmse"].mean(),
         folds["global_mean_rmse"].mean(),
         ranking_meta["ndcg_at_10"],
+        ranking_meta["ndcg_at_10_blend"],
+        ranking_meta.get("ndcg_at_10_ease", float("nan")),
         ranking_meta["ndcg_at_10_svd_only"],
         ranking_meta["ndcg_at_10_most_popular"],
+        "EASE" if policy.ranker == SOURCE_EASE else "the blend",
     )
     return dg.Output(
         report,
@@ -255,6 +297,9 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
             "global_mean_rmse_mean": float(folds["global_mean_rmse"].mean()),
             "global_mean_mae_mean": float(folds["global_mean_mae"].mean()),
             **ranking_meta,
+            **validation_meta,
+            "shipped_list": policy.ranker,
+            **({"ease_lambda": float(ease_lambda)} if ease_lambda is not None else {}),
             "ranking_users": dg.MetadataValue.text(
                 f"a seeded sample of at most {task.ranking_users} users"
                 if task.ranking_users

@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from surprise import Trainset
 
+from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.ranking import (
     DEFAULT_GRID,
     RankingPolicy,
@@ -179,9 +180,15 @@ def ranking_evals(
     max_users: int | None = None,
     seed: int = 0,
     block_size: int | None = None,
+    ease_models: Sequence[EASEModel] = (),
+    ease_min_user_ratings: int = 1,
 ) -> list[list[dict[str, float]]]:
     """``ranking_eval`` on each of ``tests``: the lists depend only on the model and ``train``,
     so they are ranked once and scored against every test set (``[test][policy]`` metrics).
+
+    ``ease_models``: EASE lists scored in the same pass, after the policies (``[test][policies
+    + ease_models]``); warm users (known to ``factors``, at least ``ease_min_user_ratings``
+    training ratings) get the EASE list, the others most-popular, as ``rank_users`` ranks.
 
     ``max_users``: score a seeded sample of that many of the test users instead of all —
     ranking every movie for every user costs users x movies per policy, which at 162K users
@@ -211,7 +218,9 @@ def ranking_evals(
     taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)
-    sums = np.zeros((len(tests), len(policies), 3))  # precision, recall, ndcg totals
+    sums = np.zeros((len(tests), len(policies) + len(ease_models), 3))  # p, r, ndcg totals
+    ease_rated = [m.rated_rows(users, train.users, train.movies) for m in ease_models]
+    ease_warm = known & (per_user >= ease_min_user_ratings)
 
     def score(top: np.ndarray, rel: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
         """[test, row, metric] of the lists ``top`` for users ``rows``."""
@@ -256,6 +265,17 @@ def ranking_evals(
                     top = _top_k_indices(keys, k, factors.raw_iids)
                     result[:, w] = score(top, rel_w, rows[w])
             sums[:, p] += result.sum(axis=1)
+        w = np.flatnonzero(ease_warm[rows])
+        for e, (model, rated_e) in enumerate(zip(ease_models, ease_rated, strict=True)):
+            result = popular.copy()
+            if w.size:
+                keys = model.catalogue_keys(
+                    model.scores_of(rated_e[rows[w]]), factors.raw_iids, pop
+                )
+                keys[seen[w]] = -np.inf
+                top = _top_k_indices(keys, k, factors.raw_iids)
+                result[:, w] = score(top, [r[w] for r in rel], rows[w])
+            sums[:, len(policies) + e] += result.sum(axis=1)
     means = sums / np.maximum(scored.sum(axis=1), 1)[:, None, None]
     return [[{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in per] for per in means]
 
@@ -321,6 +341,13 @@ def _choose(
     return best, tried
 
 
+def validation_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (fit, validation) index split of ``n`` training ratings; a quarter validates."""
+    order = np.random.RandomState(seed).permutation(n)
+    n_val = max(1, int(n * VALIDATION_FRACTION))
+    return order[n_val:], order[:n_val]
+
+
 def select_policy(
     trainset_builder: Callable[[list[tuple]], Trainset],
     fit: Callable[[Trainset], object],
@@ -335,16 +362,15 @@ def select_policy(
     ``train``: the same ratings as arrays, if the caller has them already. ``max_users``:
     validate on a sample of that many users (``ranking_evals``).
     """
-    order = np.random.RandomState(seed).permutation(len(train_raw))
-    n_val = max(1, int(len(train_raw) * VALIDATION_FRACTION))
-    inner = [train_raw[i] for i in order[n_val:]]
+    fit_idx, val_idx = validation_split(len(train_raw), seed)
+    inner = [train_raw[i] for i in fit_idx]
     factors = SVDFactors.from_svd(fit(trainset_builder(inner)))
     everything = train if train is not None else Ratings.from_tuples(train_raw)
     base = RankingPolicy(min_user_ratings=min_user_ratings)
     return grid_ndcg(
         factors,
-        everything.take(order[n_val:]),
-        everything.take(order[:n_val]),
+        everything.take(fit_idx),
+        everything.take(val_idx),
         base,
         max_users=max_users,
         seed=seed,
@@ -369,11 +395,13 @@ def evaluate_factors(
     policy: RankingPolicy,
     max_users: int | None = None,
     seed: int = 0,
+    ease: EASEModel | None = None,
 ) -> dict:
     """``evaluate_fold`` from the fold model's factors (small enough to pass between processes).
 
     ``factors.global_mean`` is the fold trainset's mean, the global-mean baseline. Rating
     errors use every test rating; ranking metrics a sample of ``max_users`` users if set.
+    ``ease``: the fold's EASE model, whose list is scored as ``ease_*`` in the same pass.
     """
     row: dict = {}
     row["global_mean_rmse"], row["global_mean_mae"] = error(
@@ -389,8 +417,21 @@ def evaluate_factors(
         "popular": RankingPolicy.popularity_only(),
         "blend": policy,
     }
-    results = ranking_eval(factors, train, test, list(rankings.values()), K, max_users, seed)
-    for name, metrics in zip(rankings, results, strict=True):
+    names = list(rankings)
+    results = ranking_evals(
+        factors,
+        train,
+        [test],
+        list(rankings.values()),
+        K,
+        max_users,
+        seed,
+        ease_models=[ease] if ease is not None else [],
+        ease_min_user_ratings=policy.min_user_ratings,
+    )[0]
+    if ease is not None:
+        names.append("ease")
+    for name, metrics in zip(names, results, strict=True):
         for metric in ("precision", "recall", "ndcg"):
             row[f"{name}_{metric}"] = float(metrics[metric])
     row["taste_weight"] = policy.taste_weight

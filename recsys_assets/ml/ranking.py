@@ -18,7 +18,10 @@ the SVD's predicted rating. The weights are chosen on a validation split carved 
 training data only (``choose_policy``); ``score`` stays the SVD's predicted rating.
 
 Users with fewer than ``min_user_ratings`` training ratings (or unknown to the model) get the
-popularity ranking (``source='popular'``); the others the blend (``source='svd'``).
+popularity ranking (``source='popular'``); the others the blend (``source='svd'``), or, when
+the policy's ``ranker`` is ``'ease'``, the EASE ranking model's list (``source='ease'``,
+``ml.ease``; chosen over the blend on validation, ``ml.list_choice``). ``score`` is always the
+SVD's predicted rating.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys_assets.ml.topn import SVDFactors, _lookup, top_n
+from recsys_assets.ml.ease import EASEModel
+from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs, top_n
 
 __all__ = [
     "DEFAULT_GRID",
@@ -50,6 +54,8 @@ DEFAULT_GRID: tuple[tuple[float, float], ...] = tuple(
 )
 SOURCE_SVD = "svd"
 SOURCE_POPULAR = "popular"
+SOURCE_EASE = "ease"
+RANKERS = (SOURCE_SVD, SOURCE_EASE)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,12 @@ class RankingPolicy:
     taste_weight: float = 0.0
     rating_weight: float = 1.0
     min_user_ratings: int = 1
+    # Which model ranks warm users: 'svd' (the blend above) or 'ease' (the ranking model).
+    ranker: str = SOURCE_SVD
+
+    def __post_init__(self) -> None:
+        if self.ranker not in RANKERS:
+            raise ValueError(f"ranker must be one of {RANKERS}, got {self.ranker!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +90,19 @@ class RankingPolicy:
     @classmethod
     def popularity_only(cls, min_user_ratings: int = 1) -> RankingPolicy:
         return cls(1.0, 0.0, 0.0, min_user_ratings)
+
+
+def ranking_model_of(model: object, policy: RankingPolicy) -> EASEModel | None:
+    """The EASE model an artifact carries (an attribute of the pickled SVD), if it ranks.
+
+    Raises ``ValueError`` when the policy ranks with EASE but the artifact has none.
+    """
+    ranking_model = getattr(model, "ranking_model", None)
+    if policy.ranker == SOURCE_EASE and not isinstance(ranking_model, EASEModel):
+        raise ValueError(
+            "the model's ranking policy ranks with EASE but its artifact carries no EASE model"
+        )
+    return ranking_model if policy.ranker == SOURCE_EASE else None
 
 
 def item_counts(raw_iids: np.ndarray, movies: np.ndarray) -> np.ndarray:
@@ -124,13 +149,17 @@ def rank_users(
     n: int = 10,
     block_size: int = 2048,
     excluded: tuple[np.ndarray, np.ndarray] | None = None,
+    ranking_model: EASEModel | None = None,
 ) -> pd.DataFrame:
     """The shipped top-``n``: ``user_id, movie_id, rank, score, source`` per user.
 
     ``counts`` are training ratings per movie (``item_counts``), ``rated_*`` the training
     pairs (excluded from the lists, and counted for the cold-start rule). ``excluded``:
     further (users, movies) pairs kept out of the lists only — e.g. rated without a value.
+    ``ranking_model``: the EASE model, needed when ``policy.ranker`` is ``'ease'``.
     """
+    if policy.ranker == SOURCE_EASE and ranking_model is None:
+        raise ValueError("the ranking policy ranks with EASE but no ranking model was given")
     users = np.unique(np.asarray(users, dtype=np.int64).ravel())
     rated_users = np.asarray(rated_users, dtype=np.int64).ravel()
     rated_movies = np.asarray(rated_movies, dtype=np.int64).ravel()
@@ -145,7 +174,12 @@ def rank_users(
     known = _lookup(factors.raw_uids, users) >= 0
     warm = known & (per_user >= policy.min_user_ratings)
     parts = []
-    if warm.any():
+    if warm.any() and policy.ranker == SOURCE_EASE:
+        frame = ease_top_n(
+            ranking_model, factors, users[warm], rated_users, rated_movies, counts, n, block_size
+        )
+        parts.append(frame.assign(source=SOURCE_EASE))
+    elif warm.any():
         bonus = None
         if policy.popularity_weight:
             bonus = policy.popularity_weight * popularity_feature(counts)
@@ -183,6 +217,87 @@ def rank_users(
         return top_n(factors, users, seen_users, seen_movies, n=n).assign(source="")
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["user_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+def ease_top_n(
+    model: EASEModel,
+    factors: SVDFactors,
+    users: np.ndarray,
+    rated_users: np.ndarray,
+    rated_movies: np.ndarray,
+    counts: np.ndarray,
+    n: int,
+    block_size: int = 2048,
+) -> pd.DataFrame:
+    """EASE's top-``n`` over the SVD's catalogue for ``users`` (sorted, unique raw ids).
+
+    The order of ``EASEModel.catalogue_keys`` (ties by movie id), computed on the kept movies
+    first: a row goes through the whole catalogue only when fewer than ``n`` kept movies are
+    left unrated (the other movies rank after every kept one). ``score``: the SVD's estimate.
+    """
+    n_items = factors.n_items
+    pop = popularity_feature(counts)
+    kept_pos = _lookup(factors.raw_iids, model.raw_iids)  # catalogue position of kept movies
+    in_cat = np.flatnonzero(kept_pos >= 0)
+    cols = kept_pos[in_cat]
+    sub_of = np.full(n_items, -1, dtype=np.int64)
+    sub_of[cols] = np.arange(cols.size)
+    rated_e = model.rated_rows(users, rated_users, rated_movies)
+    row = _lookup(users, rated_users)
+    col = _lookup(factors.raw_iids, np.asarray(rated_movies, dtype=np.int64))
+    keep = (row >= 0) & (col >= 0)
+    rated = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.int8), (row[keep], col[keep])),
+        shape=(users.size, n_items),
+    )
+    rated.sum_duplicates()
+    k = min(n, n_items)
+    # Dense blocks of users x catalogue keys stay ~130 MB on a 59K-movie catalogue.
+    step = max(1, min(block_size, 2**24 // max(n_items, 1)))
+    out_u, out_m, out_r = [], [], []
+    for start in range(0, users.size, step):
+        stop = min(start + step, users.size)
+        scores = model.scores_of(rated_e[start:stop])
+        lo, hi = rated.indptr[start], rated.indptr[stop]
+        mask_rows = np.repeat(np.arange(stop - start), np.diff(rated.indptr[start : stop + 1]))
+        mask_cols = rated.indices[lo:hi]
+        keys = scores[:, in_cat].astype(np.float64)
+        sub = sub_of[mask_cols]
+        keys[mask_rows[sub >= 0], sub[sub >= 0]] = -np.inf
+        k_sub = min(k, cols.size)
+        idx = cols[_top_k_indices(keys, k_sub, factors.raw_iids[cols])] if k_sub else None
+        valid = (
+            np.isfinite(np.take_along_axis(keys, sub_of[idx], axis=1))
+            if k_sub
+            else np.zeros((stop - start, 0), dtype=bool)
+        )
+        short = np.flatnonzero((~valid).any(axis=1) | (k_sub < k))
+        if short.size:  # too few kept movies left: rank the whole catalogue for these rows
+            full = model.catalogue_keys(scores[short], factors.raw_iids, pop)
+            in_short = np.full(stop - start, -1)
+            in_short[short] = np.arange(short.size)
+            sel = in_short[mask_rows] >= 0
+            full[in_short[mask_rows[sel]], mask_cols[sel]] = -np.inf
+            full_idx = _top_k_indices(full, k, factors.raw_iids)
+            full_valid = np.isfinite(np.take_along_axis(full, full_idx, axis=1))
+            if k_sub < k:
+                idx = np.zeros((stop - start, k), dtype=np.int64)
+                valid = np.zeros((stop - start, k), dtype=bool)
+            idx[short], valid[short] = full_idx, full_valid
+        rows, pos = np.nonzero(valid)
+        out_u.append(users[start:stop][rows])
+        out_m.append(factors.raw_iids[idx[rows, pos]])
+        out_r.append(pos.astype(np.int64) + 1)
+    user_ids = np.concatenate(out_u) if out_u else np.zeros(0, dtype=np.int64)
+    movie_ids = np.concatenate(out_m) if out_m else np.zeros(0, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "movie_id": movie_ids,
+            "rank": np.concatenate(out_r) if out_r else np.zeros(0, dtype=np.int64),
+            "score": score_pairs(factors, user_ids, movie_ids),
+        }
+    )
 
 
 def ranking_metrics(

@@ -20,7 +20,9 @@ from surprise import SVD, Dataset, Trainset
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
-from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.ease import fit_ease
+from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import fit_compiled, sgd_kernel
 from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
 from recsys_assets.ml.topn import SVDFactors, score_pairs
@@ -357,6 +359,8 @@ class _CVRun:
     log: logging.Logger | None = None
     # Ranking metrics and weight selection on a seeded sample of this many users (None: all).
     ranking_users: int | None = None
+    # The EASE ranking model's validation grid (None: EASE is not evaluated).
+    ease: EaseSettings | None = None
 
     def trainset(self, index: np.ndarray) -> Trainset:
         return build_trainset(self.dataset, self.everything, index)
@@ -390,8 +394,9 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
 
 def _select_shared(
     a: int, b: int, wanted: tuple[int, ...] | None = None
-) -> tuple[dict[int, RankingPolicy], float]:
-    """Blend weights for folds a and b from one inner model fitted on the other folds.
+) -> tuple[dict[int, ListChoice], float]:
+    """Blend weights, EASE λ and shipped list for folds a and b from inner models fitted on
+    the other folds (`ml.list_choice.choose_lists`).
 
     `wanted`: the folds whose weights are needed (a fold step of the Dagster fan-out that has
     only one of the pair fits the same inner model and validates on the other fold only).
@@ -408,42 +413,59 @@ def _select_shared(
     # Fold a's weights are validated on b and b's on a.
     on = [f for f in (a, b) if (b if f == a else a) in wanted]
     validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in on]
-    chosen = evaluation.grid_ndcgs(
-        factors, inner, validations, base, max_users=run.ranking_users, seed=run.seed
+    chosen = choose_lists(
+        factors, inner, validations, base, run.ease, max_users=run.ranking_users, seed=run.seed
     )
-    policies = {(b if f == a else a): policy for f, (policy, _) in zip(on, chosen, strict=True)}
-    return policies, time.perf_counter() - t0
+    choices = {(b if f == a else a): choice for f, choice in zip(on, chosen, strict=True)}
+    return choices, time.perf_counter() - t0
 
 
-def _select_own(fold: int) -> tuple[dict[int, RankingPolicy], float]:
-    """Blend weights for `fold` from an inner split of its own training ratings."""
+def _select_own(fold: int) -> tuple[dict[int, ListChoice], float]:
+    """Blend weights, EASE λ and shipped list for `fold` from an inner split of its own
+    training ratings (`evaluation.select_policy`'s split)."""
     run = _RUN
     assert run is not None and run.min_user_ratings is not None
     t0 = time.perf_counter()
     train_idx = train_indices(run.indices, run.bounds, [fold])
-    raw = run.dataset.raw_ratings
-    policy, _ = evaluation.select_policy(
-        run.dataset.construct_trainset,
-        lambda ts: fit_svd(ts, run.params),
-        [raw[i] for i in train_idx],
-        seed=run.seed + fold,
-        min_user_ratings=run.min_user_ratings,
-        train=run.everything.take(train_idx),
+    fit_idx, val_idx = evaluation.validation_split(train_idx.size, run.seed + fold)
+    factors = SVDFactors.from_svd(fit_svd(run.trainset(train_idx[fit_idx]), run.params))
+    train = run.everything.take(train_idx)
+    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
+    (choice,) = choose_lists(
+        factors,
+        train.take(fit_idx),
+        [train.take(val_idx)],
+        base,
+        run.ease,
         max_users=run.ranking_users,
+        seed=run.seed + fold,
     )
-    return {fold: policy}, time.perf_counter() - t0
+    return {fold: choice}, time.perf_counter() - t0
 
 
-def _evaluate(fold: int, factors: SVDFactors, policy: RankingPolicy) -> dict:
-    """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`)."""
+def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
+    """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`), with the EASE
+    model fitted on the fold's training ratings (λ chosen on validation) and the shipped list:
+    the one that ranked better on validation."""
     run = _RUN
     assert run is not None
     t0 = time.perf_counter()
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
+    ease = None
+    if run.ease is not None and choice.ease_lambda is not None:
+        ease = fit_ease(train.users, train.movies, choice.ease_lambda, run.ease.max_items)
     row = evaluation.evaluate_factors(
-        factors, train, test, policy, max_users=run.ranking_users, seed=run.seed
+        factors, train, test, choice.policy, max_users=run.ranking_users, seed=run.seed, ease=ease
     )
+    row["blend_validation_ndcg"] = choice.blend_ndcg
+    if ease is not None:
+        row["ease_lambda"] = choice.ease_lambda
+        row["ease_validation_ndcg"] = choice.ease_ndcg
+    shipped = "ease" if choice.ranker == SOURCE_EASE else "blend"
+    row["shipped_ease"] = float(shipped == "ease")
+    for metric in ("precision", "recall", "ndcg"):
+        row[f"shipped_{metric}"] = row[f"{shipped}_{metric}"]
     row["eval_time"] = time.perf_counter() - t0
     return row
 
@@ -485,7 +507,7 @@ def _run_tasks(
         pending[pool.submit(_fit_fold, fold)] = ("fit", fold)
     rows: dict[int, dict] = {}
     factors: dict[int, SVDFactors] = {}
-    policies: dict[int, RankingPolicy] = {}
+    policies: dict[int, ListChoice] = {}
     select_time: dict[int, float] = {}
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -524,6 +546,7 @@ def cross_validate_svd(
     folds: Sequence[int] | None = None,
     ranking_users: int | None = None,
     holdout: np.ndarray | None = None,
+    ease: EaseSettings | None = DEFAULT_EASE,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
@@ -538,6 +561,8 @@ def cross_validate_svd(
     sample of that many users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
     `holdout`: rating indices kept out of every test fold and in every fold's training part
     (the hyperparameter search's validation ratings, see `fold_split`).
+    `ease`: also evaluate the EASE ranking model (λ from this grid, chosen on validation) and
+    report the shipped list, the better of blend and EASE on validation (`ml.list_choice`).
     """
     global _RUN
     # Before forking.
@@ -566,11 +591,14 @@ def cross_validate_svd(
             )
             if "blend_ndcg" in row:
                 log.info(
-                    "cv fold %d/%d: NDCG@10 shipped=%.4f svd-only=%.4f most-popular=%.4f; "
-                    "baseline rmse=%.4f (eval %.2fs)",
+                    "cv fold %d/%d: NDCG@10 shipped=%.4f (%s) blend=%.4f ease=%.4f "
+                    "svd-only=%.4f most-popular=%.4f; baseline rmse=%.4f (eval %.2fs)",
                     row["fold"],
                     n_folds,
+                    row["shipped_ndcg"],
+                    "ease" if row["shipped_ease"] else "blend",
                     row["blend_ndcg"],
+                    row.get("ease_ndcg", float("nan")),
                     row["svd_ndcg"],
                     row["popular_ndcg"],
                     row["baseline_rmse"],
@@ -596,6 +624,7 @@ def cross_validate_svd(
         everything,
         log if inline and len(folds) == 1 else None,
         ranking_users or None,
+        ease,
     )
     try:
         if inline:

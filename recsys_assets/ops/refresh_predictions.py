@@ -17,7 +17,7 @@ from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.ml.artifacts import NoModelError
-from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ranking_model_of
 from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -63,6 +63,10 @@ def _refresh(
         ) from exc
     policy = RankingPolicy.from_manifest(manifest)
     factors = SVDFactors.from_svd(model)
+    try:
+        ease = ranking_model_of(model, policy)
+    except ValueError as exc:
+        raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
     counts = getattr(model.trainset, "item_counts", None)
     if counts is None:
         # Models saved before artifacts were compacted lack the training counts; the current
@@ -86,6 +90,7 @@ def _refresh(
         n=config.top_n,
         block_size=config.block_size,
         excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
+        ranking_model=ease,
     )
     rows = ratings_db.replace_predictions(predictions, manifest["version"], users=users.tolist())
     seconds = time.perf_counter() - start

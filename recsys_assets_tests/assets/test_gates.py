@@ -103,6 +103,21 @@ def test_candidate_worse_than_champion_beyond_tolerance_is_not_promoted(run, sto
     assert store.latest_manifest()["version"] == champion
 
 
+def test_candidate_whose_shipped_list_ranks_worse_is_not_promoted(run, store, demo_db):
+    assert run(config()).success
+    champion = store.latest_manifest()["version"]
+    predictions = demo_db.read_predictions()
+    # Same NDCG@10, but a negative tolerance demands a strictly better shipped list.
+    gate_config = {"ndcg_tolerance": -0.5}
+    result = run(config(model_artifact_shipped_ranking_not_worse_than_champion=gate_config))
+    assert not result.success
+    gate = checks_of(result)["model_artifact:shipped_ranking_not_worse_than_champion"]
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert f"not promoted, {champion} stays" in gate.description
+    assert store.latest_manifest()["version"] == champion
+    pd.testing.assert_frame_equal(demo_db.read_predictions(), predictions)
+
+
 def test_rollback_restores_previous_champion_and_predictions_follow(run, store, demo_db):
     assert run(config()).success
     first = store.latest_manifest()["version"]

@@ -164,7 +164,8 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
     def tagging_grid(factors, train, validation, base, *args, **kwargs):
         # Tag each choice with its call number, to trace which call served which fold.
         grids.append((pairs(train.users, train.movies), pairs(validation.users, validation.movies)))
-        return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), []
+        tried = [{"taste_weight": float(len(grids)), "rating_weight": 0.0, "ndcg": 0.0}]
+        return RankingPolicy(1.0, float(len(grids)), 0.0, base.min_user_ratings), tried
 
     def tagging_grids(factors, train, validations, base, *args, **kwargs):
         return [tagging_grid(factors, train, v, base) for v in validations]
@@ -209,3 +210,61 @@ def test_build_trainset_equals_surprise(dataset):
     a, b = fit_svd(ours, PARAMS), PARAMS.build().fit(expected)
     np.testing.assert_array_equal(a.pu, b.pu)
     np.testing.assert_array_equal(a.qi, b.qi)
+
+
+def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, monkeypatch):
+    """Each fold's λ (and so its shipped list) comes from EASE models and validation ratings
+    that exclude its test fold; its evaluated EASE model is fitted on its training folds."""
+    from recsys_assets.ml import evaluation, list_choice, training
+    from recsys_assets.ml.list_choice import EaseSettings
+
+    lambdas = (1.0, 2.0, 3.0, 4.0, 5.0)
+    validations, fold_fits = [], []
+    real_fit_path, real_fit, real_evals = (
+        list_choice.fit_ease_path,
+        training.fit_ease,
+        evaluation.ranking_evals,
+    )
+
+    def pairs(users, movies) -> set:
+        return set(zip(np.asarray(users).tolist(), np.asarray(movies).tolist(), strict=True))
+
+    def spy_path(users, movies, lams, *args, **kwargs):
+        spy_path.inner = pairs(users, movies)
+        return real_fit_path(users, movies, lams, *args, **kwargs)
+
+    def tagging_evals(factors, train, tests, policies, *args, ease_models=(), **kwargs):
+        results = real_evals(
+            factors, train, tests, policies, *args, ease_models=ease_models, **kwargs
+        )
+        if not ease_models:
+            return results
+        # Validation set number v makes λ number v the best: λ traces the set a fold used.
+        for t, test in enumerate(tests):
+            validations.append((spy_path.inner, pairs(test.users, test.movies)))
+            for e, metrics in enumerate(results[t]):
+                metrics["ndcg"] = 1.0 if e == len(validations) - 1 else 0.0
+        return results
+
+    def spy_fit(users, movies, lam, *args, **kwargs):
+        fold_fits.append((lam, pairs(users, movies)))
+        return real_fit(users, movies, lam, *args, **kwargs)
+
+    monkeypatch.setattr(list_choice, "fit_ease_path", spy_path)
+    monkeypatch.setattr(evaluation, "ranking_evals", tagging_evals)
+    monkeypatch.setattr(training, "fit_ease", spy_fit)
+    n_folds, seed = 5, 2
+    report = cross_validate_svd(
+        dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1, ease=EaseSettings(lambdas)
+    )
+    indices, bounds = training.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
+    raw = dataset.raw_ratings
+    assert sorted(report["ease_lambda"]) == list(lambdas)  # one validation set per fold
+    assert (report["shipped_ease"] == 1.0).all()  # EASE "won" every validation (planted)
+    for fold, lam in zip(report["fold"], report["ease_lambda"], strict=True):
+        test = {raw[i][:2] for i in training.fold_indices(indices, bounds, fold)}
+        train = {raw[i][:2] for i in training.train_indices(indices, bounds, [fold])}
+        inner, validation = validations[int(lam) - 1]
+        assert not (inner | validation) & test and not inner & validation
+        assert (lam, train) in fold_fits  # the evaluated model: the fold's training ratings
+    np.testing.assert_allclose(report["shipped_ndcg"], report["ease_ndcg"])

@@ -1,0 +1,117 @@
+"""The ranking model's fit alone (EASE, `ml.ease.fit_ease`) on generated, MovieLens-shaped data.
+
+    nice python bench/bench_ranking_model.py --shape 25m --max-items 10000
+    python bench/bench_ranking_model.py --shape 1m --max-items 0 --dtype float32
+
+Generates ratings with `recsys demo-data`'s generator (the `--shape` sizes of the CLI), then fits
+EASE once on (user, movie) pairs as `ranking_model` does, and prints: the share of ratings the
+kept movies carry, the seconds of XᵀX and of the solve, and peak RSS before and after the fit
+(the difference is what the fit itself needs on top of the ratings). Issue target at 25M:
+fit <= 3 minutes, <= 8 GB. One fit per invocation, so each figure has its own peak.
+
+With `--rank N`, it then ranks every user's top N with EASE as `user_predictions` does
+(`rank_users`, scores from a random rank-100 SVD of the same users and movies, no database
+write) and prints users x movies pairs per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import numpy as np
+
+from recsys_assets.cli import DEMO_SHAPES
+from recsys_assets.data.demo import generate_demo_ratings
+from recsys_assets.ml.ease import EASEModel, _weights_from_gram, gram
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.topn import SVDFactors
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(DEMO_SHAPES), default="1m")
+    parser.add_argument("--max-items", type=int, default=10_000, help="kept movies (0 = all)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--lam", type=float, default=500.0)
+    parser.add_argument("--rank", type=int, default=0, help="then rank every user's top N")
+    args = parser.parse_args()
+
+    n_users, n_movies, n_ratings = DEMO_SHAPES[args.shape]
+    t0 = time.perf_counter()
+    _, ratings = generate_demo_ratings(n_users, n_movies, n_ratings, seed=0)
+    users = ratings["user_id"].to_numpy(np.int64)
+    movies = ratings["movie_id"].to_numpy(np.int64)
+    del ratings
+    rss_data = _peak_rss_mb()
+    print(
+        f"{args.shape}: {n_ratings} ratings, {n_users} users, {n_movies} movies "
+        f"generated in {time.perf_counter() - t0:.1f}s; load {os.getloadavg()[0]:.2f}"
+    )
+    before = _peak_rss_mb()
+    dtype = np.float64 if args.dtype == "float64" else np.float32
+    t0 = time.perf_counter()
+    g, kept, pairs, n_u = gram(users, movies, args.max_items or None, dtype)
+    t_gram = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    weights = _weights_from_gram(g, args.lam, overwrite=True)
+    t_solve = time.perf_counter() - t0
+    del g
+    model = EASEModel(kept, weights, args.lam, pairs, n_u)
+    share = pairs / len(users)
+    print(
+        f"EASE λ={args.lam:g} on the {kept.size} most-rated movies ({share:.1%} of the ratings), "
+        f"{args.dtype}: XᵀX {t_gram:.1f}s + solve {t_solve:.1f}s = {t_gram + t_solve:.1f}s; "
+        f"B {weights.nbytes / 2**20:.0f} MB; peak RSS {before:.0f} MB before the fit, "
+        f"{_peak_rss_mb():.0f} MB after (+{_peak_rss_mb() - before:.0f} MB); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    if args.rank:
+        _rank(model, users, movies, args.rank, rss_data)
+
+
+def _rank(model: EASEModel, users, movies, n: int, rss_data: float) -> None:
+    rng = np.random.default_rng(0)
+    raw_uids, raw_iids = np.unique(users), np.unique(movies)
+    factors = SVDFactors(
+        global_mean=3.5,
+        bu=rng.normal(0, 0.3, raw_uids.size),
+        bi=rng.normal(0, 0.3, raw_iids.size),
+        pu=rng.normal(0, 0.1, (raw_uids.size, 100)),
+        qi=rng.normal(0, 0.1, (raw_iids.size, 100)),
+        raw_uids=raw_uids,
+        raw_iids=raw_iids,
+        lower=1.0,
+        upper=5.0,
+    )
+    policy = RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE)
+    t0 = time.perf_counter()
+    table = rank_users(
+        factors,
+        raw_uids,
+        users,
+        movies,
+        item_counts(raw_iids, movies),
+        policy,
+        n=n,
+        ranking_model=model,
+    )
+    seconds = time.perf_counter() - t0
+    pairs = raw_uids.size * raw_iids.size
+    print(
+        f"ranked top {n} of {raw_iids.size} movies for {raw_uids.size} users "
+        f"({(table['source'] == SOURCE_EASE).sum()} EASE rows) in {seconds:.1f}s: "
+        f"{pairs / seconds / 1e6:.1f}M pairs/s (no database write); peak RSS "
+        f"{_peak_rss_mb():.0f} MB ({rss_data:.0f} MB with the ratings alone); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

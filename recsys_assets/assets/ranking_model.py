@@ -1,0 +1,59 @@
+"""`ranking_model`: EASE fitted on every rating as implicit feedback, beside `svd_model`."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from recsys_assets.assets.metadata import peak_rss_mb
+from recsys_assets.ml.ease import EASEModel, fit_ease
+
+
+@dg.asset(group_name="training", compute_kind="numpy")
+def ranking_model(
+    context: dg.AssetExecutionContext, ratings_df: pd.DataFrame, cv_report: pd.DataFrame
+) -> dg.Output[EASEModel | None]:
+    """EASE (`ml.ease`) on every (user, movie) rating, with the λ and item cap `cv_report` chose.
+
+    A rating is an interaction, whatever its value. λ is the median of the folds' choices, each
+    made on validation ratings from that fold's training data. Which list users get (EASE or the
+    SVD blend) is `cv_report`'s `ranking` attribute; `model_artifact` carries this model when
+    EASE is shipped. None when cross-validation did not evaluate EASE (empty `ease_lambdas`).
+    """
+    spec = cv_report.attrs.get("ranking_model")
+    if not spec:
+        context.log.info("cv_report did not evaluate the EASE ranking model: nothing to fit")
+        return dg.Output(None, metadata={"fitted": False})
+    start = time.perf_counter()
+    model = fit_ease(
+        ratings_df["user_id"].to_numpy(),
+        ratings_df["movie_id"].to_numpy(),
+        float(spec["lambda"]),
+        spec.get("max_items"),
+        log=context.log,
+    )
+    seconds = time.perf_counter() - start
+    share = model.n_ratings / max(len(ratings_df), 1)
+    context.log.info(
+        "fitted EASE (λ=%g) on the %d most-rated movies (%.1f%% of the ratings) in %.2fs",
+        model.lam,
+        model.n_items,
+        100 * share,
+        seconds,
+    )
+    return dg.Output(
+        model,
+        metadata={
+            "fitted": True,
+            "lambda": model.lam,
+            "movies": model.n_items,
+            "max_items": int(spec.get("max_items") or 0),
+            "interactions": model.n_ratings,
+            "share_of_ratings": share,
+            "users": model.n_users,
+            "weights_mb": model.weights.nbytes / 2**20,
+            "fit_seconds": seconds,
+            "shipped": (cv_report.attrs.get("ranking") or {}).get("ranker") == "ease",
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )

@@ -1,0 +1,128 @@
+"""Which list users get: the SVD blend or EASE, chosen on validation ratings only.
+
+For each CV fold, an inner SVD and inner EASE models (one per λ) are fitted on part of the
+fold's *training* ratings and ranked for validation ratings carved from the same training
+data (``training._select_shared`` / ``_select_own``): the blend's weights and EASE's λ are each
+picked by validation NDCG@10, and the list with the higher validation NDCG is the fold's
+shipped list. The test fold only measures the result. The model trained on every rating ships
+the list whose validation NDCG, summed over the folds, is higher (``final_choice``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from recsys_assets.ml import evaluation
+from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, fit_ease_path
+from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_SVD, RankingPolicy
+from recsys_assets.ml.topn import SVDFactors
+
+__all__ = ["DEFAULT_EASE", "EaseSettings", "ListChoice", "choose_lists", "final_choice"]
+
+
+@dataclass(frozen=True)
+class EaseSettings:
+    """EASE's validation grid and item cap (``CVConfig.ease_lambdas`` / ``ease_max_items``)."""
+
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    max_items: int | None = DEFAULT_MAX_ITEMS
+
+    def __post_init__(self) -> None:
+        if not self.lambdas or min(self.lambdas) <= 0:
+            raise ValueError(f"ease_lambdas must be positive values, got {list(self.lambdas)}")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"ease_max_items must be >= 1, got {self.max_items}")
+
+
+DEFAULT_EASE = EaseSettings()
+
+
+@dataclass(frozen=True)
+class ListChoice:
+    """One fold's choices, made on validation: blend weights, EASE's λ and the shipped list."""
+
+    policy: RankingPolicy  # the blend's weights (ranker 'svd')
+    blend_ndcg: float  # validation NDCG@10 of the chosen blend
+    ease_lambda: float | None = None
+    ease_ndcg: float = float("nan")  # validation NDCG@10 of EASE with that λ
+    tried: list[dict] = field(default_factory=list, compare=False)
+
+    @property
+    def ranker(self) -> str:
+        """'ease' when EASE ranked strictly better on validation, else 'svd' (the blend)."""
+        return SOURCE_EASE if self.ease_ndcg > self.blend_ndcg else SOURCE_SVD
+
+
+def choose_lists(
+    factors: SVDFactors,
+    inner: evaluation.Ratings,
+    validations: Sequence[evaluation.Ratings],
+    base: RankingPolicy,
+    ease: EaseSettings | None,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> list[ListChoice]:
+    """Blend weights and EASE λ for each of ``validations`` (models fitted on ``inner``)."""
+    blends = evaluation.grid_ndcgs(
+        factors, inner, validations, base, max_users=max_users, seed=seed
+    )
+    blend_ndcgs = [_ndcg_of(policy, tried) for policy, tried in blends]
+    if ease is None:
+        return [
+            ListChoice(policy, ndcg, tried=tried)
+            for (policy, tried), ndcg in zip(blends, blend_ndcgs, strict=True)
+        ]
+    models = fit_ease_path(inner.users, inner.movies, ease.lambdas, ease.max_items)
+    results = evaluation.ranking_evals(
+        factors,
+        inner,
+        validations,
+        [],
+        max_users=max_users,
+        seed=seed,
+        ease_models=models,
+        ease_min_user_ratings=base.min_user_ratings,
+    )
+    choices = []
+    for (policy, tried), blend_ndcg, per_lambda in zip(blends, blend_ndcgs, results, strict=True):
+        ndcgs = [m["ndcg"] for m in per_lambda]
+        best = int(np.argmax(ndcgs))  # ties: the smaller λ
+        ease_tried = [
+            {"ease_lambda": lam, "ndcg": v} for lam, v in zip(ease.lambdas, ndcgs, strict=True)
+        ]
+        choices.append(
+            ListChoice(policy, blend_ndcg, ease.lambdas[best], ndcgs[best], tried + ease_tried)
+        )
+    return choices
+
+
+def _ndcg_of(policy: RankingPolicy, tried: list[dict]) -> float:
+    for point in tried:
+        if (point["taste_weight"], point["rating_weight"]) == (
+            policy.taste_weight,
+            policy.rating_weight,
+        ):
+            return float(point["ndcg"])
+    raise ValueError(f"{policy} is not among the tried grid points")
+
+
+def final_choice(
+    folds_blend_ndcg: Sequence[float],
+    folds_ease_ndcg: Sequence[float],
+    lambdas: Sequence[float],
+    policy: RankingPolicy,
+) -> tuple[RankingPolicy, float | None]:
+    """The list and λ for the model fitted on every rating, from the folds' validation figures.
+
+    EASE ships when its validation NDCG summed over the folds is higher than the blend's; its
+    λ is the median of the folds' choices.
+    """
+    ease = np.asarray(folds_ease_ndcg, dtype=np.float64)
+    if ease.size == 0 or np.isnan(ease).any():
+        return replace(policy, ranker=SOURCE_SVD), None
+    lam = float(np.median(np.asarray(lambdas, dtype=np.float64)))
+    better = float(ease.sum()) > float(np.sum(folds_blend_ndcg))
+    return replace(policy, ranker=SOURCE_EASE if better else SOURCE_SVD), lam

@@ -1,0 +1,169 @@
+"""EASE (`ml.ease`): the closed form, the kept-item cap, and the lists it ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from surprise import SVD, Dataset, Reader
+
+from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, kept_items
+from recsys_assets.ml.evaluation import Ratings, ranking_evals
+from recsys_assets.ml.ranking import (
+    SOURCE_EASE,
+    SOURCE_POPULAR,
+    RankingPolicy,
+    item_counts,
+    popularity_feature,
+    rank_users,
+    ranking_metrics,
+)
+from recsys_assets.ml.topn import SVDFactors, score_pairs
+
+
+def direct_ease(x: np.ndarray, lam: float) -> np.ndarray:
+    """Column by column: ridge regression of movie j on every other movie (b_jj = 0)."""
+    n = x.shape[1]
+    b = np.zeros((n, n))
+    for j in range(n):
+        others = [i for i in range(n) if i != j]
+        a = x[:, others]
+        b[others, j] = np.linalg.solve(a.T @ a + lam * np.eye(n - 1), a.T @ x[:, j])
+    return b
+
+
+def test_closed_form_equals_a_direct_solve():
+    # 4 users x 3 movies, by hand: user 0 rated movies 10 and 20, ...
+    users = np.array([0, 0, 1, 1, 1, 2, 3, 3])
+    movies = np.array([10, 20, 10, 20, 30, 30, 20, 30])
+    x = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1], [0, 1, 1]], dtype=float)
+    model = fit_ease(users, movies, lam=0.5, max_items=None)
+    assert model.raw_iids.tolist() == [10, 20, 30]
+    np.testing.assert_allclose(model.weights, direct_ease(x, 0.5), atol=1e-6)
+    assert np.all(np.diag(model.weights) == 0)
+    assert model.weights.flags.c_contiguous  # else every sparse product copies it
+    # Scores of user 0 (rated 10, 20) = sum of rows 10 and 20 of B.
+    rated = model.rated_rows(np.array([0]), users, movies)
+    np.testing.assert_allclose(
+        model.scores_of(rated)[0], model.weights[0] + model.weights[1], rtol=1e-6
+    )
+
+
+def test_closed_form_on_random_data_and_a_lambda_path():
+    rng = np.random.default_rng(0)
+    users, movies = rng.integers(0, 30, 300), rng.integers(0, 12, 300) * 3 + 5
+    # A duplicated pair is one interaction.
+    users, movies = np.append(users, users[:5]), np.append(movies, movies[:5])
+    uid, mid = np.unique(users), np.unique(movies)
+    x = np.zeros((uid.size, mid.size))
+    x[np.searchsorted(uid, users), np.searchsorted(mid, movies)] = 1
+    path = fit_ease_path(users, movies, [3.0, 40.0], max_items=None)
+    for model, lam in zip(path, [3.0, 40.0], strict=True):
+        np.testing.assert_allclose(model.weights, direct_ease(x, lam), atol=1e-5)
+        assert model.n_ratings == int(x.sum()) and model.n_users == uid.size
+    single = fit_ease(users, movies, 40.0, max_items=None, dtype=np.float32)
+    np.testing.assert_allclose(single.weights, path[1].weights, atol=1e-4)
+
+
+def test_the_cap_keeps_the_most_rated_movies():
+    movies = np.array([5, 5, 5, 7, 7, 9, 9, 1])
+    assert kept_items(movies, 2).tolist() == [5, 7]  # 7 and 9 tie at 2: the lower id
+    assert kept_items(movies, None).tolist() == [1, 5, 7, 9]
+    model = fit_ease(np.arange(8) % 3, movies, 1.0, max_items=2)
+    assert model.raw_iids.tolist() == [5, 7] and model.weights.shape == (2, 2)
+    with pytest.raises(ValueError, match="positive"):
+        fit_ease(np.arange(8), movies, 0.0)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A small SVD + EASE on the same training ratings, and held-out ratings."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    users, movies = rng.integers(1, 90, n), rng.zipf(1.3, n) % 140 + 1
+    frame = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": rng.integers(1, 6, n)})
+    frame = frame.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
+    test_mask = rng.random(len(frame)) < 0.25
+    train, test = frame[~test_mask], frame[test_mask]
+    data = Dataset.load_from_df(train, Reader(rating_scale=(1, 5)))
+    svd = SVD(n_factors=4, n_epochs=5, random_state=0).fit(data.build_full_trainset())
+    factors = SVDFactors.from_svd(svd)
+    # Few kept movies: some users have rated every one, their lists go on by popularity.
+    ease = fit_ease(train["user_id"].to_numpy(), train["movie_id"].to_numpy(), 20.0, max_items=25)
+    return factors, ease, train, test
+
+
+def _brute_force(factors, ease, users, train, pop, n):
+    """Sort the whole catalogue by EASE's catalogue keys, rated movies out, ties by id."""
+    rated_rows = ease.rated_rows(users, train["user_id"].to_numpy(), train["movie_id"].to_numpy())
+    keys = ease.catalogue_keys(ease.scores_of(rated_rows), factors.raw_iids, pop)
+    out = {}
+    for r, user in enumerate(users.tolist()):
+        seen = set(train.loc[train["user_id"] == user, "movie_id"].tolist())
+        order = np.lexsort((factors.raw_iids, -keys[r]))
+        out[user] = [int(m) for m in factors.raw_iids[order] if int(m) not in seen][:n]
+    return out
+
+
+def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted):
+    factors, ease, train, _ = fitted
+    users = np.unique(train["user_id"].to_numpy())
+    counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
+    policy = RankingPolicy(1.0, 0.0, 0.0, 3, ranker=SOURCE_EASE)
+    table = rank_users(
+        factors,
+        users,
+        train["user_id"].to_numpy(),
+        train["movie_id"].to_numpy(),
+        counts,
+        policy,
+        n=30,
+        block_size=7,
+        ranking_model=ease,
+    )
+    rated = set(zip(train["user_id"], train["movie_id"], strict=True))
+    assert not any(pair in rated for pair in zip(table["user_id"], table["movie_id"], strict=True))
+    per_user = train.groupby("user_id").size()
+    warm = per_user[per_user >= 3].index.to_numpy()
+    ease_rows = table[table["source"] == SOURCE_EASE]
+    assert set(ease_rows["user_id"]) == set(warm.tolist())
+    assert set(table.loc[table["source"] == SOURCE_POPULAR, "user_id"]).isdisjoint(warm)
+    # Full lists (30 of ~140 movies), in the whole-catalogue order: kept movies first.
+    expected = _brute_force(factors, ease, warm, train, popularity_feature(counts), 30)
+    for user, rows in ease_rows.groupby("user_id"):
+        assert rows["rank"].tolist() == list(range(1, 31))
+        assert rows["movie_id"].tolist() == expected[user]
+    assert any(  # some lists ran past the 25 kept movies
+        not set(rows["movie_id"]) <= set(ease.raw_iids.tolist())
+        for _, rows in ease_rows.groupby("user_id")
+    )
+    # score stays the SVD's predicted rating.
+    np.testing.assert_allclose(
+        ease_rows["score"], score_pairs(factors, ease_rows["user_id"], ease_rows["movie_id"])
+    )
+    with pytest.raises(ValueError, match="no ranking model"):
+        rank_users(factors, users, users, users, counts, policy)
+
+
+def test_in_cv_evaluation_scores_the_shipped_list(fitted):
+    """ranking_evals' EASE figures are those of the lists user_predictions ships."""
+    factors, ease, train, test = fitted
+    train_r = Ratings(
+        train["user_id"].to_numpy(), train["movie_id"].to_numpy(), train["rating"].to_numpy(float)
+    )
+    test_r = Ratings(
+        test["user_id"].to_numpy(), test["movie_id"].to_numpy(), test["rating"].to_numpy(float)
+    )
+    policy = RankingPolicy(1.0, 0.0, 0.0, 4, ranker=SOURCE_EASE)
+    counts = item_counts(factors.raw_iids, train_r.movies)
+    users = np.unique(test_r.users)
+    shipped = rank_users(
+        factors, users, train_r.users, train_r.movies, counts, policy, 10, ranking_model=ease
+    )
+    expected = ranking_metrics(shipped, test[["user_id", "movie_id"]], k=10)
+    (got,) = ranking_evals(
+        factors, train_r, [test_r], [], ease_models=[ease], ease_min_user_ratings=4
+    )[0]
+    for metric in ("precision", "recall", "ndcg"):
+        assert got[metric] == pytest.approx(expected[metric], abs=1e-12)
+    assert NOT_KEPT_FLOOR < -1e5  # far below any EASE score
