@@ -233,7 +233,7 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def ranking_header(source: str, policy: object) -> str:
+def ranking_header(source: str, policy: object, manifest: dict | None = None) -> str:
     """How a recommendation list was ranked, in words (the `recsys recommend` header)."""
     if source == "svd":
         weights = policy.as_dict()
@@ -243,6 +243,10 @@ def ranking_header(source: str, policy: object) -> str:
             f"{weights['popularity_weight']:g} x popularity + "
             f"{weights['taste_weight']:g} x taste similarity"
         )
+    if source == "ease":
+        ease = (manifest or {}).get("ranking_model") or {}
+        lam = f", λ={ease['lambda']:g}" if "lambda" in ease else ""
+        return f"ranked by the EASE ranking model (item-item{lam}) over the user's rated movies"
     if source == "popular":
         return (
             "ranked by popularity (ratings per movie): the user has fewer than "
@@ -269,7 +273,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     source = recs[0].source if recs else "-"
     policy = RankingPolicy.from_manifest(manifest)
     print(f"user {args.user}: top {len(recs)} from model {manifest['version']}")
-    print(f"# {ranking_header(source, policy)}; listed in that order (as user_predictions ships)")
+    print(f"# {ranking_header(source, policy, manifest)}; listed in that order (as user_predictions ships)")
     print("# score = the SVD's predicted rating for the user, shown for reference")
     print(f"{'rank':>4}  {'score':>5}  title")
     for rank, rec in enumerate(recs, 1):

@@ -103,7 +103,7 @@ def test_failed_gate_alert_carries_the_check_reason_and_figures(
         result = dg.materialize(
             [*all_assets, *all_checks],
             resources=make_resources(recsys_home, demo_db),
-            run_config=training_run_config(n_folds=4, top_n=10, **BAD_SVD),
+            run_config=training_run_config(n_folds=4, top_n=10, tuning="fixed", **BAD_SVD),
             instance=instance,
             raise_on_error=False,
         )
