@@ -114,7 +114,9 @@ def ratings_volume(
         if passed
         else f"{rows} ratings, down {drop:.0%} from {before} in the last successful run "
         f"{run_id}; more than the allowed {config.max_drop_fraction:.0%}. Training is "
-        "blocked; if the drop is real, rerun with a larger max_drop_fraction",
+        "blocked; if the drop is real, rerun with a larger max_drop_fraction "
+        f"(`recsys run --max-drop-fraction {min(1.0, round(drop + 0.05, 2))}`, or the "
+        "ratings_df_ratings_volume op config)",
         metadata={
             "rows": rows,
             "previous_rows": before,
