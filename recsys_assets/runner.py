@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -137,11 +138,16 @@ def run_pipeline(
     One at a time per RECSYS_HOME (a lock file: refuses, or waits with `wait`); runs of
     earlier `recsys run`s whose process died are marked failed first.
     """
-    from recsys_assets.run_lock import training_lock
+    from recsys_assets.cli import UsageError
+    from recsys_assets.run_lock import TrainingLockBusy, training_lock
 
     start = time.perf_counter()
     prepare_dagster_home()
-    with training_lock(settings.recsys_home(), wait=wait, on_wait=_note):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(training_lock(settings.recsys_home(), wait=wait, on_wait=_note))
+        except TrainingLockBusy as exc:
+            raise UsageError(str(exc)) from exc
         note = _ensure_ratings(create_demo)
 
         import dagster as dg
