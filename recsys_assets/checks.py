@@ -135,6 +135,17 @@ def _cv(manifest: dict, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _no_candidate_rmse(model_artifact: dict) -> dg.AssetCheckResult:
+    # A candidate without a CV RMSE was never evaluated: it cannot pass a gate.
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=ERROR,
+        description=f"candidate {model_artifact.get('version')} has no CV RMSE in its manifest "
+        "(cv_metrics.rmse_mean): not evaluated, not promoted",
+        metadata={"version": str(model_artifact.get("version"))},
+    )
+
+
 @dg.asset_check(
     asset=model_artifact,
     blocking=True,
@@ -148,7 +159,9 @@ def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
             severity=ERROR,
             description="the candidate's manifest has no BaselineOnly RMSE to compare with",
         )
-    passed = rmse is not None and rmse < baseline
+    if rmse is None:
+        return _no_candidate_rmse(model_artifact)
+    passed = rmse < baseline
     return dg.AssetCheckResult(
         passed=passed,
         severity=ERROR,
@@ -173,6 +186,8 @@ def not_worse_than_champion(
     config: PromotionConfig, model_artifact: dict, model_store: ModelStore
 ) -> dg.AssetCheckResult:
     rmse = _cv(model_artifact, "rmse_mean")
+    if rmse is None:
+        return _no_candidate_rmse(model_artifact)
     champion = model_store.latest_manifest()
     if champion is None:
         return dg.AssetCheckResult(
@@ -188,7 +203,7 @@ def not_worse_than_champion(
             metadata={"version": model_artifact["version"], "cv_rmse": rmse},
         )
     limit = champion_rmse + config.rmse_tolerance
-    passed = rmse is not None and rmse <= limit
+    passed = rmse <= limit
     verdict = "may be promoted" if passed else f"not promoted, {champion['version']} stays"
     return dg.AssetCheckResult(
         passed=passed,

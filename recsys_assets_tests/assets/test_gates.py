@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.checks import ratings_within_scale
+from recsys_assets.checks import (
+    PromotionConfig,
+    beats_baseline,
+    not_worse_than_champion,
+    ratings_within_scale,
+)
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets_tests.conftest import FAST_SVD, make_resources
@@ -153,3 +158,33 @@ def test_ratings_within_scale_check():
     assert not result.passed and result.metadata["outside_scale"].value == 2
     frame.attrs["rating_scale"] = (0.5, 6.0)
     assert ratings_within_scale(frame.dropna()).passed
+
+
+def _candidate(store, rmse, promote_it=False, baseline=1.0):
+    metrics = {"baseline_rmse_mean": baseline}
+    if rmse is not None:
+        metrics["rmse_mean"] = rmse
+    return store.save({"model": rmse}, {"cv_metrics": metrics}, promote=promote_it)
+
+
+@pytest.mark.parametrize(
+    ("candidate_rmse", "passed"),
+    [(0.90, True), (0.9099, True), (0.91, True), (0.9101, False), (0.93, False)],
+)
+def test_champion_tolerance_edges(store, candidate_rmse, passed):
+    """Champion 0.90, tolerance 0.01: up to 0.91 may be promoted, anything beyond may not."""
+    _candidate(store, 0.90, promote_it=True)
+    candidate = _candidate(store, candidate_rmse)
+    result = not_worse_than_champion(PromotionConfig(rmse_tolerance=0.01), candidate, store)
+    assert result.passed is passed
+    assert result.metadata["margin"].value == pytest.approx(0.91 - candidate_rmse)
+
+
+def test_candidate_without_cv_rmse_fails_both_gates(store):
+    _candidate(store, 0.90, promote_it=True)
+    candidate = _candidate(store, None)
+    for result in (
+        not_worse_than_champion(PromotionConfig(), candidate, store),
+        beats_baseline(candidate),
+    ):
+        assert not result.passed and "no CV RMSE" in result.description
