@@ -63,9 +63,13 @@ db._insert_frame = half_inserted
 
 
 def _recsys_run(home, fault: str = "") -> subprocess.CompletedProcess:
-    code = PRELUDE + textwrap.dedent(fault) + (
-        "\nfrom recsys_assets.cli import main\n"
-        f"raise SystemExit(main(['run', '--folds', '4', '--top-n', '{TOP_N}', '--no-demo-data']))\n"
+    code = (
+        PRELUDE
+        + textwrap.dedent(fault)
+        + (
+            "\nfrom recsys_assets.cli import main\n"
+            f"raise SystemExit(main(['run', '--folds', '4', '--top-n', '{TOP_N}', '--no-demo-data']))\n"
+        )
     )
     env = {**os.environ, "RECSYS_HOME": str(home)}
     for var in ("RECSYS_DATABASE_URL", "DAGSTER_HOME", "RECSYS_SCHEMA", "RECSYS_IO_BASE"):

@@ -7,6 +7,7 @@ readable by Dagster's own class and by a real webserver, bounded engines, wipe a
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from recsys_assets import instance_storage
@@ -85,6 +86,7 @@ def test_old_generated_dagster_yaml_is_updated_and_a_custom_one_kept(recsys_home
     assert config.read_text() == custom
 
 
+@pytest.mark.integration
 def test_webserver_shows_a_run_stored_by_it(recsys_home, demo_db):
     """A real dagster-webserver on the embedded instance serves a `recsys run`'s event log."""
     import os
@@ -95,7 +97,7 @@ def test_webserver_shows_a_run_stored_by_it(recsys_home, demo_db):
     env = {**os.environ, "DAGSTER_HOME": str(recsys_home / "dagster_home")}
     deploy = Deployment(env, recsys_home)
     try:
-        deploy.webserver.start()
+        deploy.start_webserver()
         deploy.wait_ready()
         runs = deploy.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
         (run,) = runs["runsOrError"]["results"]

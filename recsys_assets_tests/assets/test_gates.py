@@ -188,3 +188,25 @@ def test_candidate_without_cv_rmse_fails_both_gates(store):
         beats_baseline(candidate),
     ):
         assert not result.passed and "no CV RMSE" in result.description
+
+
+def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store, recsys_home):
+    """Retention as `model_artifact` runs it, even with a damaged manifest on disk."""
+    assert run(config()).success
+    champion = store.latest_manifest()["version"]
+    keep_one = {"model_artifact": {"config": {"keep_versions": 1}}}
+    second = run(config(BAD_SVD))
+    assert not second.success  # saved, not promoted
+    rejected = second.asset_materializations_for_node("model_artifact")[0]
+    rejected_version = rejected.metadata["version"].value
+    # A damaged manifest of an old, non-champion version must not block retention.
+    (store.root_path / f"{rejected_version}.json").write_text("{truncated")
+    third_config = config(BAD_SVD)
+    third_config["ops"].update({k: v for k, v in keep_one.items()})
+    third = run(third_config)
+    meta = third.asset_materializations_for_node("model_artifact")[0].metadata
+    assert meta["versions_deleted"].value == 1
+    newest = meta["version"].value
+    assert {m["version"] for m in store.versions()} == {champion, newest}
+    assert not (store.root_path / f"{rejected_version}.pkl").exists()
+    assert store.latest_manifest()["version"] == champion
