@@ -62,10 +62,11 @@ def _non_negative(value: str) -> int:
 def open_db(create: bool = False) -> RatingsDatabase:
     """The configured ratings database, checked: it exists and has the preset's ratings tables.
 
-    `create`: create what this project owns when missing (the SQLite file and, for the native
-    preset, its tables) — for the embedded database and explicit loads (demo-data,
-    import-movielens). Otherwise a missing file, server or table is a UsageError naming it
-    (URL masked) and the preset, and nothing is created.
+    `create`: create the tables this project owns when missing (native preset: ratings,
+    movies) — for the embedded database and explicit loads (demo-data, import-movielens); the
+    SQLite file itself only for the embedded database, never for RECSYS_DATABASE_URL.
+    Otherwise a missing file, server or table is a UsageError naming it (URL masked) and the
+    preset, and nothing is created.
     """
     import sqlalchemy.exc
 
@@ -77,6 +78,8 @@ def open_db(create: bool = False) -> RatingsDatabase:
         raise UsageError(str(exc)) from exc
     where = f"{database.safe_url()} (schema preset {database.preset})"
     try:
+        if os.environ.get("RECSYS_DATABASE_URL"):
+            database.engine()  # a configured SQLite file must exist: never created here
         if not create:
             database.check_ratings_tables()
         # Tables this project owns (user_predictions; native: also ratings, movies).

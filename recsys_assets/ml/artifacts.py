@@ -184,11 +184,14 @@ def atomic_write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None
             tmp.unlink()
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fd != -1:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # A failed write (disk full, I/O error) names no file by itself: name it.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(directory)
 

@@ -210,3 +210,34 @@ def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store
     assert {m["version"] for m in store.versions()} == {champion, newest}
     assert not (store.root_path / f"{rejected_version}.pkl").exists()
     assert store.latest_manifest()["version"] == champion
+
+
+def test_unsigned_candidate_never_replaces_a_signed_champion(recsys_home, demo_db, instance):
+    """Signing is sticky through the job: a run without the key saves its candidate but
+    champion_model refuses to promote it, naming why."""
+    home_store = str(recsys_home / "models" / "surprise")
+
+    def run_with(store):
+        return dg.materialize(
+            [*all_assets, *all_checks],
+            resources={**make_resources(recsys_home, demo_db), "model_store": store},
+            run_config=config(),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    signed = ModelStore(root=home_store, signing_key="k1")
+    assert run_with(signed).success
+    champion = signed.latest_manifest()
+    assert "signature" in champion
+    predictions = demo_db.read_predictions()
+    result = run_with(ModelStore(root=home_store))  # RECSYS_MODEL_SIGNING_KEY forgotten
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "champion_model"
+    from recsys_assets.runner import failure_cause
+
+    cause = failure_cause(failure.step_failure_data.error)
+    assert "refusing to promote unsigned model" in cause and champion["version"] in cause
+    assert signed.load_latest()[1]["version"] == champion["version"]
+    pd.testing.assert_frame_equal(demo_db.read_predictions(), predictions)
