@@ -63,13 +63,11 @@ db._insert_frame = half_inserted
 
 
 def _recsys_run(home, fault: str = "") -> subprocess.CompletedProcess:
+    argv = ["run", "--folds", "4", "--top-n", str(TOP_N), "--no-demo-data"]
     code = (
         PRELUDE
         + textwrap.dedent(fault)
-        + (
-            "\nfrom recsys_assets.cli import main\n"
-            f"raise SystemExit(main(['run', '--folds', '4', '--top-n', '{TOP_N}', '--no-demo-data']))\n"
-        )
+        + f"\nfrom recsys_assets.cli import main\nraise SystemExit(main({argv!r}))\n"
     )
     env = {**os.environ, "RECSYS_HOME": str(home)}
     for var in ("RECSYS_DATABASE_URL", "DAGSTER_HOME", "RECSYS_SCHEMA", "RECSYS_IO_BASE"):
