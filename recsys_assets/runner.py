@@ -132,6 +132,7 @@ def run_pipeline(
     max_drop_fraction: float | None = None,
     rmse_tolerance: float | None = None,
     wait: bool = False,
+    verbose: bool = False,
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance.
 
@@ -156,7 +157,9 @@ def run_pipeline(
         from recsys_assets.run_liveness import fail_dead_runs, process_tags
 
         run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
-        run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+        # Without --verbose, Dagster's log without stack traces: the cause is the last line.
+        logger = "console" if verbose else "brief_console"
+        run_config["loggers"] = {logger: {"config": {"log_level": log_level}}}
         checks = {
             "ratings_df_ratings_volume": {"max_drop_fraction": max_drop_fraction},
             "model_artifact_not_worse_than_champion": {"rmse_tolerance": rmse_tolerance},
@@ -210,9 +213,13 @@ def failure_cause(error) -> str:
         error = error.cause
     if error is None:
         return "unknown error"
-    message = (error.message or "").strip()
-    # SerializableErrorInfo.message is "ClassName: text" for most errors.
-    return " ".join(message.split()) or error.cls_name or "unknown error"
+    message = " ".join((error.message or "").split())
+    # SerializableErrorInfo.message is "module.path.ClassName: text": keep "ClassName: text",
+    # and only the text for dagster's Failure, whose text is written for people.
+    head, sep, text = message.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == error.cls_name:
+        message = text if error.cls_name == "Failure" else f"{error.cls_name}: {text}"
+    return message or error.cls_name or "unknown error"
 
 
 def _summarize(result, note: str | None, start: float) -> RunSummary:
@@ -292,9 +299,7 @@ def run_command(args: argparse.Namespace) -> int:
         max_drop_fraction=args.max_drop_fraction,
         rmse_tolerance=args.rmse_tolerance,
         wait=args.wait,
-        # Dagster logs a failed step's full traceback at ERROR; without --verbose the last
-        # line names the cause instead.
-        log_level="DEBUG" if args.verbose else "INFO",
+        verbose=args.verbose,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)
     return 0 if summary.success else 1

@@ -207,3 +207,20 @@ def test_demo_data_into_a_new_embedded_database(recsys_home, capsys):
     assert RatingsDatabase.from_env().count_ratings() == 100
     movies, ratings = generate_demo_ratings(n_users=5, n_movies=5, n_ratings=10)
     assert len(ratings) == 10 and len(movies) == 5
+
+
+def test_failed_run_ends_with_the_steps_own_error_and_no_traceback(recsys_home, capsys):
+    assert main(["demo-data", "--users", "3", "--movies", "5", "--ratings", "10"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--folds", "2"]) == 1
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert 'File "' not in output and "Stack Trace" not in output
+    assert _last_line(captured.err) == (
+        "error: step ratings_df failed: too few ratings to cross-validate and train: 10 "
+        "ratings from 3 users, need at least 20 ratings and 2 users"
+    )
+    assert main(["--verbose", "run", "--folds", "2"]) == 1
+    captured = capsys.readouterr()
+    assert 'File "' in captured.out + captured.err
+    assert _last_line(captured.err).startswith("error: step ratings_df failed: too few ratings")
