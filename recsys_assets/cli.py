@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recsys", description="Movie-recommendation training pipeline (Dagster + Surprise)."
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="full tracebacks (and debug logs of runs)"
+        "-v", "--verbose", action="store_true", help="full tracebacks (also in run logs)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
