@@ -153,27 +153,50 @@ def run_pipeline(
 
         import dagster as dg
 
-        from recsys_assets.assets.config import training_run_config
         from recsys_assets.run_liveness import fail_dead_runs, process_tags
 
-        run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
-        # Without --verbose, Dagster's log without stack traces: the cause is the last line.
-        logger = "console" if verbose else "brief_console"
-        run_config["loggers"] = {logger: {"config": {"log_level": log_level}}}
-        checks = {
-            "ratings_df_ratings_volume": {"max_drop_fraction": max_drop_fraction},
-            "model_artifact_not_worse_than_champion": {"rmse_tolerance": rmse_tolerance},
-        }
-        for op, op_config in checks.items():
-            values = {k: v for k, v in op_config.items() if v is not None}
-            if values:
-                run_config["ops"][op] = {"config": values}
+        run_config = cli_run_config(
+            n_epochs=n_epochs,
+            n_folds=n_folds,
+            top_n=top_n,
+            max_drop_fraction=max_drop_fraction,
+            rmse_tolerance=rmse_tolerance,
+            log_level=log_level,
+            verbose=verbose,
+        )
         executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
         with dg.DagsterInstance.get() as instance:
             for run_id in fail_dead_runs(instance):
                 _note(f"marked run {run_id} failed: its `recsys run` process is gone")
             result = execute_training(instance, run_config, executor, tags=process_tags())
             return _summarize(result, note, start)
+
+
+def cli_run_config(
+    n_epochs: int = 20,
+    n_folds: int = 4,
+    top_n: int = 50,
+    max_drop_fraction: float | None = None,
+    rmse_tolerance: float | None = None,
+    log_level: str = "INFO",
+    verbose: bool = False,
+) -> dict:
+    """training_job's run config for `recsys run`, with the check overrides it was given."""
+    from recsys_assets.assets.config import training_run_config
+
+    run_config = training_run_config(n_epochs=n_epochs, n_folds=n_folds, top_n=top_n)
+    # Without --verbose, Dagster's log without stack traces: the cause is the last line.
+    logger = "console" if verbose else "brief_console"
+    run_config["loggers"] = {logger: {"config": {"log_level": log_level}}}
+    checks = {
+        "ratings_df_ratings_volume": {"max_drop_fraction": max_drop_fraction},
+        "model_artifact_not_worse_than_champion": {"rmse_tolerance": rmse_tolerance},
+    }
+    for op, op_config in checks.items():
+        values = {k: v for k, v in op_config.items() if v is not None}
+        if values:
+            run_config["ops"][op] = {"config": values}
+    return run_config
 
 
 def _note(message: str) -> None:
