@@ -382,6 +382,7 @@ def rollback(root: Path, signing_key: bytes | None = None) -> tuple[dict, dict]:
         )
     target = history[previous[-1]]["version"]
     _, manifest = load_version(root, target, signing_key=signing_key)  # verify first
+    _refuse_unsigned_over_signed(root, manifest)
     stored = {k: v for k, v in manifest.items() if k != "path"}
     atomic_write_bytes(root / LATEST_NAME, _dump_json(stored))
     now = dt.datetime.now(dt.UTC).isoformat()

@@ -131,6 +131,15 @@ def test_unsigned_candidate_is_not_promoted_over_a_signed_champion(tmp_path):
     promote(tmp_path, _save(tmp_path, 3, key=KEY)["version"])
 
 
+def test_rollback_never_returns_to_an_unsigned_model_from_a_signed_one(tmp_path):
+    unsigned = _save(tmp_path, 1, promote_it=True)
+    signed = _save(tmp_path, 2, key=KEY)
+    promote(tmp_path, signed["version"])  # signing starts: fine over an unsigned champion
+    with pytest.raises(ArtifactSignatureError, match=unsigned["version"]):
+        rollback(tmp_path)
+    assert champion_manifest(tmp_path)["version"] == signed["version"]
+
+
 def test_same_second_same_data_gets_distinct_versions_across_processes(tmp_path, monkeypatch):
     # Both writers computed the same name (same second, same bytes): the second one to
     # publish must not overwrite the first.
