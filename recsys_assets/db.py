@@ -221,7 +221,8 @@ def make_engine(url: str, create: bool = False) -> Engine:
                 if not create:
                     raise MissingDatabaseError(
                         f"SQLite database file {path} does not exist ({safe_url(url)}); "
-                        "check RECSYS_DATABASE_URL"
+                        "check RECSYS_DATABASE_URL, or load ratings first (`recsys "
+                        "import-movielens PATH`, `recsys demo-data`)"
                     )
                 path.parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(parsed)
