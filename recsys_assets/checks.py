@@ -120,7 +120,9 @@ def ratings_volume(
         if passed
         else f"{rows} ratings, down {drop:.0%} from {before} in the last successful run "
         f"{run_id}; more than the allowed {config.max_drop_fraction:.0%}. Training is "
-        "blocked; if the drop is real, rerun with a larger max_drop_fraction",
+        "blocked; if the drop is real, rerun with a larger max_drop_fraction "
+        f"(`recsys run --max-drop-fraction {min(1.0, round(drop + 0.05, 2))}`, or the "
+        "ratings_df_ratings_volume op config)",
         metadata={
             "rows": rows,
             "previous_rows": before,
@@ -139,6 +141,17 @@ def _cv(manifest: dict, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _no_candidate_rmse(model_artifact: dict) -> dg.AssetCheckResult:
+    # A candidate without a CV RMSE was never evaluated: it cannot pass a gate.
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=ERROR,
+        description=f"candidate {model_artifact.get('version')} has no CV RMSE in its manifest "
+        "(cv_metrics.rmse_mean): not evaluated, not promoted",
+        metadata={"version": str(model_artifact.get("version"))},
+    )
+
+
 @dg.asset_check(
     asset=model_artifact,
     blocking=True,
@@ -152,7 +165,9 @@ def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
             severity=ERROR,
             description="the candidate's manifest has no BaselineOnly RMSE to compare with",
         )
-    passed = rmse is not None and rmse < baseline
+    if rmse is None:
+        return _no_candidate_rmse(model_artifact)
+    passed = rmse < baseline
     return dg.AssetCheckResult(
         passed=passed,
         severity=ERROR,
@@ -180,6 +195,9 @@ def not_worse_than_champion(
     fitted on today's training ratings and scored on the same validation ratings as the
     candidate's, so the two RMSEs are on the same data. Without one (tuning fixed), the
     candidate's CV RMSE is compared with the CV RMSE the champion's manifest recorded."""
+    rmse = _cv(model_artifact, "rmse_mean")
+    if rmse is None:
+        return _no_candidate_rmse(model_artifact)
     champion = model_store.latest_manifest()
     if champion is None:
         return dg.AssetCheckResult(
@@ -212,7 +230,7 @@ def not_worse_than_champion(
                 metadata={"version": model_artifact["version"], "cv_rmse": rmse},
             )
     limit = champion_rmse + config.rmse_tolerance
-    passed = rmse is not None and rmse <= limit
+    passed = rmse <= limit
     verdict = "may be promoted" if passed else f"not promoted, {champion['version']} stays"
     return dg.AssetCheckResult(
         passed=passed,

@@ -2,19 +2,24 @@
 
     recsys demo-data [--users N --movies N --ratings N | --shape 25m] [--seed S] [--if-empty]
     recsys import-movielens PATH [--replace]
-    recsys run [--tuning search|fixed --n-epochs N --folds K --top-n N --no-demo-data]
+    recsys run [--tuning search|fixed --n-epochs N --folds K --top-n N --no-demo-data
+                --max-drop-fraction F --rmse-tolerance T --wait]
     recsys models list | show VERSION | promote VERSION | rollback | prune [--keep K]
     recsys recommend USER [--n 10]
 
 The database comes from RECSYS_DATABASE_URL / RECSYS_SCHEMA (embedded SQLite under RECSYS_HOME
-by default). Exit codes: 0 success, 2 bad input (usage errors, missing paths, unusable data).
+by default). Exit codes: 0 success, 1 failed run or unexpected error, 2 bad input (usage
+errors, missing paths, databases or tables, unusable data). Errors end with one `error:` line
+naming the cause; `--verbose` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 
 from recsys_assets.db import SchemaError
@@ -40,6 +45,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {number}")
+    return number
+
+
 def _non_negative(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -47,15 +59,37 @@ def _non_negative(value: str) -> int:
     return number
 
 
-def open_db() -> RatingsDatabase:
+def open_db(create: bool = False) -> RatingsDatabase:
+    """The configured ratings database, checked: it exists and has the preset's ratings tables.
+
+    `create`: create the tables this project owns when missing (native preset: ratings,
+    movies) — for the embedded database and explicit loads (demo-data, import-movielens); the
+    SQLite file itself only for the embedded database, never for RECSYS_DATABASE_URL.
+    Otherwise a missing file, server or table is a UsageError naming it (URL masked) and the
+    preset, and nothing is created.
+    """
+    import sqlalchemy.exc
+
+    from recsys_assets.db import MissingDatabaseError
+
     try:
         database = RatingsDatabase.from_env()
     except ValueError as exc:  # unknown RECSYS_SCHEMA
         raise UsageError(str(exc)) from exc
+    where = f"{database.safe_url()} (schema preset {database.preset})"
     try:
+        if os.environ.get("RECSYS_DATABASE_URL"):
+            database.engine()  # a configured SQLite file must exist: never created here
+        if not create:
+            database.check_ratings_tables()
+        # Tables this project owns (user_predictions; native: also ratings, movies).
         database.ensure_schema()
-    except SchemaError as exc:  # django preset pointed at a database without Django's tables
+    except SchemaError as exc:
         raise UsageError(str(exc)) from exc
+    except MissingDatabaseError as exc:
+        raise UsageError(f"{exc} (schema preset {database.preset})") from exc
+    except sqlalchemy.exc.DBAPIError as exc:  # server down, wrong password, not a database
+        raise UsageError(f"cannot use the ratings database {where}: {db_error(exc)}") from exc
     return database
 
 
@@ -71,10 +105,40 @@ def refuse_app_tables(database: RatingsDatabase, action: str) -> None:
         )
 
 
+def db_error(exc: BaseException) -> str:
+    """The driver's own message, one line, without SQLAlchemy's SQL echo and help link."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the cause of an unexpected error: file, variable, driver message."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, OSError) and exc.filename is not None:
+        target = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        hint = " (RECSYS_HOME must be writable)" if isinstance(exc, PermissionError) else ""
+        return f"{exc.strerror or type(exc).__name__}: {target}{hint}"
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return db_error(exc)
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ValueError | RuntimeError) and text:
+        return text  # our own messages (bad RECSYS_* values, ...) name what is wrong
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from recsys_assets.data.demo import generate_demo_ratings
 
-    database = open_db()
+    if os.environ.get("RECSYS_DATABASE_URL") and not args.into_configured_database:
+        raise UsageError(
+            "RECSYS_DATABASE_URL is set: demo data goes only into the embedded database unless "
+            "you pass --into-configured-database (synthetic ratings in a real database would "
+            "train and promote a model on fake data)"
+        )
+    # The embedded database (and its folder) may be created; a configured one must exist.
+    database = open_db(create=not os.environ.get("RECSYS_DATABASE_URL"))
     refuse_app_tables(database, "insert demo data")
     where = f"{database.safe_url()} (schema {database.preset})"
     if args.if_empty:
@@ -110,7 +174,7 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
         movies, ratings = read_movielens(args.path)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    database = open_db()
+    database = open_db(create=True)
     refuse_app_tables(database, "import MovieLens")
     where = f"{database.safe_url()} (schema {database.preset})"
     existing = database.count_ratings()
@@ -153,29 +217,65 @@ def _fmt(value: object, spec: str = ".4f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
+def _history_or_warn(store) -> list[dict]:
+    from recsys_assets.ml.artifacts import ArtifactIntegrityError
+
+    try:
+        return store.history()
+    except ArtifactIntegrityError as exc:
+        print(f"warning: {exc}; promotion history unavailable", file=sys.stderr)
+        return []
+
+
+def _latest_pointer_problem(store) -> str | None:
+    """Why latest.json cannot be used, or None (missing is not a problem: nothing promoted)."""
+    from recsys_assets.ml.artifacts import ArtifactIntegrityError, read_latest_manifest
+
+    try:
+        read_latest_manifest(store.root_path)
+    except (ArtifactIntegrityError, OSError) as exc:
+        return str(exc)
+    return None
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
+    """Every version, verified (size, SHA-256, signature with a key); broken ones marked."""
     store = _store()
-    versions = store.versions()
-    if not versions:
+    versions, unreadable = store.scan()
+    if not versions and not unreadable:
         print(f"no model versions under {store.root_path}")
         return 0
     latest = store.latest_manifest()
     current = latest["version"] if latest else None
-    ever = {e["version"] for e in store.history()}
+    ever = {e.get("version") for e in _history_or_warn(store) if isinstance(e, dict)}
     header = f"{'version':<27} {'created (UTC)':<20} {'CV RMSE':>8} {'baseline':>8} "
-    # NDCG@10 of the list the version ships (EASE or the SVD blend).
-    print(header + f"{'NDCG@10':>8}  promoted")
-    for m in versions:
+    print(header + f"{'NDCG@10':>8}  {'promoted':<8}  status")
+    problems = dict(unreadable)
+    rows = {m["version"]: m for m in versions}
+    for version in sorted({*rows, *unreadable}):
+        m = rows.get(version, {})
         cv = m.get("cv_metrics") or {}
-        promoted = (
-            "champion" if m["version"] == current else ("was" if m["version"] in ever else "no")
-        )
+        promoted = "champion" if version == current else ("was" if version in ever else "no")
+        problem = problems.get(version) or (store.verify(m) if m else None)
+        if problem:
+            problems[version] = problem
         print(
-            f"{m['version']:<27} {str(m.get('created_at', ''))[:19]:<20} "
+            f"{version:<27} {str(m.get('created_at', ''))[:19]:<20} "
             f"{_fmt(cv.get('rmse_mean')):>8} {_fmt(cv.get('baseline_rmse_mean')):>8} "
-            f"{_fmt(cv.get('shipped_ndcg_mean', cv.get('blend_ndcg_mean'))):>8}  {promoted}"
+            f"{_fmt(cv.get('shipped_ndcg_mean', cv.get('blend_ndcg_mean'))):>8}  {promoted:<8}  "
+            + ("BROKEN" if problem else "ok")
         )
-    return 0
+    for version, problem in sorted(problems.items()):
+        print(f"BROKEN {version}: {problem}", file=sys.stderr)
+    pointer = _latest_pointer_problem(store)
+    if pointer:
+        fallback = f"; champion per history: {current}" if current else ""
+        print(
+            f"BROKEN latest.json: {pointer}{fallback}. Recover with `recsys models promote "
+            "VERSION` (or `recsys models rollback`)",
+            file=sys.stderr,
+        )
+    return 1 if problems or pointer else 0
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
@@ -191,7 +291,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     except ArtifactError as exc:
         raise UsageError(str(exc)) from exc
     latest = store.latest_manifest()
-    history = [e for e in store.history() if e["version"] == args.version]
+    history = [e for e in _history_or_warn(store) if e.get("version") == args.version]
     print(json.dumps(manifest, indent=2, sort_keys=True))
     print(f"champion now: {'yes' if latest and latest['version'] == args.version else 'no'}")
     for entry in history:
@@ -228,7 +328,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
-    deleted = _store().prune(args.keep)
+    deleted = _store().prune(args.keep)  # also removes temp files of killed writes
     print(f"deleted {len(deleted)} versions" + (f": {', '.join(deleted)}" if deleted else ""))
     return 0
 
@@ -273,7 +373,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     source = recs[0].source if recs else "-"
     policy = RankingPolicy.from_manifest(manifest)
     print(f"user {args.user}: top {len(recs)} from model {manifest['version']}")
-    print(f"# {ranking_header(source, policy, manifest)}; listed in that order (as user_predictions ships)")
+    header = ranking_header(source, policy, manifest)
+    print(f"# {header}; listed in that order (as user_predictions ships)")
     print("# score = the SVD's predicted rating for the user, shown for reference")
     print(f"{'rank':>4}  {'score':>5}  title")
     for rank, rec in enumerate(recs, 1):
@@ -285,6 +386,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys", description="Movie-recommendation training pipeline (Dagster + Surprise)."
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="full tracebacks (also in run logs)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -302,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--if-empty", action="store_true", help="do nothing if the database already has ratings"
+    )
+    demo.add_argument(
+        "--into-configured-database",
+        action="store_true",
+        help="allow writing demo data into the (existing) database of RECSYS_DATABASE_URL",
     )
     demo.set_defaults(handler=cmd_demo_data)
 
@@ -334,7 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-demo-data",
         action="store_true",
-        help="fail instead of generating demo data when the database is empty",
+        help="fail instead of generating demo data into a new embedded database",
+    )
+    run.add_argument(
+        "--max-drop-fraction",
+        type=_fraction,
+        help="ratings_volume check: allowed drop in ratings vs the last successful run (0.5)",
+    )
+    run.add_argument(
+        "--rmse-tolerance",
+        type=float,
+        help="not_worse_than_champion gate: how much worse CV RMSE may be (0.01)",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for another `recsys run` on this RECSYS_HOME instead of refusing",
     )
     run.set_defaults(handler=cmd_run)
 
@@ -381,8 +505,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except UsageError as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # One line naming the cause; the traceback only when asked for.
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print("(run with --verbose for the traceback)", file=sys.stderr)
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

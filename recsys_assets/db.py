@@ -72,6 +72,10 @@ class SchemaError(RuntimeError):
     """The database lacks a table this project needs and must not create itself."""
 
 
+class MissingDatabaseError(RuntimeError):
+    """A SQLite URL names a file that does not exist (never created unless asked to)."""
+
+
 def _user_predictions_table(metadata: sa.MetaData) -> sa.Table:
     # Identical in both presets; each preset's MetaData gets its own copy. A single-column
     # primary key so an unmanaged Django model maps it on any Django version (README).
@@ -283,12 +287,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other backends and in-memory databases)."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None  # a URI filename: its own mode= decides whether it may be created
+    return Path(database).expanduser()
+
+
+def make_engine(url: str, create: bool = False) -> Engine:
     """Return the process-wide Engine for `url`, creating (and caching) it on first use.
 
-    SQLite: the database file's directory is created if missing and WAL/busy-timeout pragmas
-    are applied to every connection. Other backends get `pool_pre_ping` so connections dropped
-    by the server between daily runs are replaced transparently.
+    SQLite: a database file that does not exist is an error (MissingDatabaseError naming it),
+    so a typo in a URL never creates an empty database; `create=True` (the embedded default
+    database, explicit setup commands) creates its directory instead. WAL/busy-timeout
+    pragmas are applied to every connection. Other backends get `pool_pre_ping` so
+    connections dropped by the server between daily runs are replaced transparently.
     """
     with _engines_lock:
         engine = _engines.get(url)
@@ -296,9 +313,15 @@ def make_engine(url: str) -> Engine:
             return engine
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = sqlite_file(url)
+            if path is not None and not path.exists():
+                if not create:
+                    raise MissingDatabaseError(
+                        f"SQLite database file {path} does not exist ({safe_url(url)}); "
+                        "check RECSYS_DATABASE_URL, or load ratings first (`recsys "
+                        "import-movielens PATH`, `recsys demo-data`)"
+                    )
+                path.parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(parsed)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -325,10 +348,25 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+# Query parameters that carry secrets (libpq's `?password=`, `sslpassword=`, ...).
+_SECRET_QUERY_KEYS = ("password", "sslpassword", "passwd", "pwd", "secret", "token")
+
+
 def safe_url(engine_or_url: Engine | str) -> str:
-    """The URL with its password masked: the only form that may be printed or logged."""
-    url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
-    return url.render_as_string(hide_password=True)
+    """The URL with its password masked: the only form that may be printed or logged.
+
+    Masks the password in the authority part and in query parameters (`?password=`).
+    """
+    try:
+        url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"  # never echo a string that may hold a password
+    # A placeholder that survives URL quoting, swapped for *** once rendered.
+    secret = {k: "MASKED" for k in url.query if k.lower() in _SECRET_QUERY_KEYS}
+    text = url.update_query_dict(secret).render_as_string(hide_password=True)
+    for key in secret:
+        text = text.replace(f"{key}=MASKED", f"{key}=***")
+    return text
 
 
 # --- schema --------------------------------------------------------------------------------
@@ -386,6 +424,27 @@ def _check_django_tables(engine: Engine, schema: DjangoSchema, tables: _DjangoTa
             f"(found: {', '.join(sorted(registered)[:20])}); set RECSYS_DJANGO_CONTENT_TYPE to "
             "the rated model as 'app_label.model'"
         )
+
+
+def check_ratings_tables(engine: Engine, preset: Preset) -> None:
+    """Raise SchemaError naming the first table of `preset`'s ratings that is missing.
+
+    Used where the project must read ratings but must not create their tables (a configured
+    database: an empty table created there would only hide the wrong URL).
+    """
+    if check_preset(preset) == "native":
+        tables: tuple[sa.Table, ...] = (ratings, movies)
+    else:
+        layout = django_tables(_django_schema(preset))
+        tables = (layout.ratings, layout.content_type)
+    inspector = sa.inspect(engine)
+    for table in tables:
+        if not inspector.has_table(table.name):
+            name = preset if isinstance(preset, str) else "django"
+            raise SchemaError(
+                f"table {table.name!r} does not exist in {safe_url(engine)} (schema preset "
+                f"{name!r}); check RECSYS_DATABASE_URL and RECSYS_SCHEMA"
+            )
 
 
 def _upgrade_predictions(engine: Engine, table: sa.Table) -> None:
@@ -716,11 +775,26 @@ def _ratings_query(preset: Preset) -> tuple[sa.Select, sa.ColumnElement[Any]]:
     return stmt, rr.c.id
 
 
+def _raw_ids(values: pd.Series) -> pd.Series:
+    """Ids as int64; when some are not whole numbers (text in SQLite's untyped columns) the
+    column is float64 with NaN there, left for `clean_ratings` to drop and count."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype(np.int64)
+    numeric = pd.to_numeric(values, errors="coerce")
+    if pd.api.types.is_integer_dtype(numeric.dtype):
+        return numeric.astype(np.int64)
+    arr = numeric.to_numpy(np.float64)
+    whole = np.isfinite(arr) & (arr == np.floor(arr))
+    if whole.all():
+        return pd.Series(arr.astype(np.int64), index=values.index)
+    return pd.Series(np.where(whole, arr, np.nan), index=values.index)
+
+
 def _normalize_ratings(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {
-            "user_id": pd.to_numeric(df["user_id"]).astype(np.int64),
-            "movie_id": pd.to_numeric(df["movie_id"]).astype(np.int64),
+            "user_id": _raw_ids(df["user_id"]),
+            "movie_id": _raw_ids(df["movie_id"]),
             "rating": df["rating"],
             "timestamp": to_unix_seconds(df["timestamp"]),
             "rating_id": df["rating_id"].astype(np.int64),
@@ -1198,8 +1272,10 @@ __all__ = [
     "RATINGS_COLUMNS",
     "RatingsChanges",
     "RatingsWatermark",
+    "MissingDatabaseError",
     "SchemaError",
     "check_preset",
+    "check_ratings_tables",
     "count_ratings",
     "create_django_tables",
     "delete_ratings",
@@ -1218,5 +1294,6 @@ __all__ = [
     "read_user_ratings",
     "replace_predictions",
     "safe_url",
+    "sqlite_file",
     "to_unix_seconds",
 ]

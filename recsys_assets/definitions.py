@@ -19,6 +19,7 @@ import dagster as dg
 
 from recsys_assets import checks, jobs, settings
 from recsys_assets.assets.ratings import ratings
+from recsys_assets.loggers import brief_console_logger
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -114,6 +115,8 @@ def build_defs() -> dg.Definitions:
         sensors=[build_ratings_db_sensor(), build_retrain_sensor(), run_failure_alert],
         resources=build_resources(),
         executor=build_executor(),
+        # Dagster's console logger stays the default; `recsys run` selects the brief one.
+        loggers={"console": dg.colored_console_logger, "brief_console": brief_console_logger},
     )
 
 

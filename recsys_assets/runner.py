@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -44,6 +45,15 @@ concurrency:
       - key: recsys/job
         value: training
         limit: 1
+# With `recsys ui` (its daemon): runs stuck starting or canceling, or running for more than
+# 6 hours, are marked failed instead of blocking the one-training-at-a-time limit forever.
+# Runs of `recsys run` are also checked by process (recsys_assets/run_liveness.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  cancel_timeout_seconds: 300
+  max_runtime_seconds: 21600
+  poll_interval_seconds: 60
 """
 
 
@@ -66,12 +76,32 @@ def prepare_dagster_home() -> str:
     return str(home)
 
 
+def _embedded_database_is_new(database_file: Path) -> bool:
+    """The embedded database counts as new when its file did not exist, or nothing was ever
+    trained in this RECSYS_HOME (no model version saved): demo data cannot replace a real
+    model there."""
+    from recsys_assets.ml.artifacts import scan_versions
+
+    if not database_file.exists():
+        return True
+    versions, broken = scan_versions(settings.models_dir())
+    return not versions and not broken
+
+
 def _ensure_ratings(create_demo: bool) -> str | None:
-    """Create the schema, and demo ratings when the database is empty. Returns a note to print."""
+    """Check there are ratings to train on; demo ratings only into a new embedded database.
+
+    Demo data is never written into a database named by RECSYS_DATABASE_URL, and a database
+    file or table that does not exist there is an error naming it, never created.
+    Returns a note to print.
+    """
     from recsys_assets.cli import UsageError, open_db
     from recsys_assets.data.demo import generate_demo_ratings
 
-    db = open_db()
+    configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
+    database_file = Path(settings.default_database_url().removeprefix("sqlite:///"))
+    new = not configured and _embedded_database_is_new(database_file)
+    db = open_db(create=not configured)
     if db.count_ratings() > 0:
         return None
     if db.preset == "django":
@@ -81,10 +111,18 @@ def _ensure_ratings(create_demo: bool) -> str | None:
             f"{db.safe_url()} has no active ratings of content type {schema.content_type!r} "
             f"in {schema.ratings_table}; rate something in the app first"
         )
-    if not create_demo:
+    where = f"{db.safe_url()} (schema preset {db.preset})"
+    load = "import ratings with `recsys import-movielens PATH`"
+    if configured:
         raise UsageError(
-            f"{db.safe_url()} has no active movie ratings; run `recsys demo-data` or "
-            "`recsys import-movielens PATH`"
+            f"{where} has no active movie ratings; {load}. Demo data is never generated into "
+            "a database named by RECSYS_DATABASE_URL (unset it to use the embedded database)"
+        )
+    if not create_demo or not new:
+        why = "" if not create_demo else " and models were already trained in this RECSYS_HOME"
+        raise UsageError(
+            f"{where} has no active movie ratings{why}; {load}, or generate synthetic "
+            "ratings explicitly with `recsys demo-data`"
         )
     movies, ratings = generate_demo_ratings()
     db.insert_movies(movies)
@@ -100,27 +138,87 @@ def run_pipeline(
     log_level: str = "INFO",
     tuning: str = "search",
     engine: str = "compiled",
+    max_drop_fraction: float | None = None,
+    rmse_tolerance: float | None = None,
+    wait: bool = False,
+    verbose: bool = False,
 ) -> RunSummary:
-    """Materialize the whole graph (assets and checks) against the embedded (or set) instance."""
+    """Materialize the whole graph (assets and checks) against the embedded (or set) instance.
+
+    One at a time per RECSYS_HOME (a lock file: refuses, or waits with `wait`); runs of
+    earlier `recsys run`s whose process died are marked failed first.
+    """
+    from recsys_assets.cli import UsageError
+    from recsys_assets.run_lock import TrainingLockBusy, training_lock
+
     start = time.perf_counter()
     prepare_dagster_home()
-    note = _ensure_ratings(create_demo)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(training_lock(settings.recsys_home(), wait=wait, on_wait=_note))
+        except TrainingLockBusy as exc:
+            raise UsageError(str(exc)) from exc
+        note = _ensure_ratings(create_demo)
 
-    import dagster as dg
+        import dagster as dg
 
+        from recsys_assets.run_liveness import fail_dead_runs, process_tags
+
+        run_config = cli_run_config(
+            n_epochs=n_epochs,
+            n_folds=n_folds,
+            top_n=top_n,
+            tuning=tuning,
+            engine=engine,
+            max_drop_fraction=max_drop_fraction,
+            rmse_tolerance=rmse_tolerance,
+            log_level=log_level,
+            verbose=verbose,
+        )
+        executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
+        with dg.DagsterInstance.get() as instance:
+            for run_id in fail_dead_runs(instance):
+                _note(f"marked run {run_id} failed: its `recsys run` process is gone")
+            result = execute_training(instance, run_config, executor, tags=process_tags())
+            return _summarize(result, note, start)
+
+
+def cli_run_config(
+    n_epochs: int = 20,
+    n_folds: int = 4,
+    top_n: int = 50,
+    tuning: str = "search",
+    engine: str = "compiled",
+    max_drop_fraction: float | None = None,
+    rmse_tolerance: float | None = None,
+    log_level: str = "INFO",
+    verbose: bool = False,
+) -> dict:
+    """training_job's run config for `recsys run`, with the check overrides it was given."""
     from recsys_assets.assets.config import training_run_config
 
     run_config = training_run_config(
         n_epochs=n_epochs, n_folds=n_folds, top_n=top_n, tuning=tuning, engine=engine
     )
-    run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
-    executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
-    with dg.DagsterInstance.get() as instance:
-        result = execute_training(instance, run_config, executor)
-        return _summarize(result, note, start)
+    # Without --verbose, Dagster's log without stack traces: the cause is the last line.
+    logger = "console" if verbose else "brief_console"
+    run_config["loggers"] = {logger: {"config": {"log_level": log_level}}}
+    checks = {
+        "ratings_df_ratings_volume": {"max_drop_fraction": max_drop_fraction},
+        "model_artifact_not_worse_than_champion": {"rmse_tolerance": rmse_tolerance},
+    }
+    for op, op_config in checks.items():
+        values = {k: v for k, v in op_config.items() if v is not None}
+        if values:
+            run_config["ops"][op] = {"config": values}
+    return run_config
 
 
-def execute_training(instance, run_config: dict, executor: str):
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def execute_training(instance, run_config: dict, executor: str, tags: dict | None = None):
     """`training_job` on `instance`, failures reported in the result rather than raised.
 
     ``in_process`` is the quickest path on one machine: no per-step processes, the CV folds
@@ -134,14 +232,32 @@ def execute_training(instance, run_config: dict, executor: str):
 
     if executor == "in_process":
         return definitions.training_job().execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
+            run_config=run_config, instance=instance, raise_on_error=False, tags=tags
         )
     return dg.execute_job(
         dg.reconstructable(definitions.training_job),
         instance=instance,
         run_config=run_config,
         raise_on_error=False,
+        tags=tags,
     )
+
+
+def failure_cause(error) -> str:
+    """The underlying exception of a step failure (Dagster's SerializableErrorInfo), in one
+    line: Dagster wraps user code errors ("Error occurred while executing op ..."), and the
+    innermost cause is what a person can act on."""
+    while error is not None and getattr(error, "cause", None) is not None:
+        error = error.cause
+    if error is None:
+        return "unknown error"
+    message = " ".join((error.message or "").split())
+    # SerializableErrorInfo.message is "module.path.ClassName: text": keep "ClassName: text",
+    # and only the text for dagster's Failure, whose text is written for people.
+    head, sep, text = message.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == error.cls_name:
+        message = text if error.cls_name == "Failure" else f"{error.cls_name}: {text}"
+    return message or error.cls_name or "unknown error"
 
 
 def _summarize(result, note: str | None, start: float) -> RunSummary:
@@ -189,11 +305,16 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
                 f"predictions  most-popular suggestions for all {fallback['users']} users "
                 f"({fallback['rows']} rows, source='popular') until a model passes the gates"
             )
-        for event in result.all_events:
-            if event.is_step_failure:
-                error = event.step_failure_data.error
-                lines.append(f"FAILED {event.step_key}: {error.message.strip() if error else ''}")
+        causes = [
+            f"step {event.step_key} failed: {failure_cause(event.step_failure_data.error)}"
+            for event in result.all_events
+            if event.is_step_failure
+        ]
+        failed_checks = [line.removeprefix("CHECK FAILED ") for line in lines if "CHECK" in line]
         lines.append(f"run {result.run_id} failed after {wall:.1f}s")
+        # The last line names the cause: the failed step's own exception, else the gate.
+        cause = (failed_checks or causes or ["the run failed (see the Dagster UI)"])[0]
+        lines.append(f"error: {cause}")
         return RunSummary(False, lines, meta)
 
     r, cv, art, pred = (
@@ -267,6 +388,10 @@ def run_command(args: argparse.Namespace) -> int:
         create_demo=not args.no_demo_data,
         tuning=args.tuning,
         engine=args.engine,
+        max_drop_fraction=args.max_drop_fraction,
+        rmse_tolerance=args.rmse_tolerance,
+        wait=args.wait,
+        verbose=args.verbose,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)
     return 0 if summary.success else 1

@@ -30,9 +30,34 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Another process may take it before our server binds
+    it (the bind-close-reuse race): start servers through `on_free_port`, which retries."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """The server could not bind its port: another process took it first."""
+
+
+ATTEMPTS = 5
+
+
+def on_free_port(start: Callable[[int], Any], what: str, attempts: int = ATTEMPTS) -> Any:
+    """`start(port)` on a fresh free port, again on another one when it raises PortTaken."""
+    errors = []
+    for _ in range(attempts):
+        try:
+            return start(free_port())
+        except PortTaken as exc:
+            errors.append(str(exc))
+    raise AssertionError(f"{what}: lost the port {attempts} times: {errors}")
+
+
+def port_taken(text: str) -> bool:
+    text = text.lower()
+    return "address already in use" in text or "could not bind" in text
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, diagnostics=None) -> Any:
@@ -104,9 +129,23 @@ def postgres_server() -> Iterator[Postgres]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(root / "pw", "postgres", "postgres")
-    port = free_port()
     pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log)]
     started = False
+
+    def start(port: int) -> int:
+        seen = log.stat().st_size if log.exists() else 0
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
+        proc = subprocess.run(
+            _as_postgres_user([*pg_ctl, "-o", options, "-w", "-t", "120", "start"]),
+            capture_output=True,
+        )
+        if proc.returncode != 0:
+            text = log.read_bytes()[seen:].decode(errors="replace") if log.exists() else ""
+            if port_taken(text):
+                raise PortTaken(f"port {port}")
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, text)
+        return port
+
     try:
         subprocess.run(
             _as_postgres_user(
@@ -127,12 +166,7 @@ def postgres_server() -> Iterator[Postgres]:
             check=True,
             capture_output=True,
         )
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
-        subprocess.run(
-            _as_postgres_user([*pg_ctl, "-o", options, "-w", "-t", "120", "start"]),
-            check=True,
-            capture_output=True,
-        )
+        port = on_free_port(start, "PostgreSQL")
         started = True
         server = Postgres("127.0.0.1", port, "recsys", password)
         import sqlalchemy as sa
@@ -201,26 +235,46 @@ class Deployment:
     def __init__(self, env: dict[str, str], root: Path) -> None:
         self.env = env
         self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        workspace = str(REPO / "workspace.yaml")
-        self.webserver = Process(
-            "webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-w",
-                workspace,
-            ],
+        self.port = 0
+        self.url = ""
+        self.webserver = self._webserver(0)
+        self.daemon = Process(
+            "daemon",
+            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
             env,
             root,
         )
-        self.daemon = Process(
-            "daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, root
-        )
+
+    def _webserver(self, port: int) -> Process:
+        cmd = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
+        return Process("webserver", [*cmd, "-w", str(REPO / "workspace.yaml")], self.env, self.root)
+
+    def start_webserver(self, timeout: float = 300) -> None:
+        """Start the webserver on a free port; on another one if that port was taken first."""
+
+        def start(port: int) -> int:
+            self.webserver = self._webserver(port)
+            seen = self.webserver.log.stat().st_size if self.webserver.log.exists() else 0
+            self.webserver.start()
+
+            def listening_or_exited() -> bool:
+                if self.webserver.popen.poll() is not None:
+                    text = self.webserver.log.read_bytes()[seen:].decode(errors="replace")
+                    if port_taken(text):
+                        raise PortTaken(f"port {port}")
+                    raise AssertionError(f"webserver exited\n{self.webserver.tail()}")
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", port)) == 0
+
+            try:
+                wait_for(listening_or_exited, timeout, "the webserver to listen", self.diagnostics)
+            except PortTaken:
+                self.webserver.stop()
+                raise
+            return port
+
+        self.port = on_free_port(start, "dagster-webserver")
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def diagnostics(self) -> str:
         return "\n".join([self.daemon.tail(), self.webserver.tail(30)])

@@ -23,6 +23,7 @@ import pytest
 from recsys_assets import definitions
 from recsys_assets.assets.config import training_run_config
 from recsys_assets_tests.conftest import FAST_SVD
+from recsys_assets_tests.servers import PortTaken, on_free_port, port_taken
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -34,15 +35,14 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:  # exited: lost the port to another process?
+            output = log.read_text(errors="replace")
+            if port_taken(output):
+                raise PortTaken(f"port {port}")
+            raise RuntimeError(f"redis-server exited: {output[-2000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -88,15 +88,30 @@ def _descendants(pid: int) -> set[int]:
 def redis_url(tmp_path: Path) -> Iterator[str]:
     if REDIS is None:
         pytest.fail("redis-server is not installed (CI is set, so this is a failure)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [REDIS, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    procs: list[subprocess.Popen] = []
+
+    def start(port: int) -> int:
+        log = tmp_path / f"redis-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [REDIS, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+                + ["--appendonly", "no"],
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        procs.append(proc)
+        try:
+            _wait_for_port(port, proc, log)
+        except PortTaken:
+            _stop(proc)
+            raise
+        return port
+
+    port = on_free_port(start, "redis-server")
+    proc = procs[-1]
     try:
-        _wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(proc)

@@ -19,8 +19,8 @@ from recsys_assets import db
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    # A not-yet-existing subdirectory: make_engine must create it.
-    eng = db.make_engine(f"sqlite:///{tmp_path / 'nested' / 'ratings.db'}")
+    # A not-yet-existing subdirectory: make_engine(create=True) must create it.
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'nested' / 'ratings.db'}", create=True)
     db.ensure_schema(eng, "native")
     return eng
 
@@ -45,7 +45,7 @@ def _predictions(users: list[int], n: int = 3, score0: float = 5.0) -> pd.DataFr
 
 def test_make_engine_caches_creates_dir_and_sets_pragmas(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a' / 'b' / 'r.db'}"
-    eng = db.make_engine(url)
+    eng = db.make_engine(url, create=True)
     assert db.make_engine(url) is eng
     assert (tmp_path / "a" / "b").is_dir()
     with eng.connect() as conn:
@@ -63,6 +63,31 @@ def test_postgres_url_builds_engine_and_masks_password() -> None:
     masked = db.safe_url(eng)
     assert "s3cret" not in masked and "***" in masked
     assert db.safe_url(url) == masked
+
+
+def test_missing_sqlite_file_is_an_error_and_nothing_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "ratings.db"
+    with pytest.raises(db.MissingDatabaseError, match=str(path)):
+        db.make_engine(f"sqlite:///{path}")
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("key", ["password", "PASSWORD", "sslpassword"])
+def test_safe_url_masks_a_password_given_as_a_query_parameter(key: str) -> None:
+    url = f"postgresql+psycopg2://recsys@db.example/app?{key}=s3cret&sslmode=require"
+    masked = db.safe_url(url)
+    assert "s3cret" not in masked and "***" in masked and "sslmode=require" in masked
+    assert "s3cret" not in db.safe_url("not a url s3cret")
+
+
+def test_check_ratings_tables_names_table_url_and_preset(tmp_path: Path) -> None:
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'other.db'}", create=True)
+    with pytest.raises(db.SchemaError, match=r"'ratings'.*other\.db.*'native'"):
+        db.check_ratings_tables(eng, "native")
+    with pytest.raises(db.SchemaError, match=r"'ratings_rating'.*'django'"):
+        db.check_ratings_tables(eng, "django")
+    db.ensure_schema(eng, "native")
+    db.check_ratings_tables(eng, "native")
 
 
 def test_unknown_preset_lists_allowed_values(engine: Engine) -> None:
@@ -134,6 +159,18 @@ def test_string_in_rating_column_comes_back_raw(engine: Engine) -> None:
     pd.testing.assert_frame_equal(db.read_ratings(engine, "native", chunksize=1), got)
 
 
+def test_text_ids_come_back_as_nan_for_cleaning_to_drop(engine: Engine) -> None:
+    db.insert_ratings(engine, "native", _ratings([(1, 1, 3.0, 5), (1, 2, 4.5, 6)]))
+    with engine.begin() as conn:  # SQLite stores text in a BIGINT column as text
+        conn.exec_driver_sql(
+            "INSERT INTO ratings (user_id, movie_id, rating, active, created_at) "
+            "VALUES ('bob', 1, 4.0, 1, 7), (2, '7.5', 4.0, 1, 8), ('3', 3, 4.0, 1, 9)"
+        )
+    got = db.read_ratings(engine, "native")
+    assert got["user_id"].tolist()[:2] == [1, 1] and np.isnan(got["user_id"].iloc[2])
+    assert np.isnan(got["movie_id"].iloc[3]) and got["user_id"].iloc[4] == 3
+
+
 def test_insert_ratings_accepts_datetimes_and_rejects_missing_columns(engine: Engine) -> None:
     frame = pd.DataFrame(
         {
@@ -192,7 +229,7 @@ def test_ensure_schema_is_idempotent_and_creates_native_tables(engine: Engine) -
 
 @pytest.fixture
 def django_engine(tmp_path: Path) -> Engine:
-    eng = db.make_engine(f"sqlite:///{tmp_path / 'django.db'}")
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'django.db'}", create=True)
     db.create_django_tables(eng)
     return eng
 
@@ -265,7 +302,7 @@ def test_django_insert_creates_movie_content_type(django_engine: Engine) -> None
 
 
 def test_django_preset_requires_existing_tables(tmp_path: Path) -> None:
-    eng = db.make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'empty.db'}", create=True)
     with pytest.raises(db.SchemaError, match="ratings_rating"):
         db.ensure_schema(eng, "django")
     assert not sa.inspect(eng).has_table("user_predictions")

@@ -7,6 +7,7 @@ readable by Dagster's own class and by a real webserver, bounded engines, wipe a
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from recsys_assets import instance_storage
@@ -85,6 +86,7 @@ def test_old_generated_dagster_yaml_is_updated_and_a_custom_one_kept(recsys_home
     assert config.read_text() == custom
 
 
+@pytest.mark.integration
 def test_webserver_shows_a_run_stored_by_it(recsys_home, demo_db):
     """A real dagster-webserver on the embedded instance serves a `recsys run`'s event log."""
     import os
@@ -95,7 +97,7 @@ def test_webserver_shows_a_run_stored_by_it(recsys_home, demo_db):
     env = {**os.environ, "DAGSTER_HOME": str(recsys_home / "dagster_home")}
     deploy = Deployment(env, recsys_home)
     try:
-        deploy.webserver.start()
+        deploy.start_webserver()
         deploy.wait_ready()
         runs = deploy.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
         (run,) = runs["runsOrError"]["results"]
@@ -113,3 +115,25 @@ def test_webserver_shows_a_run_stored_by_it(recsys_home, demo_db):
         assert {e["stepKey"] for e in events} >= {"ratings_df", "svd_model", "cv_report.cv_summary"}
     finally:
         deploy.stop()
+
+
+def test_embedded_and_deployed_instances_monitor_runs(recsys_home, monkeypatch):
+    """Dagster's run monitoring is on in both instance configs (a run stuck starting, canceling
+    or running for hours is marked failed by the daemon)."""
+    import yaml
+
+    from recsys_assets_tests.servers import REPO
+
+    prepare_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+        assert instance.run_monitoring_start_timeout_seconds == 300
+    deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    assert deployed["run_monitoring"] == {
+        "enabled": True,
+        "start_timeout_seconds": 300,
+        "cancel_timeout_seconds": 300,
+        "max_runtime_seconds": 21600,
+        "poll_interval_seconds": 60,
+    }

@@ -63,3 +63,26 @@ def test_first_run_failing_the_gates_says_so_and_serves_most_popular(recsys_home
     assert not (recsys_home / "models" / "surprise" / "latest.json").exists()
     table = RatingsDatabase.from_env().read_predictions()
     assert table["user_id"].nunique() == 1000 and set(table["source"]) == {"popular"}
+
+
+def test_run_overrides_reach_the_checks_as_valid_run_config():
+    import dagster as dg
+
+    from recsys_assets.cli import build_parser
+    from recsys_assets.definitions import training_job
+    from recsys_assets.runner import cli_run_config
+
+    args = build_parser().parse_args(
+        ["run", "--max-drop-fraction", "0.8", "--rmse-tolerance", "0.05", "--wait"]
+    )
+    assert (args.max_drop_fraction, args.rmse_tolerance, args.wait) == (0.8, 0.05, True)
+    config = cli_run_config(
+        max_drop_fraction=args.max_drop_fraction, rmse_tolerance=args.rmse_tolerance
+    )
+    ops = dg.validate_run_config(training_job(), config)["ops"]
+    assert ops["ratings_df_ratings_volume"]["config"]["max_drop_fraction"] == 0.8
+    assert ops["model_artifact_not_worse_than_champion"]["config"]["rmse_tolerance"] == 0.05
+    assert "brief_console" in config["loggers"]
+    assert "console" in cli_run_config(verbose=True)["loggers"]
+    dg.validate_run_config(training_job(), cli_run_config(verbose=True))
+    assert build_parser().parse_args(["run"]).max_drop_fraction is None  # check's default

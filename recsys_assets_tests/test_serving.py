@@ -90,10 +90,12 @@ def test_signing_key_required_and_checked(trained, recsys_home, monkeypatch):
     assert Recommender(ModelStore(root=root, signing_key="s3cret")).recommend(1, n=3)
     with pytest.raises(ArtifactSignatureError, match="does not match"):
         Recommender(ModelStore(root=root, signing_key="other")).recommend(1, n=3)
-    # Saved without a key, loaded with one: refused as unsigned.
-    trained(store=ModelStore(root=root))
+    # Saved without a key, loaded with one: refused as unsigned. (In a store of its own: an
+    # unsigned model is never promoted over the signed champion above.)
+    unsigned = str(recsys_home / "models" / "unsigned")
+    trained(store=ModelStore(root=unsigned))
     with pytest.raises(ArtifactSignatureError, match="not signed"):
-        Recommender(ModelStore(root=root, signing_key="s3cret")).predict(1, 1)
+        Recommender(ModelStore(root=unsigned, signing_key="s3cret")).predict(1, 1)
 
 
 def test_tampered_artifact_refused(trained, store):

@@ -174,9 +174,12 @@ def champion_model(
 
 def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ModelStore) -> str:
     """The version model_artifact saved in this run (read from its materialization)."""
-    record = context.instance.get_latest_materialization_event(model_artifact.key)
+    # This run's materialization, not merely the newest: another run may have saved a
+    # candidate since (a daemon run beside a `recsys run`).
+    records = context.instance.fetch_materializations(model_artifact.key, limit=20).records
+    record = next((r for r in records if r.run_id == context.run.run_id), None)
     mat = record.asset_materialization if record is not None else None
-    if mat is None or record.run_id != context.run.run_id:
+    if mat is None:
         raise dg.Failure(
             "champion_model promotes the candidate saved by model_artifact in the same run; "
             "materialize model_artifact with it (use `recsys models promote VERSION` to "

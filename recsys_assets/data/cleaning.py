@@ -41,10 +41,26 @@ def _compact_ratings(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _bad_ids(ids: pd.Series) -> pd.Series:
+    """True where an id is missing, not a number or not a whole number (an integer column
+    has none: the fast path at tens of millions of rows)."""
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return pd.Series(np.zeros(len(ids), dtype=bool), index=ids.index)
+    numeric = pd.to_numeric(ids, errors="coerce").astype(np.float64)
+    return ~(np.isfinite(numeric) & (numeric == np.floor(numeric)))
+
+
+def _id_array(ids: pd.Series, rows: np.ndarray) -> np.ndarray:
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return ids.to_numpy(np.int64)[rows]
+    return pd.to_numeric(ids, errors="coerce").to_numpy(np.float64)[rows].astype(np.int64)
+
+
 def clean_ratings(
     raw: pd.DataFrame, scale: tuple[float, float]
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Drop NULL, non-numeric, out-of-scale ratings and older duplicates of a (user, movie) pair.
+    """Drop rows with a bad user or movie id (missing, text, fractional), NULL, non-numeric and
+    out-of-scale ratings, and older duplicates of a (user, movie) pair; count each reason.
 
     `raw` has user_id, movie_id, rating (as stored, possibly NULL or text), timestamp and
     optionally rating_id (tie-breaker when two duplicates share a timestamp).
@@ -53,15 +69,18 @@ def clean_ratings(
     if low >= high:
         raise ValueError(f"rating scale must be (min, max) with min < max, got {scale}")
     rows_read = len(raw)
-    null = raw["rating"].isna()
+    bad_user = _bad_ids(raw["user_id"])
+    bad_movie = _bad_ids(raw["movie_id"]) & ~bad_user  # a row is counted under one reason
+    good_ids = ~(bad_user | bad_movie)
+    null = raw["rating"].isna() & good_ids
     numeric = pd.to_numeric(raw["rating"], errors="coerce").astype(np.float64)
-    non_numeric = numeric.isna() & ~null
-    out_of_scale = numeric.notna() & ((numeric < low) | (numeric > high))
-    keep = ~(null | non_numeric | out_of_scale)
+    non_numeric = numeric.isna() & ~raw["rating"].isna() & good_ids
+    out_of_scale = numeric.notna() & ((numeric < low) | (numeric > high)) & good_ids
+    keep = good_ids & ~(null | non_numeric | out_of_scale)
 
     kept = np.flatnonzero(keep.to_numpy())
-    users = raw["user_id"].to_numpy(np.int64)[kept]
-    movies = raw["movie_id"].to_numpy(np.int64)[kept]
+    users = _id_array(raw["user_id"], kept)
+    movies = _id_array(raw["movie_id"], kept)
     timestamps = raw["timestamp"].to_numpy(np.int64)[kept]
     # One stable sort by (user, movie, timestamp, row id): each pair's rows end with its
     # latest rating (ties: the later row id, else the later row), and the result comes out
@@ -87,6 +106,8 @@ def clean_ratings(
         rows_read=rows_read,
         rows_kept=len(out),
         dropped={
+            "bad_user_id": int(bad_user.sum()),
+            "bad_movie_id": int(bad_movie.sum()),
             "null_rating": int(null.sum()),
             "non_numeric_rating": int(non_numeric.sum()),
             "out_of_scale": int(out_of_scale.sum()),

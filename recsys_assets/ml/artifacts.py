@@ -44,7 +44,9 @@ __all__ = [
     "ArtifactSignatureError",
     "NoModelError",
     "atomic_write_bytes",
+    "champion_manifest",
     "champion_versions",
+    "clean_stale_temp_files",
     "list_versions",
     "load_latest",
     "load_version",
@@ -54,9 +56,11 @@ __all__ = [
     "read_latest_manifest",
     "rollback",
     "save_artifact",
+    "scan_versions",
     "sign_manifest",
     "validate_version",
     "verify_signature",
+    "verify_version",
 ]
 
 LATEST_NAME = "latest.json"
@@ -68,6 +72,12 @@ FILE_MODE = 0o644
 # that a validated version can never contain a path separator or "..".
 VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 _TS_FORMAT = "%Y%m%dT%H%M%SZ"
+_MAX_VERSION_CLASHES = 100
+# Temp files (".<name>.<pid>.<random>.tmp") of a writer that is gone, or older than this, are
+# leftovers of a killed write.
+STALE_TEMP_SECONDS = 24 * 3600
+# A pickle without its manifest (a write killed between the two) older than this is removed.
+ORPHAN_SECONDS = 3600
 # Keys save_artifact owns; a caller passing them is almost certainly a bug (e.g. re-saving
 # an old manifest), so refuse instead of silently overwriting.
 RESERVED_KEYS = frozenset(
@@ -140,17 +150,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _temp_prefix(name: str) -> str:
+    # The writer's pid is in the name, so a later cleanup can tell a dead writer's leftover
+    # from a write in progress (see clean_stale_temp_files).
+    return f".{name}.{os.getpid()}."
+
+
+def atomic_write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Atomically replace ``path`` with ``data``.
 
     Readers see either the old file or the complete new one, never a partial write: the
     bytes go to a temp file in the same directory (same filesystem, so the rename is
     atomic), are flushed and fsynced, then ``os.replace``-d over ``path``; finally the
     directory is fsynced. On any failure the temp file is removed and ``path`` untouched.
+    ``exclusive``: publish with ``os.link`` instead, which raises ``FileExistsError`` when
+    ``path`` exists (another process took that name first) rather than overwriting it.
     """
     path = Path(path)
     directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path.name), suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         # mkstemp creates 0o600; artifacts are meant to be readable by the serving tier
@@ -161,12 +179,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
         if fd != -1:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # A failed write (disk full, I/O error) names no file by itself: name it.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(directory)
 
@@ -234,7 +259,21 @@ def save_artifact(
     data = pickle.dumps(model, protocol=PICKLE_PROTOCOL)
     sha256 = hashlib.sha256(data).hexdigest()
     now = dt.datetime.now(dt.UTC)
-    version = _format_version(_next_version_time(root, now), sha256)
+    # serialize first: a bad manifest writes nothing
+    json.loads(_dump_json({**manifest, "sha256": sha256}))
+    when = _next_version_time(root, now)
+    # The pickle is published under a name no other process can take at the same moment
+    # (os.link fails if it exists): two runs in the same second on the same data get
+    # distinct versions instead of overwriting each other.
+    for _ in range(_MAX_VERSION_CLASHES):
+        version = _format_version(when, sha256)
+        try:
+            atomic_write_bytes(root / f"{version}.pkl", data, exclusive=True)
+            break
+        except FileExistsError:
+            when = max(when, _next_version_time(root, now)) + dt.timedelta(seconds=1)
+    else:
+        raise ArtifactError(f"could not find a free version name under {root}")
 
     full = dict(manifest)
     full.update(
@@ -245,12 +284,11 @@ def save_artifact(
         file=f"{version}.pkl",
     )
     # Round-trip through JSON first so the signature covers exactly what is stored.
-    full = json.loads(_dump_json(full))  # serialize first: a bad manifest writes nothing
+    full = json.loads(_dump_json(full))
     if signing_key is not None:
         full[SIGNATURE_KEY] = sign_manifest(full, signing_key)
     manifest_bytes = _dump_json(full)
 
-    atomic_write_bytes(root / f"{version}.pkl", data)
     atomic_write_bytes(root / f"{version}.json", manifest_bytes)
     if promote:
         atomic_write_bytes(root / LATEST_NAME, manifest_bytes)
@@ -266,10 +304,24 @@ def promote(
     """Point ``latest`` at an existing ``version`` after verifying it; record it as champion."""
     root = Path(root)
     _, manifest = load_version(root, version, signing_key=signing_key)  # refuses bad versions
+    _refuse_unsigned_over_signed(root, manifest)
     stored = {k: v for k, v in manifest.items() if k != "path"}
     atomic_write_bytes(root / LATEST_NAME, _dump_json(stored))
     _push_champion(root, version, reason)
     return manifest
+
+
+def _refuse_unsigned_over_signed(root: Path, manifest: dict) -> None:
+    """Signing is sticky: once the champion is signed, an unsigned model never replaces it
+    (the serving side, which has the key, would refuse it and keep no model at all)."""
+    champion = champion_manifest(root)
+    if champion is None or SIGNATURE_KEY not in champion or SIGNATURE_KEY in manifest:
+        return
+    raise ArtifactSignatureError(
+        f"refusing to promote unsigned model {manifest.get('version')}: the champion "
+        f"{champion.get('version')} is signed. Set RECSYS_MODEL_SIGNING_KEY where training "
+        "runs (see the README on key rotation) and train again"
+    )
 
 
 def read_history(root: Path) -> list[dict]:
@@ -314,7 +366,7 @@ def rollback(root: Path, signing_key: bytes | None = None) -> tuple[dict, dict]:
     one further back rather than flipping between two versions.
     """
     root = Path(root)
-    current = read_latest_manifest(root)
+    current = champion_manifest(root)
     if current is None:
         raise NoModelError(f"no champion under {root}; nothing to roll back")
     history = read_history(root)
@@ -330,6 +382,7 @@ def rollback(root: Path, signing_key: bytes | None = None) -> tuple[dict, dict]:
         )
     target = history[previous[-1]]["version"]
     _, manifest = load_version(root, target, signing_key=signing_key)  # verify first
+    _refuse_unsigned_over_signed(root, manifest)
     stored = {k: v for k, v in manifest.items() if k != "path"}
     atomic_write_bytes(root / LATEST_NAME, _dump_json(stored))
     now = dt.datetime.now(dt.UTC).isoformat()
@@ -347,12 +400,28 @@ def prune(root: Path, keep_last: int) -> list[str]:
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     root = Path(root)
-    versions = [m["version"] for m in list_versions(root)]
-    keep = set(versions[-keep_last:]) | champion_versions(root)
-    latest = read_latest_manifest(root)
+    if not root.is_dir():
+        return []
+    clean_stale_temp_files(root)
+    # By file name, not manifest content: an unreadable manifest never blocks retention.
+    versions = sorted(
+        p.stem
+        for p in root.glob("*.json")
+        if p.name != LATEST_NAME and VERSION_RE.fullmatch(p.stem)
+    )
+    try:
+        keep = set(versions[-keep_last:]) | champion_versions(root)
+    except ArtifactIntegrityError:
+        return []  # without the history we cannot tell past champions apart: delete nothing
+    latest = champion_manifest(root)
     if latest is not None:
         keep.add(latest["version"])
     deleted = []
+    for orphan in _orphan_pickles(root):
+        if orphan not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (root / f"{orphan}.pkl").unlink()
+            deleted.append(orphan)
     for version in versions:
         if version in keep:
             continue
@@ -364,6 +433,48 @@ def prune(root: Path, keep_last: int) -> list[str]:
     if deleted:
         _fsync_dir(root)
     return deleted
+
+
+def _orphan_pickles(root: Path) -> list[str]:
+    """Versions with a pickle but no manifest, older than ORPHAN_SECONDS (a killed save)."""
+    now = dt.datetime.now().timestamp()
+    orphans = []
+    for pkl in root.glob("*.pkl"):
+        if not VERSION_RE.fullmatch(pkl.stem) or pkl.with_suffix(".json").exists():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if now - pkl.stat().st_mtime > ORPHAN_SECONDS:
+                orphans.append(pkl.stem)
+    return sorted(orphans)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temp_files(root: Path) -> list[Path]:
+    """Remove temp files left by killed writes: their writer's pid is gone (this host), or
+    they are older than STALE_TEMP_SECONDS. Returns the removed paths."""
+    removed = []
+    now = dt.datetime.now().timestamp()
+    for tmp in Path(root).glob(".*.tmp"):
+        match = re.fullmatch(r"\.(.+)\.([0-9]+)\.[^.]+\.tmp", tmp.name)
+        try:
+            stale = now - tmp.stat().st_mtime > STALE_TEMP_SECONDS
+            if match and not stale:
+                stale = int(match.group(2)) != os.getpid() and not _pid_alive(int(match.group(2)))
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 # --------------------------------------------------------------------------- reads
@@ -408,23 +519,89 @@ def read_latest_manifest(root: Path) -> dict | None:
         return None
 
 
-def list_versions(root: Path) -> list[dict]:
-    """Manifests of every saved version under ``root``, oldest first."""
+def champion_manifest(root: Path) -> dict | None:
+    """The champion's manifest, recovering from an unreadable ``latest.json``.
+
+    ``latest.json`` when it is readable; otherwise the newest champion in the history
+    (not rolled back) whose own manifest is readable, so the gates, retention and
+    ``models promote/rollback`` keep working and can rewrite the pointer.
+    """
+    root = Path(root)
+    try:
+        return read_latest_manifest(root)
+    except (ArtifactIntegrityError, OSError):
+        pass
+    try:
+        history = read_history(root)
+    except ArtifactIntegrityError:
+        return None
+    for entry in reversed(history):
+        if not isinstance(entry, dict) or entry.get("rolled_back_at"):
+            continue
+        version = entry.get("version")
+        if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+            continue
+        try:
+            manifest = _read_manifest(root / f"{version}.json")
+        except (ArtifactIntegrityError, OSError):
+            continue
+        if manifest.get("version") == version:
+            return _with_path(root, manifest)
+    return None
+
+
+def scan_versions(root: Path) -> tuple[list[dict], dict[str, str]]:
+    """(readable manifests oldest first, {version: problem} for unreadable ones).
+
+    A damaged manifest is reported, never raised: one bad file must not hide the others.
+    """
     root = Path(root)
     if not root.is_dir():
-        return []
-    manifests = [
-        _with_path(root, _read_manifest(p))
-        for p in root.glob("*.json")
-        if p.name != LATEST_NAME and VERSION_RE.fullmatch(p.stem)
-    ]
-    return sorted(manifests, key=lambda m: str(m.get("version", "")))
+        return [], {}
+    manifests, problems = [], {}
+    for p in sorted(root.glob("*.json")):
+        if p.name == LATEST_NAME or not VERSION_RE.fullmatch(p.stem):
+            continue
+        try:
+            manifest = _read_manifest(p)
+        except (ArtifactIntegrityError, OSError) as exc:
+            problems[p.stem] = str(exc)
+            continue
+        if manifest.get("version") != p.stem:
+            problems[p.stem] = f"manifest {p} describes version {manifest.get('version')!r}"
+            continue
+        manifests.append(_with_path(root, manifest))
+    return sorted(manifests, key=lambda m: m["version"]), problems
+
+
+def list_versions(root: Path) -> list[dict]:
+    """Manifests of every readable saved version under ``root``, oldest first (damaged ones
+    are skipped; ``scan_versions`` reports them)."""
+    return scan_versions(root)[0]
+
+
+def verify_version(root: Path, manifest: dict, signing_key: bytes | None = None) -> str | None:
+    """What is wrong with a saved version (signature, size, SHA-256), or None; never unpickles."""
+    root = Path(root)
+    source = root / f"{manifest.get('version')}.json"
+    try:
+        _verified_bytes(root, manifest, source, signing_key)
+    except (ArtifactIntegrityError, OSError) as exc:
+        return str(exc)
+    return None
 
 
 def _load_verified(
     root: Path, manifest: dict, source: Path, signing_key: bytes | None = None
 ) -> object:
     """Unpickle ``<version>.pkl`` only after its signature, size and SHA-256 check out."""
+    return pickle.loads(_verified_bytes(root, manifest, source, signing_key))
+
+
+def _verified_bytes(
+    root: Path, manifest: dict, source: Path, signing_key: bytes | None = None
+) -> bytes:
+    """The pickle's bytes, after its signature, size and SHA-256 checked out."""
     verify_signature(manifest, signing_key, source)
     version = manifest.get("version")
     try:
@@ -453,7 +630,7 @@ def _load_verified(
             f"model file {pkl}: SHA-256 checksum doesn't match manifest {source} "
             f"(expected {expected_sha}, got {actual_sha}); refusing to unpickle"
         )
-    return pickle.loads(data)
+    return data
 
 
 def load_version(root: Path, version: str, signing_key: bytes | None = None) -> tuple[object, dict]:

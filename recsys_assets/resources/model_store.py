@@ -70,8 +70,17 @@ class ModelStore(dg.ConfigurableResource):
         return artifacts.prune(self.root_path, keep_last)
 
     def latest_manifest(self) -> dict | None:
-        return artifacts.read_latest_manifest(self.root_path)
+        """The champion's manifest (from the history if ``latest.json`` is unreadable)."""
+        return artifacts.champion_manifest(self.root_path)
 
     def versions(self) -> list[dict]:
-        """Manifests of all saved versions, oldest first."""
+        """Manifests of all readable saved versions, oldest first."""
         return artifacts.list_versions(self.root_path)
+
+    def scan(self) -> tuple[list[dict], dict[str, str]]:
+        """(readable manifests, {version: problem} for unreadable ones)."""
+        return artifacts.scan_versions(self.root_path)
+
+    def verify(self, manifest: dict) -> str | None:
+        """What is wrong with a version's files (signature, size, SHA-256), or None."""
+        return artifacts.verify_version(self.root_path, manifest, signing_key=self._key())

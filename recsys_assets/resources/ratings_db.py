@@ -84,7 +84,13 @@ class RatingsDatabase(dg.ConfigurableResource):
         return db.safe_url(self.url)
 
     def ensure_schema(self) -> None:
-        db.ensure_schema(self.engine(), self._preset())
+        """Create the tables this project owns (and a SQLite file that does not exist yet):
+        an explicit setup step, never done by reads."""
+        db.ensure_schema(db.make_engine(self.url, create=True), self._preset())
+
+    def check_ratings_tables(self) -> None:
+        """SchemaError naming the table, the masked URL and the preset if one is missing."""
+        db.check_ratings_tables(self.engine(), self._preset())
 
     def read_ratings(self, chunksize: int | None = None) -> pd.DataFrame:
         return db.read_ratings(self.engine(), self._preset(), chunksize=chunksize)

@@ -29,6 +29,7 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
+from recsys_assets.run_liveness import fail_dead_runs
 from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
 
 CHAMPION_MODEL = dg.AssetKey("champion_model")
@@ -96,7 +97,12 @@ def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int) -> list
 
 
 def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> str | None:
-    """Why a training run must not be requested now, or None."""
+    """Why a training run must not be requested now, or None.
+
+    A run whose `recsys run` process died is marked failed first, so it never defers a
+    retrain (daemon-launched runs are covered by Dagster's run monitoring).
+    """
+    fail_dead_runs(instance, job_name=training_job.name)
     active = instance.get_run_records(
         RunsFilter(job_name=training_job.name, statuses=ACTIVE_STATUSES), limit=1
     )

@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.checks import ratings_within_scale
+from recsys_assets.checks import (
+    PromotionConfig,
+    beats_baseline,
+    not_worse_than_champion,
+    ratings_within_scale,
+)
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets_tests.conftest import FAST_SVD, make_resources
@@ -168,3 +173,86 @@ def test_ratings_within_scale_check():
     assert not result.passed and result.metadata["outside_scale"].value == 2
     frame.attrs["rating_scale"] = (0.5, 6.0)
     assert ratings_within_scale(frame.dropna()).passed
+
+
+def _candidate(store, rmse, promote_it=False, baseline=1.0):
+    metrics = {"baseline_rmse_mean": baseline}
+    if rmse is not None:
+        metrics["rmse_mean"] = rmse
+    return store.save({"model": rmse}, {"cv_metrics": metrics}, promote=promote_it)
+
+
+@pytest.mark.parametrize(
+    ("candidate_rmse", "passed"),
+    [(0.90, True), (0.9099, True), (0.91, True), (0.9101, False), (0.93, False)],
+)
+def test_champion_tolerance_edges(store, candidate_rmse, passed):
+    """Champion 0.90, tolerance 0.01: up to 0.91 may be promoted, anything beyond may not."""
+    _candidate(store, 0.90, promote_it=True)
+    candidate = _candidate(store, candidate_rmse)
+    result = not_worse_than_champion(PromotionConfig(rmse_tolerance=0.01), candidate, store)
+    assert result.passed is passed
+    assert result.metadata["margin"].value == pytest.approx(0.91 - candidate_rmse)
+
+
+def test_candidate_without_cv_rmse_fails_both_gates(store):
+    _candidate(store, 0.90, promote_it=True)
+    candidate = _candidate(store, None)
+    for result in (
+        not_worse_than_champion(PromotionConfig(), candidate, store),
+        beats_baseline(candidate),
+    ):
+        assert not result.passed and "no CV RMSE" in result.description
+
+
+def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store, recsys_home):
+    """Retention as `model_artifact` runs it, even with a damaged manifest on disk."""
+    assert run(config()).success
+    champion = store.latest_manifest()["version"]
+    keep_one = {"model_artifact": {"config": {"keep_versions": 1}}}
+    second = run(config(BAD_SVD))
+    assert not second.success  # saved, not promoted
+    rejected = second.asset_materializations_for_node("model_artifact")[0]
+    rejected_version = rejected.metadata["version"].value
+    # A damaged manifest of an old, non-champion version must not block retention.
+    (store.root_path / f"{rejected_version}.json").write_text("{truncated")
+    third_config = config(BAD_SVD)
+    third_config["ops"].update({k: v for k, v in keep_one.items()})
+    third = run(third_config)
+    meta = third.asset_materializations_for_node("model_artifact")[0].metadata
+    assert meta["versions_deleted"].value == 1
+    newest = meta["version"].value
+    assert {m["version"] for m in store.versions()} == {champion, newest}
+    assert not (store.root_path / f"{rejected_version}.pkl").exists()
+    assert store.latest_manifest()["version"] == champion
+
+
+def test_unsigned_candidate_never_replaces_a_signed_champion(recsys_home, demo_db, instance):
+    """Signing is sticky through the job: a run without the key saves its candidate but
+    champion_model refuses to promote it, naming why."""
+    home_store = str(recsys_home / "models" / "surprise")
+
+    def run_with(store):
+        return dg.materialize(
+            [*all_assets, *all_checks],
+            resources={**make_resources(recsys_home, demo_db), "model_store": store},
+            run_config=config(),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    signed = ModelStore(root=home_store, signing_key="k1")
+    assert run_with(signed).success
+    champion = signed.latest_manifest()
+    assert "signature" in champion
+    predictions = demo_db.read_predictions()
+    result = run_with(ModelStore(root=home_store))  # RECSYS_MODEL_SIGNING_KEY forgotten
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "champion_model"
+    from recsys_assets.runner import failure_cause
+
+    cause = failure_cause(failure.step_failure_data.error)
+    assert "refusing to promote unsigned model" in cause and champion["version"] in cause
+    assert signed.load_latest()[1]["version"] == champion["version"]
+    pd.testing.assert_frame_equal(demo_db.read_predictions(), predictions)

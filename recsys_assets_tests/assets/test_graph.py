@@ -265,11 +265,11 @@ def test_one_source_for_the_hyperparameters(graph_run):
 
 def test_graph_on_the_django_preset(recsys_home):
     from recsys_assets.data.demo import generate_demo_ratings
-    from recsys_assets.db import create_django_tables
+    from recsys_assets.db import create_django_tables, make_engine
     from recsys_assets.resources.ratings_db import RatingsDatabase
 
     db = RatingsDatabase(url=f"sqlite:///{recsys_home / 'app.db'}", preset="django")
-    create_django_tables(db.engine())
+    create_django_tables(make_engine(db.url, create=True))
     db.ensure_schema()
     movies, ratings = generate_demo_ratings(n_users=80, n_movies=100, n_ratings=3000, seed=2)
     db.insert_movies(movies)
@@ -277,10 +277,14 @@ def test_graph_on_the_django_preset(recsys_home):
     with db.engine().begin() as conn:  # one rating deactivated, one with a NULL value
         conn.exec_driver_sql("UPDATE ratings_rating SET active = 0 WHERE id = 1")
         conn.exec_driver_sql("UPDATE ratings_rating SET value = NULL WHERE id = 2")
+        # Ids SQLite let through as text: dropped and counted by column, not a crash.
+        conn.exec_driver_sql("UPDATE ratings_rating SET user_id = 'bob' WHERE id = 3")
+        conn.exec_driver_sql("UPDATE ratings_rating SET object_id = '4.5' WHERE id = 4")
     result = _materialize(recsys_home, db)
     meta = _meta(result, "ratings_df")
     assert meta["rows_read"] == len(ratings) - 1
-    assert meta["dropped_null_rating"] == 1 and meta["rows_kept"] == len(ratings) - 2
+    assert meta["dropped_null_rating"] == 1 and meta["rows_kept"] == len(ratings) - 4
+    assert meta["dropped_bad_user_id"] == 1 and meta["dropped_bad_movie_id"] == 1
     table = db.read_predictions()
     assert len(table) == 10 * meta["users"]
 

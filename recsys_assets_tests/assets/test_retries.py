@@ -55,6 +55,7 @@ def test_refused_connection_is_retried_then_fails():
 
 
 def test_sqlite_syntax_style_errors_are_not_retried(tmp_path):
+    (tmp_path / "no_tables.db").touch()  # exists (a missing file is its own error), empty
     database = RatingsDatabase(url=f"sqlite:///{tmp_path / 'no_tables.db'}")
 
     @dg.op(retry_policy=POLICY)
@@ -76,3 +77,58 @@ def test_bad_input_failure_is_final():
 
     result = _run(bad)
     assert not result.success and _retries(result) == 0
+
+
+@pytest.fixture
+def locked_sqlite(tmp_path, monkeypatch):
+    """A SQLite ratings DB whose write lock another connection holds; lock waits of 50 ms
+    (the default busy_timeout is 30 s) so "database is locked" comes quickly."""
+    import sqlite3
+
+    import pandas as pd
+
+    from recsys_assets import db
+
+    def short_busy_timeout(dbapi_connection, record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=50")
+        cursor.close()
+
+    monkeypatch.setattr(db, "_sqlite_pragmas", short_busy_timeout)
+    database = RatingsDatabase(url=f"sqlite:///{tmp_path / 'locked.db'}")
+    database.ensure_schema()
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer (the app) holds the write lock
+    predictions = pd.DataFrame({"user_id": [1], "movie_id": [2], "rank": [1], "score": [4.0]})
+    yield database, holder, predictions
+    holder.close()
+
+
+def test_sqlite_database_is_locked_is_retried_until_it_clears(locked_sqlite):
+    database, holder, predictions = locked_sqlite
+
+    @dg.op(retry_policy=POLICY)
+    def write(context: dg.OpExecutionContext):
+        if context.retry_number == 1:
+            holder.execute("COMMIT")  # the other writer finishes
+        with retry_only_transient_db_errors(context):
+            database.replace_predictions(predictions, "v1")
+
+    result = _run(write)
+    assert result.success and _retries(result) == 1
+    assert database.read_predictions()["model_version"].tolist() == ["v1"]
+
+
+def test_sqlite_database_is_locked_for_good_fails_after_the_retries(locked_sqlite):
+    database, _, predictions = locked_sqlite
+
+    @dg.op(retry_policy=POLICY)
+    def write(context: dg.OpExecutionContext):
+        with retry_only_transient_db_errors(context):
+            database.replace_predictions(predictions, "v1")
+
+    result = _run(write)
+    assert not result.success and _retries(result) == 2
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "database is locked" in str(failure.step_failure_data.error.cause)

@@ -27,6 +27,8 @@ def test_drops_each_kind_of_bad_row_and_counts_it():
     df, report = clean_ratings(raw, (0.5, 5.0))
     assert report.rows_read == 10
     assert report.dropped == {
+        "bad_user_id": 0,
+        "bad_movie_id": 0,
         "null_rating": 1,
         "non_numeric_rating": 1,
         "out_of_scale": 2,
@@ -92,3 +94,24 @@ def test_latest_duplicate_kept_on_many_random_collisions(with_row_ids):
     assert report.dropped["duplicate_pair"] == n - len(expected)
     for column in ("user_id", "movie_id", "rating", "timestamp"):
         assert df[column].tolist() == expected[column].tolist(), column
+
+
+def test_bad_ids_are_dropped_and_counted_by_column():
+    # What SQLite's untyped columns can hand back: text, fractions, NULL ids.
+    raw = _raw(
+        [
+            (1, 1, 10, 4.0, 100),
+            (2, "bob", 10, 4.0, 100),  # text user id
+            (3, 1.5, 10, 4.0, 100),  # fractional user id
+            (4, 2, "x", 4.0, 100),  # text movie id
+            (5, None, 11, 3.0, 100),  # missing user id
+            (6, "x", "y", None, 100),  # both bad (and a NULL rating): counted once, as user
+            (7, "3", "12", 2.0, 100),  # whole numbers as text are fine
+        ]
+    )
+    df, report = clean_ratings(raw, (0.5, 5.0))
+    assert report.dropped["bad_user_id"] == 4
+    assert report.dropped["bad_movie_id"] == 1
+    assert report.dropped["null_rating"] == 0
+    assert report.rows_kept == 2 and report.rows_dropped == 5
+    assert sorted(zip(df["user_id"], df["movie_id"], strict=True)) == [(1, 10), (3, 12)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,10 +92,8 @@ def test_impossible_request_is_rejected() -> None:
         generate_demo_ratings(n_users=0)
 
 
-def test_vectorised_speed() -> None:
-    # A per-rating Python loop would take tens of seconds for a million rows.
-    started = time.perf_counter()
+def test_a_million_ratings() -> None:
+    # Speed is the benchmarks' business (bench/), never a timed assertion here.
     _, ratings = generate_demo_ratings(n_users=10_000, n_movies=5_000, n_ratings=1_000_000, seed=2)
-    elapsed = time.perf_counter() - started
     assert len(ratings) == 1_000_000
-    assert elapsed < 6.0, f"1M demo ratings took {elapsed:.1f}s"
+    assert not ratings.duplicated(["user_id", "movie_id"]).any()

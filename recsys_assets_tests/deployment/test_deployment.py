@@ -91,7 +91,7 @@ def deployment(postgres):
     ratings_db.insert_ratings(ratings)
     deploy = Deployment(env, root)
     try:
-        deploy.webserver.start()
+        deploy.start_webserver()
         deploy.daemon.start()
         deploy.wait_ready()
         yield deploy, ratings_db

@@ -200,9 +200,11 @@ def test_crash_mid_temp_write_leaves_no_partial_files(tmp_path, monkeypatch, fai
         return HalfWriter(real)
 
     monkeypatch.setattr(artifacts.os, "fdopen", fdopen)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as raised:
         save_artifact(tmp_path, model_v(2), {"note": "challenger"})
     monkeypatch.undo()
+    # The error names the file it could not write (a bare ENOSPC names none).
+    assert raised.value.filename.startswith(str(tmp_path))
 
     assert seen_partial, "the temp file should have existed while being written"
     after = files(tmp_path)

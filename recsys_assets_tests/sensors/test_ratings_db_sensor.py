@@ -75,7 +75,7 @@ def test_a_reset_table_restarts_the_baseline(demo_db):
 @pytest.fixture
 def django_db(recsys_home):
     database = RatingsDatabase(url=f"sqlite:///{recsys_home / 'django.db'}", preset="django")
-    db.create_django_tables(database.engine())
+    db.create_django_tables(db.make_engine(database.url, create=True))
     database.ensure_schema()
     database.insert_ratings(_ratings([(1, 10, 4.0, 100), (2, 10, 3.0, 101)]))
     return database
@@ -108,6 +108,15 @@ def test_django_rerating_and_other_content_types(django_db):
 
 
 def test_missing_table_is_a_clear_error(recsys_home):
+    recsys_home.mkdir(parents=True)
+    (recsys_home / "empty.db").touch()
     empty = RatingsDatabase(url=f"sqlite:///{recsys_home / 'empty.db'}")
     with pytest.raises(RuntimeError, match="cannot read the ratings table \\(native preset\\)"):
         _tick(empty, None)
+
+
+def test_missing_database_file_is_named_and_not_created(recsys_home):
+    missing = recsys_home / "typo.db"
+    with pytest.raises(db.MissingDatabaseError, match=str(missing)):
+        _tick(RatingsDatabase(url=f"sqlite:///{missing}"), None)
+    assert not missing.exists()

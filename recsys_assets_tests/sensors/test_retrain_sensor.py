@@ -14,7 +14,7 @@ from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.sensors.ratings_events import RATINGS
-from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
+from recsys_assets.sensors.retrain_sensor import _training_blocker, build_retrain_sensor
 from recsys_assets_tests.assets.test_gates import BAD_SVD
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 
@@ -258,7 +258,7 @@ def test_users_who_rated_are_refreshed_when_the_retrain_fails(harness, demo_db):
     failed = dg.materialize(
         [*all_assets, *all_checks],
         resources=harness.resources,
-        run_config=training_run_config(n_folds=4, top_n=10, **BAD_SVD),
+        run_config=training_run_config(n_folds=4, top_n=10, tuning="fixed", **BAD_SVD),
         instance=harness.instance,
         raise_on_error=False,
     )
@@ -272,3 +272,80 @@ def test_users_who_rated_are_refreshed_when_the_retrain_fails(harness, demo_db):
     after = demo_db.read_predictions(user_id=user)
     assert len(after) == 10 and set(after["model_version"]) == {champion}
     assert not set(after["movie_id"]) & set(newly_rated)
+
+
+def test_candidate_that_failed_the_gates_does_not_reset_the_count(harness):
+    from recsys_assets.definitions import all_checks
+    from recsys_assets_tests.assets.test_gates import config
+
+    harness.train()
+    harness.report(new_ratings=150, user_ids=[1])
+    assert _only(harness.tick()).job_name == "training_job"
+    failed = dg.materialize(  # the graph with its gates, as training_job runs it
+        [*all_assets, *all_checks],
+        resources=harness.resources,
+        run_config=config(BAD_SVD),
+        instance=harness.instance,
+        raise_on_error=False,
+    )
+    assert not failed.success  # trained, saved, but not promoted
+    assert "model_artifact" in {
+        e.asset_key.to_user_string()
+        for e in failed.get_asset_materialization_events()
+        for e in [e.event_specific_data.materialization]
+    }
+    request = _only(harness.tick())
+    assert request.job_name == "training_job"
+    assert request.tags["recsys/new_ratings"] == "150"
+
+
+def test_deferred_retrain_becomes_due_after_the_minimum_interval(harness):
+    import time
+
+    harness.train()
+    (last,) = harness.instance.get_run_records(limit=1)
+    # An interval that ends 3 s from now (the training itself took a few seconds).
+    interval = int(time.time() - last.create_timestamp.timestamp()) + 3
+    harness.resources["retrain_policy"] = RetrainPolicy(
+        min_new_ratings=10, min_interval_seconds=interval
+    )
+    harness.report(new_ratings=50, user_ids=[4])
+    deferred = _only(harness.tick())
+    assert deferred.job_name == "refresh_predictions_job"  # retrain deferred meanwhile
+    time.sleep(4)  # lets the interval pass; nothing here is timed
+    due = _only(harness.tick())  # no new event: the deferred retrain is requested now
+    assert due.job_name == "training_job"
+    assert due.tags["recsys/new_ratings"] == "50"
+
+
+def test_run_whose_process_died_is_failed_and_never_defers_a_retrain(harness):
+    import subprocess
+    import sys
+
+    from recsys_assets.run_liveness import process_tags
+
+    harness.train()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    tags = {**process_tags(), "recsys/pid": str(proc.pid)}  # a `recsys run` that was killed
+    stuck = harness.instance.create_run_for_job(
+        harness.defs.resolve_job_def("training_job"),
+        run_config=FAST_CONFIG,
+        tags=tags,
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    alive = harness.instance.create_run_for_job(
+        harness.defs.resolve_job_def("training_job"),
+        run_config=FAST_CONFIG,
+        tags=process_tags(),  # this process: alive
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    harness.report(new_ratings=150, user_ids=[1])
+    result = harness.tick()
+    assert harness.instance.get_run_by_id(stuck.run_id).status == dg.DagsterRunStatus.FAILURE
+    # The live run still defers the retrain (refresh only), and is named as the reason.
+    assert _only(result).job_name == "refresh_predictions_job"
+    blocker = _training_blocker(harness.instance, harness.resources["retrain_policy"])
+    assert blocker == f"training run {alive.run_id} is STARTED"
+    harness.instance.report_run_failed(alive, "test over")
+    assert _only(harness.tick()).job_name == "training_job"
