@@ -131,15 +131,16 @@ def describe_error(exc: BaseException) -> str:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from recsys_assets.data.demo import generate_demo_ratings
 
-    if os.environ.get("RECSYS_DATABASE_URL") and not args.into_configured_database:
+    configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
+    # The embedded database (and its folder) may be created; a configured one must exist.
+    database = open_db(create=not configured)
+    refuse_app_tables(database, "insert demo data")
+    if configured and not args.into_configured_database:
         raise UsageError(
             "RECSYS_DATABASE_URL is set: demo data goes only into the embedded database unless "
             "you pass --into-configured-database (synthetic ratings in a real database would "
             "train and promote a model on fake data)"
         )
-    # The embedded database (and its folder) may be created; a configured one must exist.
-    database = open_db(create=not os.environ.get("RECSYS_DATABASE_URL"))
-    refuse_app_tables(database, "insert demo data")
     where = f"{database.safe_url()} (schema {database.preset})"
     if args.if_empty:
         existing = database.count_ratings()
@@ -360,15 +361,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_assets.ml.ranking import RankingPolicy
     from recsys_assets.serving import Recommender
 
-    database = open_db()
     recommender = Recommender(_store())
     try:
-        manifest = recommender.manifest
-        # As user_predictions: movies the user rated without a value are not suggested.
-        unrated = database.read_unrated_pairs([args.user])["movie_id"].tolist()
-        recs = recommender.recommend(args.user, n=args.n, exclude=tuple(unrated))
+        manifest = recommender.manifest  # no champion: say so before touching the database
     except ArtifactError as exc:
         raise UsageError(str(exc)) from exc
+    database = open_db()
+    # As user_predictions: movies the user rated without a value are not suggested.
+    unrated = database.read_unrated_pairs([args.user])["movie_id"].tolist()
+    recs = recommender.recommend(args.user, n=args.n, exclude=tuple(unrated))
     titles = database.movie_titles()
     source = recs[0].source if recs else "-"
     policy = RankingPolicy.from_manifest(manifest)

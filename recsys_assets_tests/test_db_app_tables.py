@@ -24,7 +24,7 @@ from recsys_assets_tests.test_db import pg_engine  # noqa: F401 (fixture)
 def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     """An empty database on either backend (no tables yet)."""
     if request.param == "sqlite":
-        return db.make_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        return db.make_engine(f"sqlite:///{tmp_path / 'app.db'}", create=True)
     return request.getfixturevalue("pg_engine")
 
 

@@ -235,8 +235,8 @@ def test_deployment_end_to_end(deployment):
         deploy.diagnostics,
     )
     assert len(_runs(deploy, "training_job")) == 2
-    # The README example also names users; above the threshold the full retrain covers them.
-    assert len(_runs(deploy, "refresh_predictions_job")) == 1
+    # The README example also names users: they are refreshed at once too, beside the retrain.
+    assert len(_runs(deploy, "refresh_predictions_job")) == 2
     failed_ticks = [
         t for n in cursors for t in _sensor(deploy, n)["ticks"] if t["status"] == "FAILURE"
     ]
