@@ -34,6 +34,7 @@ from recsys_assets.settings import recsys_home
 __all__ = [
     "fit_compiled",
     "kernel_load_seconds",
+    "njit_cached",
     "numba_cache_dir",
     "sgd_kernel",
     "trainset_arrays",
@@ -106,30 +107,35 @@ def _writable(path: Path) -> bool:
 _load_seconds: float | None = None
 
 
-@functools.cache
-def sgd_kernel() -> Callable[..., None]:
-    """The compiled epoch, loaded from the on-disk cache (compiled and stored on a miss).
+def njit_cached(fn: Callable, signature: str, what: str) -> Callable:
+    """`fn` compiled by numba for `signature` (no fastmath), cached under `numba_cache_dir()`.
 
     numba reads `NUMBA_CACHE_DIR` once, at import; the directory is set on numba's config
     only while this function is compiled, so `RECSYS_HOME` (or a `NUMBA_CACHE_DIR` set after
     numba was imported) is honoured and nothing else is affected. An unwritable directory
-    costs the compile in every process but does not fail the fit.
+    costs the compile in every process but does not fail.
     """
-    global _load_seconds
-    start = time.perf_counter()
     import numba
     from numba.core import config
 
     cache_dir = numba_cache_dir()
     cache = _writable(cache_dir)
     if not cache:
-        _log.warning("numba cache %s is not writable: compiling the SVD fit in-process", cache_dir)
+        _log.warning("numba cache %s is not writable: compiling %s in-process", cache_dir, what)
     saved = config.CACHE_DIR
     config.CACHE_DIR = str(cache_dir) if cache else saved
     try:
-        kernel = numba.njit(_SIGNATURE, cache=cache, fastmath=False, nogil=True)(_sgd_epoch)
+        return numba.njit(signature, cache=cache, fastmath=False, nogil=True)(fn)
     finally:
         config.CACHE_DIR = saved
+
+
+@functools.cache
+def sgd_kernel() -> Callable[..., None]:
+    """The compiled epoch, loaded from the on-disk cache (compiled and stored on a miss)."""
+    global _load_seconds
+    start = time.perf_counter()
+    kernel = njit_cached(_sgd_epoch, _SIGNATURE, "the SVD fit")
     _load_seconds = time.perf_counter() - start
     return kernel
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from surprise import SVD, Dataset, Reader
 
-from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, kept_items
+from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, gram, kept_items
 from recsys_assets.ml.evaluation import Ratings, ranking_evals
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
@@ -47,6 +47,22 @@ def test_closed_form_equals_a_direct_solve():
     np.testing.assert_allclose(
         model.scores_of(rated)[0], model.weights[0] + model.weights[1], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_counts_co_rated_movies_exactly(dtype):
+    # Duplicated (user, movie) pairs count once; the cap drops the least-rated movies.
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 60, 2_000)
+    movies = rng.integers(1, 80, 2_000) * 7
+    g, kept, n_pairs, n_users = gram(users, movies, max_items=50, dtype=dtype)
+    x = np.zeros((users.max() + 1, kept.size))
+    col = np.searchsorted(kept, movies)
+    inside = (col < kept.size) & (kept[np.minimum(col, kept.size - 1)] == movies)
+    x[users[inside], col[inside]] = 1.0
+    assert g.dtype == dtype and kept.size == 50
+    np.testing.assert_array_equal(g, x.T @ x)
+    assert n_pairs == int(x.sum()) and n_users == int((x.sum(axis=1) > 0).sum())
 
 
 def test_closed_form_on_random_data_and_a_lambda_path():
