@@ -28,32 +28,6 @@ def config(svd=FAST_SVD, **checks):
     return run_config
 
 
-@pytest.fixture
-def instance():
-    with dg.DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
-@pytest.fixture
-def run(recsys_home, demo_db, instance):
-    def _run(run_config, selection=None):
-        return dg.materialize(
-            [*all_assets, *all_checks],
-            resources=make_resources(recsys_home, demo_db),
-            run_config=run_config,
-            instance=instance,
-            selection=selection,
-            raise_on_error=False,
-        )
-
-    return _run
-
-
-@pytest.fixture
-def store(recsys_home):
-    return ModelStore(root=str(recsys_home / "models" / "surprise"))
-
-
 def checks_of(result):
     return {
         f"{e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}": (

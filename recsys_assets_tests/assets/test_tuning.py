@@ -3,13 +3,11 @@ and the most-popular shelf while no model is champion."""
 
 from __future__ import annotations
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
@@ -18,8 +16,7 @@ from recsys_assets.ml.training import (
     fold_split,
     n_ratings_of,
 )
-from recsys_assets.resources.model_store import ModelStore
-from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
+from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
 # A small search around FAST_SVD: 7 grid points besides the seed's, 3 of them sampled.
 GRID = {"n_factors": [2.0, 5.0], "n_epochs": [10.0, 30.0], "lr_all": [0.02], "reg_all": [0.05, 0.1]}
@@ -33,31 +30,6 @@ def search_config(**overrides):
 
 def fixed_config(svd=FAST_SVD):
     return training_run_config(n_folds=4, top_n=10, tuning="fixed", **svd)
-
-
-@pytest.fixture
-def instance():
-    with dg.DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
-@pytest.fixture
-def run(recsys_home, demo_db, instance):
-    def _run(run_config):
-        return dg.materialize(
-            [*all_assets, *all_checks],
-            resources=make_resources(recsys_home, demo_db),
-            run_config=run_config,
-            instance=instance,
-            raise_on_error=False,
-        )
-
-    return _run
-
-
-@pytest.fixture
-def store(recsys_home):
-    return ModelStore(root=str(recsys_home / "models" / "surprise"))
 
 
 def meta(result, asset):
