@@ -13,13 +13,20 @@ from surprise import SVD, Dataset, Reader
 from recsys_assets.assets.config import CVConfig, DatasetConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, final_choice
+from recsys_assets.ml.list_choice import (
+    DEFAULT_EASE,
+    EaseSettings,
+    ListChoice,
+    choose_on_holdout,
+    final_choice,
+)
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.training import (
     SVDParams,
     cross_validate_svd,
     fit_svd,
     n_ratings_of,
+    ratings_of,
     training_error,
 )
 from recsys_assets.ml.tuning import SearchResult
@@ -60,7 +67,7 @@ def surprise_dataset(
 
 # Figures users compare model vs baselines on: (row label, rmse col, mae col, ranking prefix).
 _COMPARISON = (
-    ("shipped list (the better of blend and EASE on validation, per fold)", None, None, "shipped"),
+    ("shipped list (the better of blend and EASE on validation)", None, None, "shipped"),
     ("EASE ranking model (λ chosen on validation)", None, None, "ease"),
     ("SVD, blend ranking", "rmse", "mae", "blend"),
     ("SVD, ranked by predicted rating", "rmse", "mae", "svd"),
@@ -147,6 +154,7 @@ class FoldTask:
     min_user_ratings: int
     ranking_users: int = 0
     ease: EaseSettings | None = DEFAULT_EASE
+    choice: ListChoice | None = None  # lists chosen on the search's V for every fold
 
 
 def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
@@ -185,6 +193,7 @@ def cv_fold_plan(
     else:
         per_step = config.n_folds if _steps_share_one_process(context) else 1
     context.log.info("%d folds in steps of %d", config.n_folds, per_step)
+    choice = _choice_on_holdout(context, config, surprise_dataset, svd_hyperparameters)
     for first in range(1, config.n_folds + 1, per_step):
         folds = tuple(range(first, min(first + per_step, config.n_folds + 1)))
         task = FoldTask(
@@ -196,8 +205,47 @@ def cv_fold_plan(
             config.min_user_ratings,
             config.ranking_users,
             config.ease_settings(),
+            choice,
         )
         yield dg.DynamicOutput(task, mapping_key="folds_" + "_".join(map(str, folds)))
+
+
+def _choice_on_holdout(
+    context: dg.OpExecutionContext,
+    config: CVConfig,
+    dataset: Dataset,
+    search: SearchResult,
+) -> ListChoice | None:
+    """Blend weights, EASE's λ and the shipped list, chosen once on the search's validation
+    ratings V with its fit of the chosen configuration on every other rating; None when the
+    hyperparameters were fixed (each fold then chooses on an inner split of its own)."""
+    if search.factors is None or search.holdout.size == 0:
+        return None
+    start = time.perf_counter()
+    choice = choose_on_holdout(
+        ratings_of(dataset),
+        search.holdout,
+        search.factors,
+        RankingPolicy(min_user_ratings=config.min_user_ratings),
+        config.ease_settings(),
+        max_users=config.ranking_users or None,
+        seed=search.params.random_state,
+    )
+    seconds = time.perf_counter() - start
+    context.log.info(
+        "lists chosen on the search's %d validation ratings in %.1fs: blend NDCG@10 %.4f "
+        "(taste %.2f, rating %.2f)%s; ships %s",
+        search.holdout.size,
+        seconds,
+        choice.blend_ndcg,
+        choice.policy.taste_weight,
+        choice.policy.rating_weight,
+        f", EASE NDCG@10 {choice.ease_ndcg:.4f} (λ={choice.ease_lambda:g})"
+        if choice.ease_lambda is not None
+        else "",
+        "EASE" if choice.ranker == SOURCE_EASE else "the blend",
+    )
+    return choice
 
 
 @dg.op
@@ -223,6 +271,7 @@ def cv_fold(
         ranking_users=task.ranking_users,
         holdout=svd_hyperparameters.holdout,
         ease=task.ease,
+        choice=task.choice,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start

@@ -174,7 +174,9 @@ def gram_kernel() -> Callable[..., None]:
 
 def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
     """B from ``G = XᵀX`` (Cholesky inverse of ``G + λI``), as float32."""
-    a = g if overwrite else g.copy()
+    # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK then
+    # works on in place instead of copying it first.
+    a = (g if overwrite else g.copy()).T
     a[np.diag_indices_from(a)] += lam
     # G + λI is symmetric positive definite: Cholesky inverse, half the work of a general one.
     potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
@@ -184,20 +186,30 @@ def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray
     p, info = potri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverse failed (info {info})")
-    # potri fills the lower triangle only: mirror it, a band of rows at a time (index arrays
-    # of a whole 10K x 10K triangle would cost more memory than the matrix).
+    # C order: scipy's sparse @ dense would copy a Fortran-ordered B on every product (every
+    # request, in serving). One compiled pass reads potri's lower triangle, no mirrored copy.
+    weights = np.empty(p.shape, dtype=np.float32)
+    weights_kernel()(np.asfortranarray(p), weights)
+    return weights
+
+
+def _weights_from_lower_inverse(p: np.ndarray, out: np.ndarray) -> None:
+    """``out = B``: ``B[i, j] = -P[i, j] / P[j, j]`` off the diagonal, 0 on it, from the lower
+    triangle of a Fortran-ordered ``P`` (read down its columns, where it is contiguous)."""
     n = p.shape[0]
-    for start in range(0, n, 1024):
-        stop = min(start + 1024, n)
-        p[start:stop, stop:] = p[stop:, start:stop].T
-        band = p[start:stop, start:stop]
-        band[np.triu_indices(stop - start, 1)] = band.T[np.triu_indices(stop - start, 1)]
-    d = np.diag(p).copy()
-    p /= -d  # B[i, j] = -P[i, j] / P[j, j]
-    np.fill_diagonal(p, 0.0)
-    # C order: LAPACK hands back a Fortran-ordered matrix, and scipy's sparse @ dense would
-    # copy a Fortran-ordered B on every product (every request, in serving).
-    return np.ascontiguousarray(p, dtype=np.float32)
+    for j in range(n):
+        out[j, j] = 0.0
+        for i in range(j + 1, n):
+            v = p[i, j]  # = P[j, i]
+            out[i, j] = -v / p[j, j]
+            out[j, i] = -v / p[i, i]
+
+
+@functools.cache
+def weights_kernel() -> Callable[..., None]:
+    """`_weights_from_lower_inverse` compiled (cached on disk), for float64 and float32 ``P``."""
+    signatures = [f"void({t}[::1, :], float32[:, ::1])" for t in ("float64", "float32")]
+    return njit_cached(_weights_from_lower_inverse, signatures, "the EASE weights")
 
 
 def fit_ease(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import multiprocessing
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +24,7 @@ from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import fit_compiled, sgd_kernel
 from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
 from recsys_assets.ml.topn import SVDFactors, score_pairs
+from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
 # Users with fewer training ratings than this get the popularity list (cold start).
 DEFAULT_MIN_USER_RATINGS = 5
@@ -484,16 +483,23 @@ def _run_tasks(
     n_folds: int,
     ranking: bool,
     folds: Sequence[int] | None = None,
+    choice: ListChoice | None = None,
 ) -> Iterator[dict]:
     """Schedule fits, weight selections and evaluations; yield each fold's row when complete.
 
     A fold's evaluation is submitted as soon as both its model and its weights are ready, so
     the workers stay busy with whatever is runnable. `folds`: a subset (a fan-out step's);
-    its rows are those of the full run.
+    its rows are those of the full run. `choice`: every fold's lists, chosen beforehand (no
+    selection tasks).
     """
     folds = list(range(1, n_folds + 1) if folds is None else folds)
     pending: dict[Future, tuple[str, int]] = {}
-    if ranking:
+    policies: dict[int, ListChoice] = {}
+    select_time: dict[int, float] = {}
+    if ranking and choice is not None:
+        policies = dict.fromkeys(folds, choice)
+        select_time = dict.fromkeys(folds, 0.0)
+    elif ranking:
         # Weight selections first: each unlocks two evaluations, and long tasks first pack
         # the workers better.
         pairs = shared_inner_pairs(n_folds)
@@ -507,8 +513,6 @@ def _run_tasks(
         pending[pool.submit(_fit_fold, fold)] = ("fit", fold)
     rows: dict[int, dict] = {}
     factors: dict[int, SVDFactors] = {}
-    policies: dict[int, ListChoice] = {}
-    select_time: dict[int, float] = {}
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
         for future in done:
@@ -532,7 +536,7 @@ def _run_tasks(
 
 
 def default_jobs(n_folds: int) -> int:
-    return max(1, min(n_folds, os.cpu_count() or 1))
+    return max(1, min(n_folds, cpu_count()))
 
 
 def cross_validate_svd(
@@ -547,6 +551,7 @@ def cross_validate_svd(
     ranking_users: int | None = None,
     holdout: np.ndarray | None = None,
     ease: EaseSettings | None = DEFAULT_EASE,
+    choice: ListChoice | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
@@ -563,6 +568,8 @@ def cross_validate_svd(
     (the hyperparameter search's validation ratings, see `fold_split`).
     `ease`: also evaluate the EASE ranking model (λ from this grid, chosen on validation) and
     report the shipped list, the better of blend and EASE on validation (`ml.list_choice`).
+    `choice`: blend weights, λ and shipped list already chosen on validation ratings outside
+    every test fold (`list_choice.choose_on_holdout`): used by every fold, no inner fits.
     """
     global _RUN
     # Before forking.
@@ -572,7 +579,8 @@ def cross_validate_svd(
         raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
     ranking = min_user_ratings is not None
     # A lone fold with ranking still has two independent fits (its own and the inner one).
-    n_jobs = default_jobs(max(len(folds), 2 if ranking else 1)) if n_jobs is None else n_jobs
+    n_parallel = max(len(folds), 2 if ranking and choice is None else 1)
+    n_jobs = default_jobs(n_parallel) if n_jobs is None else n_jobs
     everything = ratings_of(dataset)
     rows = []
 
@@ -605,12 +613,7 @@ def cross_validate_svd(
                     row["eval_time"],
                 )
 
-    inline = (
-        n_jobs <= 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-        # A daemonic process (e.g. some pool workers) may not start children.
-        or multiprocessing.current_process().daemon
-    )
+    inline = runs_inline(n_jobs, n_parallel)
     if params.engine == "compiled":
         # Loaded (from the on-disk cache) once here, before forking: the workers inherit it.
         sgd_kernel()
@@ -628,12 +631,11 @@ def cross_validate_svd(
     )
     try:
         if inline:
-            for row in _run_tasks(_InlineExecutor(), n_folds, ranking, folds):
+            for row in _run_tasks(_InlineExecutor(), n_folds, ranking, folds, choice):
                 report(row)
         else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-                for row in _run_tasks(pool, n_folds, ranking, folds):
+            with fork_pool(n_jobs) as pool:
+                for row in _run_tasks(pool, n_folds, ranking, folds, choice):
                     report(row)
     finally:
         _RUN = None

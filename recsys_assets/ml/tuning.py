@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import product
 
@@ -38,6 +36,7 @@ from recsys_assets.ml import evaluation
 from recsys_assets.ml.svd_sgd import sgd_kernel
 from recsys_assets.ml.topn import SVDFactors, score_pairs
 from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
+from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
 # What may be searched (SVDParams fields). Per-parameter rates are left out: lr_all/reg_all
 # set all four, and the grid would grow fourfold per parameter.
@@ -55,6 +54,7 @@ DEFAULT_PARAM_GRID: dict[str, tuple[float | int, ...]] = {
 }
 SEED = "seed"
 CHAMPION = "champion"
+FACTORS = "factors"  # a row's fitted factors (full-size rung only); never in the table
 
 
 @dataclass(frozen=True)
@@ -231,21 +231,25 @@ def rung_data(
     return everything, np.flatnonzero(sample & ~in_v), np.flatnonzero(sample & in_v)
 
 
-def _evaluate(params: SVDParams) -> dict:
+def _evaluate(params: SVDParams, keep_factors: bool) -> dict:
     run = _RUNG
     assert run is not None
     trainset = run.trainset
     t0 = time.perf_counter()
     model = fit_svd(trainset, params)
     fit = time.perf_counter() - t0
+    factors = SVDFactors.from_svd(model)
     # Validation users/movies the sampled trainset never saw are scored as SVD.predict would.
-    err = score_pairs(SVDFactors.from_svd(model), run.val.users, run.val.movies) - run.val.ratings
+    err = score_pairs(factors, run.val.users, run.val.movies) - run.val.ratings
     return {
         "rmse": float(np.sqrt(np.mean(err**2))) if err.size else float("nan"),
         "mae": float(np.mean(np.abs(err))) if err.size else float("nan"),
         "fit_seconds": fit,
         "n_train": int(trainset.n_ratings),
         "n_validation": int(err.size),
+        # Full-size fits (every rating but V): the chosen one's factors pick the shipped list
+        # on V (`SearchResult.factors`), so CV needs no inner fits of its own.
+        FACTORS: factors if keep_factors else None,
     }
 
 
@@ -273,19 +277,15 @@ def evaluate_rung(
     if _uses_compiled(candidates):
         sgd_kernel()  # compiled (or loaded) once here, not once per forked worker
     fraction = plan.fractions[rung]
+    keep_factors = fraction >= 1.0
     done = {r["label"]: {**r, "rung": rung, "reused": True} for r in reuse}
     candidates = [c for c in candidates if c.label not in done]
     everything, train_idx, val_idx = rung_data(dataset, plan.holdout, fraction, plan.seed)
     order = {c.label: i for i, c in enumerate(plan.candidates)}
     todo = [c for c in candidates if c.mandatory or not plan.over_time()]
     skipped = [c for c in candidates if c not in todo]
-    n_jobs = n_jobs or min(len(todo), multiprocessing.cpu_count() or 1)
-    inline = (
-        n_jobs <= 1
-        or len(todo) <= 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-        or multiprocessing.current_process().daemon
-    )
+    n_jobs = n_jobs or min(len(todo), cpu_count())
+    inline = runs_inline(n_jobs, len(todo))
     _RUNG = _Rung(
         build_trainset(dataset, everything, train_idx) if todo else None,
         everything.take(val_idx),
@@ -322,13 +322,12 @@ def evaluate_rung(
                 if not candidate.mandatory and plan.over_time():
                     skipped.append(candidate)
                     continue
-                rows.append(row(candidate, _evaluate(candidate.params)))
+                rows.append(row(candidate, _evaluate(candidate.params, keep_factors)))
         else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+            with fork_pool(n_jobs) as pool:
                 # Longest first (epochs x factors) packs the workers better.
                 todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
-                futures = [(c, pool.submit(_evaluate, c.params)) for c in todo]
+                futures = [(c, pool.submit(_evaluate, c.params, keep_factors)) for c in todo]
                 for candidate, future in futures:
                     rows.append(row(candidate, future.result()))
     finally:
@@ -348,6 +347,7 @@ def evaluate_rung(
                 "fit_seconds": 0.0,
                 "n_train": 0,
                 "n_validation": 0,
+                FACTORS: None,
                 "skipped": True,
                 "reused": False,
             }
@@ -364,6 +364,9 @@ class SearchResult:
     holdout: np.ndarray  # V (empty when fixed): in every CV fold's training part
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     record: dict = field(default_factory=dict)  # the manifest's `hyperparameter_search`
+    # The chosen configuration fitted on every rating but V (None when fixed): what the
+    # shipped list is chosen with, on V (`ml.list_choice.choose_on_holdout`).
+    factors: SVDFactors | None = None
 
     @classmethod
     def fixed(cls, params: SVDParams) -> SearchResult:
@@ -378,7 +381,8 @@ def _chosen(params: SVDParams) -> dict:
 def choose(plan: SearchPlan, rows: Sequence[dict]) -> SearchResult:
     """The configuration with the lowest validation RMSE at full size (ties: the earlier, so
     the seed's wins a tie)."""
-    table = pd.DataFrame(list(rows)).sort_values(["rung", "order"]).reset_index(drop=True)
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != FACTORS} for r in rows])
+    table = table.sort_values(["rung", "order"]).reset_index(drop=True)
     last = plan.n_rungs - 1
     full = table[(table["rung"] == last) & ~table["skipped"]]
     if full.empty:  # pragma: no cover - the seed always runs at full size
@@ -416,7 +420,10 @@ def choose(plan: SearchPlan, rows: Sequence[dict]) -> SearchResult:
         "fits": int((~table["skipped"] & ~table["reused"]).sum()),
         "fit_seconds": float(table.loc[~table["reused"], "fit_seconds"].sum()),
     }
-    return SearchResult(params, "search", plan.holdout, table, record)
+    factors = next(
+        (r.get(FACTORS) for r in rows if r["rung"] == last and r["label"] == best["label"]), None
+    )
+    return SearchResult(params, "search", plan.holdout, table, record, factors)
 
 
 def params_of_manifest(manifest: Mapping | None, base: SVDParams) -> SVDParams | None:

@@ -7,14 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_assets.assets.config import training_run_config
+from recsys_assets.assets.config import CVConfig, training_run_config
+from recsys_assets.ml.list_choice import choose_on_holdout
+from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.ml.training import (
     SVDParams,
+    build_trainset,
     cross_validate_svd,
     fit_svd,
     fold_indices,
     fold_split,
     n_ratings_of,
+    ratings_of,
 )
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
@@ -78,6 +83,32 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
         dataset, chosen.params, n_folds=4, seed=42, holdout=chosen.holdout
     )
     assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(expected["rmse"].mean())
+
+    # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
+    # search's own fit of the chosen configuration on every rating but V, for every fold.
+    everything = ratings_of(dataset)
+    outside_v = np.setdiff1d(np.arange(n), chosen.holdout)
+    refit = SVDFactors.from_svd(
+        fit_svd(build_trainset(dataset, everything, outside_v), chosen.params)
+    )
+    for name in ("pu", "qi", "bu", "bi"):
+        assert np.array_equal(getattr(chosen.factors, name), getattr(refit, name))
+    cv = CVConfig()
+    choice = choose_on_holdout(
+        everything,
+        chosen.holdout,
+        refit,
+        RankingPolicy(min_user_ratings=cv.min_user_ratings),
+        cv.ease_settings(),
+        max_users=cv.ranking_users,
+        seed=42,
+    )
+    folds = report[~report["fold"].isin(["mean", "std"])]
+    assert (folds["ease_lambda"] == choice.ease_lambda).all()
+    assert (folds["taste_weight"] == choice.policy.taste_weight).all()
+    assert (folds["blend_validation_ndcg"] == choice.blend_ndcg).all()
+    assert (folds["ease_validation_ndcg"] == choice.ease_ndcg).all()
+    assert report.attrs["ranking"]["ranker"] == choice.ranker
 
     # svd_model: the chosen configuration on every rating (V included).
     model = search_run.output_for_node("svd_model")
