@@ -26,8 +26,8 @@ import numpy as np
 from recsys_assets.cli import DEMO_SHAPES
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.ease import EASEModel, _weights_from_gram, gram
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
-from recsys_assets.ml.topn import SVDFactors
 
 
 def _peak_rss_mb() -> float:

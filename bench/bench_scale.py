@@ -229,7 +229,8 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     elif phase == "predictions":
         import numpy as np
 
-        from recsys_assets.ml.topn import SVDFactors, top_n
+        from recsys_assets.ml.factors import SVDFactors
+        from recsys_assets.ml.topn import top_n
         from recsys_assets.resources.ratings_db import RatingsDatabase
 
         storage = home / "storage"

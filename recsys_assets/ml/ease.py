@@ -34,8 +34,8 @@ import scipy.linalg
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys_assets.ml.arrays import lookup
 from recsys_assets.ml.svd_sgd import njit_cached
-from recsys_assets.ml.topn import _lookup
 from recsys_assets.ml.workers import cpu_count
 
 __all__ = [
@@ -94,8 +94,8 @@ class EASEModel:
 
     def rated_rows(self, users: np.ndarray, rated_users: np.ndarray, rated_movies: np.ndarray):
         """Binary float32 CSR (``users`` x kept movies) of the rated pairs, indices sorted."""
-        row = _lookup(users, np.asarray(rated_users, dtype=np.int64))
-        col = _lookup(self.raw_iids, np.asarray(rated_movies, dtype=np.int64))
+        row = lookup(users, np.asarray(rated_users, dtype=np.int64))
+        col = lookup(self.raw_iids, np.asarray(rated_movies, dtype=np.int64))
         keep = (row >= 0) & (col >= 0)
         m = sp.csr_matrix(
             (np.ones(int(keep.sum()), dtype=np.float32), (row[keep], col[keep])),
@@ -113,7 +113,7 @@ class EASEModel:
         Kept movies: their EASE score; the others ``NOT_KEPT_FLOOR + popularity``, so they only
         fill lists longer than the kept movies a user has not rated. ``scores``: (rows, kept).
         """
-        pos = _lookup(self.raw_iids, np.asarray(catalogue, dtype=np.int64))
+        pos = lookup(self.raw_iids, np.asarray(catalogue, dtype=np.int64))
         inside = pos >= 0
         keys = np.empty((scores.shape[0], catalogue.size), dtype=np.float64)
         keys[:, ~inside] = NOT_KEPT_FLOOR + np.asarray(popularity, dtype=np.float64)[~inside]
@@ -138,7 +138,7 @@ def gram(
     """``XᵀX`` over the kept movies (dense), the kept ids, interactions and users counted."""
     users = np.asarray(users, dtype=np.int64)
     kept = kept_items(movies, max_items)
-    col = _lookup(kept, np.asarray(movies, dtype=np.int64))
+    col = lookup(kept, np.asarray(movies, dtype=np.int64))
     keep = col >= 0
     uids, row = np.unique(users[keep], return_inverse=True)
     x = sp.csr_matrix(

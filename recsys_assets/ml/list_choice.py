@@ -23,9 +23,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, fit_ease_path
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_SVD, RankingPolicy
-from recsys_assets.ml.topn import SVDFactors
 
 __all__ = [
     "DEFAULT_EASE",
@@ -72,8 +73,8 @@ class ListChoice:
 
 def choose_lists(
     factors: SVDFactors,
-    inner: evaluation.Ratings,
-    validations: Sequence[evaluation.Ratings],
+    inner: Ratings,
+    validations: Sequence[Ratings],
     base: RankingPolicy,
     ease: EaseSettings | None,
     max_users: int | None = None,
@@ -114,7 +115,7 @@ def choose_lists(
 
 
 def choose_on_holdout(
-    everything: evaluation.Ratings,
+    everything: Ratings,
     holdout: np.ndarray,
     factors: SVDFactors,
     base: RankingPolicy,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_POPULAR
-from recsys_assets.ml.topn import SVDFactors, top_n
+from recsys_assets.ml.topn import top_n
 
 
 def most_popular(

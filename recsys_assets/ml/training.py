@@ -17,13 +17,14 @@ import pandas as pd
 from surprise import SVD, Dataset, Trainset
 
 from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
 from recsys_assets.ml.ease import fit_ease
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import fit_compiled, sgd_kernel
 from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
-from recsys_assets.ml.topn import SVDFactors, score_pairs
 from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
 # Users with fewer training ratings than this get the popularity list (cold start).
@@ -114,7 +115,7 @@ def _grouped(keys: np.ndarray, values: np.ndarray, ratings: np.ndarray, n: int) 
     return defaultdict(list, {k: pairs[bounds[k] : bounds[k + 1]] for k in range(n)})
 
 
-def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndarray) -> Trainset:
+def build_trainset(dataset: Dataset, ratings: Ratings, index: np.ndarray) -> Trainset:
     """`dataset.construct_trainset([raw[i] for i in index])`, equal in every field, faster.
 
     `ratings` are `dataset.raw_ratings` as arrays. Surprise's builder is a per-rating Python
@@ -248,14 +249,14 @@ def n_ratings_of(dataset: Dataset) -> int:
     return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
 
 
-def ratings_of(dataset: Dataset) -> evaluation.Ratings:
+def ratings_of(dataset: Dataset) -> Ratings:
     """Every rating of `dataset` as arrays (a CompactDataset's own, without tuples)."""
     if isinstance(dataset, CompactDataset):
         users, items, ratings = dataset.testset_arrays(slice(None))
-        return evaluation.Ratings(
+        return Ratings(
             users.astype(np.int64, copy=False), items.astype(np.int64, copy=False), ratings
         )
-    return evaluation.Ratings.from_tuples(dataset.raw_ratings)
+    return Ratings.from_tuples(dataset.raw_ratings)
 
 
 def run_fold(
@@ -353,7 +354,7 @@ class _CVRun:
     params: SVDParams
     min_user_ratings: int | None
     # Every rating as arrays, built once in the parent rather than once per fold.
-    everything: evaluation.Ratings
+    everything: Ratings
     # Epoch progress of the fold fits, only when they run in this process (one-fold steps).
     log: logging.Logger | None = None
     # Ranking metrics and weight selection on a seeded sample of this many users (None: all).

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from surprise import Dataset, Trainset
 
-from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.topn import SVDFactors, score_pairs
 from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
 from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
@@ -214,7 +214,7 @@ class _Rung:
     """What the forked evaluation workers share (see `_RUNG`), never pickled."""
 
     trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
-    val: evaluation.Ratings
+    val: Ratings
 
 
 _RUNG: _Rung | None = None
@@ -222,7 +222,7 @@ _RUNG: _Rung | None = None
 
 def rung_data(
     dataset: Dataset, holdout: np.ndarray, fraction: float, seed: int
-) -> tuple[evaluation.Ratings, np.ndarray, np.ndarray]:
+) -> tuple[Ratings, np.ndarray, np.ndarray]:
     """Every rating as arrays, and the rung's training and validation indices."""
     everything = ratings_of(dataset)
     in_v = np.zeros(everything.ratings.size, dtype=bool)

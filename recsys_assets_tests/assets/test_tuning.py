@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import CVConfig, training_run_config
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import choose_on_holdout
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.ml.training import (
     SVDParams,
     build_trainset,

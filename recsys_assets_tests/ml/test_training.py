@@ -189,7 +189,7 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
 
 
 def test_build_trainset_equals_surprise(dataset):
-    from recsys_assets.ml.evaluation import Ratings
+    from recsys_assets.ml.arrays import Ratings
     from recsys_assets.ml.training import build_trainset
 
     raw = dataset.raw_ratings

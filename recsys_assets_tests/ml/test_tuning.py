@@ -10,7 +10,7 @@ from surprise import Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.topn import SVDFactors, score_pairs
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.training import (
     SVDParams,
     build_trainset,
