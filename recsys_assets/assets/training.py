@@ -13,6 +13,7 @@ from surprise import SVD, Dataset, Reader
 from recsys_assets.assets.config import CVConfig, DatasetConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.list_choice import (
     DEFAULT_EASE,
     EaseSettings,
@@ -21,15 +22,8 @@ from recsys_assets.ml.list_choice import (
     final_choice,
 )
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.training import (
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    n_ratings_of,
-    ratings_of,
-    training_error,
-)
-from recsys_assets.ml.tuning import SearchResult
+from recsys_assets.ml.search_result import SearchResult
+from recsys_assets.ml.training import SVDParams, fit_svd, n_ratings_of, ratings_of, training_error
 
 SURPRISE_COLUMNS = ["user_id", "movie_id", "rating"]
 
@@ -257,7 +251,7 @@ def cv_fold(
 ) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
-    # The rows of the full run (`ml.training.cross_validate_svd` restricted to these folds):
+    # The rows of the full run (`ml.cross_validation.cross_validate_svd` restricted to these folds):
     # fold fit, baselines, ranking metrics, blend weights from inner models without the fold.
     table = cross_validate_svd(
         surprise_dataset,
@@ -378,7 +372,7 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
 
     The SVD is the configuration `svd_hyperparameters` chose. When it was searched, its
     validation ratings are in the training part of every fold and the k test folds partition
-    the other ratings (`ml.training.fold_split`): nothing reported here was used to choose.
+    the other ratings (`ml.folds.fold_split`): nothing reported here was used to choose.
 
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
     Celery executor runs them on workers; collected into one table.

@@ -1,14 +1,14 @@
 """Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
 
-Called by ``ml.training.cross_validate_svd`` after it fitted the fold's SVD, so every figure here is
-measured on the same folds as the SVD's RMSE:
+Called by ``ml.cross_validation.cross_validate_svd`` after it fitted the fold's SVD, so every figure
+here is measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
   and the shipped blend (``ml.ranking``), whose weights are chosen on validation ratings from
   the fold's *training* data with a second SVD fitted without them (``select_policy``, or
-  one inner model shared by two folds, see ``training.shared_inner_pairs``): the test fold
+  one inner model shared by two folds, see ``cross_validation.shared_inner_pairs``): the test fold
   is never used to pick anything.
 """
 

@@ -10,7 +10,7 @@ of `cv_report` only measure the result. Two sources of validation ratings:
   the search's own fit of the chosen configuration on every rating but V
   (``choose_on_holdout``), so CV needs no inner fits;
 * with fixed hyperparameters (no V), per CV fold: inner models fitted on part of the fold's
-  training ratings, validated on the rest (``training._select_shared`` / ``_select_own``);
+  training ratings, validated on the rest (``cross_validation._select_shared`` / ``_select_own``);
   the model trained on every rating ships the list whose validation NDCG, summed over the
   folds, is higher (``final_choice``).
 """

@@ -8,19 +8,12 @@ import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import CVConfig, training_run_config
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.folds import fold_indices, fold_split
 from recsys_assets.ml.list_choice import choose_on_holdout
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.training import (
-    SVDParams,
-    build_trainset,
-    cross_validate_svd,
-    fit_svd,
-    fold_indices,
-    fold_split,
-    n_ratings_of,
-    ratings_of,
-)
+from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, n_ratings_of, ratings_of
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
 # A small search around FAST_SVD: 7 grid points besides the seed's, 3 of them sampled.
