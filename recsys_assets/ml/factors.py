@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_assets.ml.arrays import lookup
+from recsys_assets.ml.surprise_internals import raw2inner_items, raw2inner_users
 
 __all__ = ["SVDFactors", "score_pairs"]
 
@@ -68,8 +69,8 @@ class SVDFactors:
             bi=np.asarray(model.bi, dtype=np.float64),
             pu=np.asarray(model.pu),
             qi=np.asarray(model.qi),
-            raw_uids=_raw_ids_to_int64(ts._raw2inner_id_users, "user"),
-            raw_iids=_raw_ids_to_int64(ts._raw2inner_id_items, "movie"),
+            raw_uids=_raw_ids_to_int64(raw2inner_users(ts), "user"),
+            raw_iids=_raw_ids_to_int64(raw2inner_items(ts), "movie"),
             lower=float(lower),
             upper=float(upper),
         )
