@@ -52,11 +52,14 @@ def fallback_predictions(
         )
     with retry_only_transient_db_errors(context):
         start = time.perf_counter()
+        # Movies a user marked without a rating are not suggested either (as user_predictions).
+        unrated = ratings_db.read_unrated_pairs()
         frame = most_popular(
             ratings_df["user_id"].to_numpy(),
             ratings_df["movie_id"].to_numpy(),
             ratings_df["rating"].to_numpy(),
             n=config.top_n,
+            excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
         )
         rows = ratings_db.replace_predictions(frame, POPULAR_VERSION)
     users = int(frame["user_id"].nunique())

@@ -206,12 +206,25 @@ def test_champion_configuration_is_compared_on_todays_ratings(run, store, demo_d
 def test_first_run_failing_a_gate_publishes_most_popular_then_a_passing_model_replaces_it(
     run, store, demo_db
 ):
+    # A movie marked without a rating (NULL): never on that user's shelf, and not a rating.
+    before = demo_db.read_ratings()
+    user = int(before["user_id"].iloc[0])
+    top = before.groupby("movie_id").size().sort_values(ascending=False).index
+    marked = int(
+        next(m for m in top if m not in set(before.loc[before.user_id == user, "movie_id"]))
+    )
+    demo_db.insert_ratings(
+        pd.DataFrame(
+            {"user_id": [user], "movie_id": [marked], "rating": [np.nan], "timestamp": [0]}
+        )
+    )
     bad = run(fixed_config(BAD_SVD))
     assert not bad.success
     assert not checks_of(bad)["beats_baseline"].passed
     assert store.latest_manifest() is None
-    ratings = demo_db.read_ratings()
+    ratings = demo_db.read_ratings().dropna(subset=["rating"])
     table = demo_db.read_predictions()
+    assert marked not in set(table.loc[table["user_id"] == user, "movie_id"])
     # Every user has a shelf: their 10 most-rated unrated movies.
     assert set(table["user_id"]) == set(ratings["user_id"])
     assert (table.groupby("user_id").size() == 10).all()
