@@ -46,6 +46,7 @@ __all__ = [
     "fit_ease",
     "fit_ease_path",
     "gram",
+    "weights_from_gram",
     "kept_items",
 ]
 
@@ -90,7 +91,7 @@ class EASEModel:
         ``rated`` must have sorted column indices (``rated_rows`` builds it): the products then
         add the same rows of B in the same order for one user as for a block of users.
         """
-        return np.asarray(rated @ self.weights)  # weights are C-ordered (_weights_from_gram)
+        return np.asarray(rated @ self.weights)  # weights are C-ordered (weights_from_gram)
 
     def rated_rows(self, users: np.ndarray, rated_users: np.ndarray, rated_movies: np.ndarray):
         """Binary float32 CSR (``users`` x kept movies) of the rated pairs, indices sorted."""
@@ -175,7 +176,7 @@ def gram_kernel() -> Callable[..., None]:
     return njit_cached(_gram_pairs, signatures, "the EASE Gram matrix")
 
 
-def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
+def weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
     """B from ``G = XᵀX`` (Cholesky inverse of ``G + λI``), as float32."""
     # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK then
     # works on in place instead of copying it first.
@@ -245,7 +246,7 @@ def fit_ease_path(
 
     def solve(lam: float) -> EASEModel:
         t0 = time.perf_counter()
-        weights = _weights_from_gram(g, float(lam), overwrite=len(lambdas) == 1)
+        weights = weights_from_gram(g, float(lam), overwrite=len(lambdas) == 1)
         if log is not None:
             log.info("ease: λ=%g solved in %.1fs", lam, time.perf_counter() - t0)
         return EASEModel(kept, weights, float(lam), n_pairs, n_users)
