@@ -25,7 +25,7 @@ import numpy as np
 
 from recsys_assets.cli import DEMO_SHAPES
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.ease import EASEModel, weights_from_gram, gram
+from recsys_assets.ml.ease import EASEModel, gram, weights_from_gram
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
 
