@@ -61,7 +61,7 @@ def _write_old(engine: sa.Engine, table: sa.Table, frame: pd.DataFrame) -> float
     with engine.begin() as conn:
         conn.execute(sa.delete(table))
         constants = {"model_version": "bench", "created_at": int(time.time())}
-        db._insert_frame(conn, table, frame, constants, chunk_rows=db.BATCH_SIZE)
+        db.bulk.insert_frame(conn, table, frame, constants, chunk_rows=db.BATCH_SIZE)
     return time.perf_counter() - start
 
 

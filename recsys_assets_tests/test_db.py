@@ -116,7 +116,11 @@ def test_native_round_trip_excludes_inactive(engine: Engine) -> None:
     rows = [(10, 1, 4.0, 1000), (10, 2, None, 1001), (11, 1, 2.5, 1002), (11, 3, 5.0, 1003)]
     assert db.insert_ratings(engine, "native", _ratings(rows)) == 4
     with engine.begin() as conn:
-        conn.execute(sa.update(db.ratings).where(db.ratings.c.movie_id == 3).values(active=False))
+        conn.execute(
+            sa.update(db.schema.ratings)
+            .where(db.schema.ratings.c.movie_id == 3)
+            .values(active=False)
+        )
 
     got = db.read_ratings(engine, "native")
     assert list(got.columns) == list(db.RATINGS_COLUMNS)
@@ -236,7 +240,7 @@ def django_engine(tmp_path: Path) -> Engine:
 
 def test_django_preset_reads_only_active_movie_ratings(django_engine: Engine) -> None:
     eng = django_engine
-    ct, rr = db.django_content_type, db.ratings_rating
+    ct, rr = db.schema.django_content_type, db.schema.ratings_rating
     with eng.begin() as conn:
         conn.execute(
             ct.insert(),
@@ -246,7 +250,7 @@ def test_django_preset_reads_only_active_movie_ratings(django_engine: Engine) ->
                 {"id": 9, "app_label": "books", "model": "book"},
             ],
         )
-        conn.execute(db.movies_movie.insert(), [{"id": 5, "title": "Heat (1995)"}])
+        conn.execute(db.schema.movies_movie.insert(), [{"id": 5, "title": "Heat (1995)"}])
         when = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
         base = {"content_type_id": 7, "active": True, "timestamp": when}
         conn.execute(
@@ -293,7 +297,7 @@ def test_django_insert_creates_movie_content_type(django_engine: Engine) -> None
     ]
     assert got["rating"].tolist() == [4.0, 3.5]
     with django_engine.connect() as conn:
-        cts = conn.execute(sa.select(db.django_content_type.c.app_label)).scalars().all()
+        cts = conn.execute(sa.select(db.schema.django_content_type.c.app_label)).scalars().all()
     assert cts == ["movies"]
     # A second insert reuses the content type.
     db.insert_ratings(django_engine, "django", frame)
@@ -465,8 +469,8 @@ def test_bulk_insert_and_atomic_bulk_replace(
     any_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small thresholds so a few rows take the same path as 25M: chunks + index rebuild.
-    monkeypatch.setattr(db, "REINDEX_MIN_ROWS", 1)
-    monkeypatch.setattr(db, "BULK_ROWS", 4)
+    monkeypatch.setattr(db.bulk, "REINDEX_MIN_ROWS", 1)
+    monkeypatch.setattr(db.bulk, "BULK_ROWS", 4)
     rows = [(u, m, 0.5 + (u * m) % 10 / 2, 1000 + u) for u in range(1, 4) for m in range(1, 4)]
     ratings = _ratings(rows).astype({"user_id": np.int32, "rating": np.float32})
     ratings.loc[4, "rating"] = np.nan  # NULL survives the bulk path as NULL
