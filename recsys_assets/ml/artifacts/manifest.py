@@ -119,3 +119,32 @@ def verify_signature(manifest: dict, key: bytes | None, source: object) -> None:
             f"manifest {source}: HMAC signature does not match (tampered manifest, or signed "
             "with a different RECSYS_MODEL_SIGNING_KEY); refusing to load"
         )
+
+
+def checked_version(manifest: dict, source: object) -> str:
+    """The manifest's version, validated, and that it carries a checksum and a size."""
+    try:
+        version = validate_version(manifest.get("version"))
+    except ValueError as exc:
+        raise ArtifactIntegrityError(f"manifest {source} has {exc}") from exc
+    if not isinstance(manifest.get("sha256"), str) or not isinstance(
+        manifest.get("size_bytes"), int
+    ):
+        raise ArtifactIntegrityError(f"manifest {source} lacks sha256/size_bytes")
+    return version
+
+
+def verify_checksum(manifest: dict, data: bytes, source: object, pkl: object) -> None:
+    """ArtifactIntegrityError unless ``data`` has the manifest's size and SHA-256."""
+    expected_sha, expected_size = manifest["sha256"], manifest["size_bytes"]
+    if len(data) != expected_size:
+        raise ArtifactIntegrityError(
+            f"model file {pkl}: size {len(data)} does not match manifest ({expected_size} "
+            f"bytes); checksum doesn't match, refusing to unpickle"
+        )
+    actual_sha = hashlib.sha256(data).hexdigest()
+    if actual_sha != expected_sha:
+        raise ArtifactIntegrityError(
+            f"model file {pkl}: SHA-256 checksum doesn't match manifest {source} "
+            f"(expected {expected_sha}, got {actual_sha}); refusing to unpickle"
+        )

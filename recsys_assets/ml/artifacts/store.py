@@ -19,11 +19,13 @@ from recsys_assets.ml.artifacts.manifest import (
     ArtifactIntegrityError,
     ArtifactSignatureError,
     NoModelError,
+    checked_version,
     dump_json,
     format_version,
     parse_manifest,
     sign_manifest,
     validate_version,
+    verify_checksum,
     verify_signature,
     version_of,
     version_time,
@@ -342,15 +344,7 @@ class ArtifactStore:
     def _verified_bytes(self, manifest: dict, source: object) -> bytes:
         """The pickle's bytes, after its signature, size and SHA-256 checked out."""
         verify_signature(manifest, self._key, source)
-        version = manifest.get("version")
-        try:
-            validate_version(version)
-        except ValueError as exc:
-            raise ArtifactIntegrityError(f"manifest {source} has {exc}") from exc
-        expected_sha = manifest.get("sha256")
-        expected_size = manifest.get("size_bytes")
-        if not isinstance(expected_sha, str) or not isinstance(expected_size, int):
-            raise ArtifactIntegrityError(f"manifest {source} lacks sha256/size_bytes")
+        version = checked_version(manifest, source)
         # The name is built from the validated version, never from the manifest's "file".
         pkl = self.files.describe(f"{version}.pkl")
         try:
@@ -359,17 +353,7 @@ class ArtifactStore:
             raise ArtifactIntegrityError(
                 f"model file {pkl} referenced by {source} is missing"
             ) from exc
-        if len(data) != expected_size:
-            raise ArtifactIntegrityError(
-                f"model file {pkl}: size {len(data)} does not match manifest ({expected_size} "
-                f"bytes); checksum doesn't match, refusing to unpickle"
-            )
-        actual_sha = hashlib.sha256(data).hexdigest()
-        if actual_sha != expected_sha:
-            raise ArtifactIntegrityError(
-                f"model file {pkl}: SHA-256 checksum doesn't match manifest {source} "
-                f"(expected {expected_sha}, got {actual_sha}); refusing to unpickle"
-            )
+        verify_checksum(manifest, data, source, pkl)
         return data
 
     def load_version(self, version: str) -> tuple[object, dict]:
