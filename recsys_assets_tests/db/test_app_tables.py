@@ -17,7 +17,6 @@ from sqlalchemy.engine import Engine
 
 from recsys_assets import db
 from recsys_assets.resources.ratings_db import RatingsDatabase
-from recsys_assets_tests.test_db import pg_engine  # noqa: F401 (fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
