@@ -84,7 +84,7 @@ def _embedded_database_is_new(database_file: Path) -> bool:
 
     if not database_file.exists():
         return True
-    versions, broken = ArtifactStore(settings.models_dir()).scan()
+    versions, broken = ArtifactStore(settings.model_store_root()).scan()
     return not versions and not broken
 
 

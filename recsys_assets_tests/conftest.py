@@ -33,7 +33,13 @@ os.environ.setdefault(
 def recsys_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "recsys"
     monkeypatch.setenv("RECSYS_HOME", str(home))
-    for var in ("RECSYS_DATABASE_URL", "RECSYS_SCHEMA", "RECSYS_IO_BASE", "DAGSTER_HOME"):
+    for var in (
+        "RECSYS_DATABASE_URL",
+        "RECSYS_SCHEMA",
+        "RECSYS_IO_BASE",
+        "RECSYS_MODEL_STORE",
+        "DAGSTER_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 

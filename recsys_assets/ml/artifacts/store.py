@@ -55,7 +55,7 @@ class ArtifactStore:
         """The store under ``<RECSYS_HOME>/models/surprise``, key from the environment."""
         from recsys_assets import settings
 
-        return cls(settings.models_dir(), os.environ.get(settings.SIGNING_KEY_ENV) or None)
+        return cls(settings.model_store_root(), os.environ.get(settings.SIGNING_KEY_ENV) or None)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r}, signed={self._key is not None})"

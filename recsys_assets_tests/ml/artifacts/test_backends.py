@@ -168,3 +168,12 @@ def test_local_store_keeps_its_files_where_it_always_did(tmp_path):
         LATEST_NAME,
         "champions.json",
     }
+
+
+def test_recsys_model_store_names_the_store_everywhere(memory_url, recsys_home, monkeypatch):
+    from recsys_assets.definitions import build_resources
+
+    assert ArtifactStore.from_env().root == recsys_home.resolve() / "models" / "surprise"
+    monkeypatch.setenv("RECSYS_MODEL_STORE", memory_url)
+    assert isinstance(ArtifactStore.from_env().files, FsspecFiles)
+    assert build_resources()["model_store"].root == memory_url
