@@ -115,7 +115,14 @@ class NativePreset(SchemaPreset):
             }
         )
 
-    def rating_columns(self, conn, user_ids, movie_ids, values, seconds):
+    def rating_columns(
+        self,
+        conn: Connection,
+        user_ids: list[Any],
+        movie_ids: list[Any],
+        values: list[Any],
+        seconds: pd.Series,
+    ) -> dict[str, list[Any]]:
         return {
             "user_id": user_ids,
             "movie_id": movie_ids,
@@ -225,7 +232,14 @@ class DjangoPreset(SchemaPreset):
             ct_id = conn.execute(self.content_type_id_query).scalar_one()
         return ct_id
 
-    def rating_columns(self, conn, user_ids, movie_ids, values, seconds):
+    def rating_columns(
+        self,
+        conn: Connection,
+        user_ids: list[Any],
+        movie_ids: list[Any],
+        values: list[Any],
+        seconds: pd.Series,
+    ) -> dict[str, list[Any]]:
         n = len(user_ids)
         ct_id = self.content_type_id(conn, create=True)
         # Django's DateTimeField(auto_now_add) has no DB default, so we always send a value.
