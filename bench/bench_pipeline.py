@@ -35,10 +35,10 @@ def prepare(ratings_path: str, home: Path) -> None:
     os.environ["RECSYS_HOME"] = str(home)
     os.environ.pop("RECSYS_DATABASE_URL", None)
     from recsys_assets.data.movielens import read_movielens
-    from recsys_assets.resources.ratings_db import RatingsDatabase
+    from recsys_assets.db import RatingsStore
 
     movies, ratings = read_movielens(ratings_path)
-    db = RatingsDatabase.from_env()
+    db = RatingsStore.from_env()
     db.ensure_schema()
     db.insert_movies(movies)
     db.insert_ratings(ratings)

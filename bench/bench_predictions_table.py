@@ -61,7 +61,7 @@ def _write_old(engine: sa.Engine, table: sa.Table, frame: pd.DataFrame) -> float
     with engine.begin() as conn:
         conn.execute(sa.delete(table))
         constants = {"model_version": "bench", "created_at": int(time.time())}
-        db._insert_frame(conn, table, frame, constants, chunk_rows=db.BATCH_SIZE)
+        db.bulk.insert_frame(conn, table, frame, constants, chunk_rows=db.BATCH_SIZE)
     return time.perf_counter() - start
 
 
@@ -126,7 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
-        bench(db.make_engine(f"sqlite:///{tmp}/bench.db"), "sqlite", args.users, args.ratings)
+        engine = db.make_engine(f"sqlite:///{tmp}/bench.db", create=True)
+        bench(engine, "sqlite", args.users, args.ratings)
     if args.postgres_url:
         schema = f"bench_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(args.postgres_url)

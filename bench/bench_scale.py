@@ -111,9 +111,9 @@ def _rss_mb() -> float:
 def setup(size: str, home: Path, ml100k: str | None) -> dict:
     os.environ["RECSYS_HOME"] = str(home)
     os.environ.pop("RECSYS_DATABASE_URL", None)
-    from recsys_assets.resources.ratings_db import RatingsDatabase
+    from recsys_assets.db import RatingsStore
 
-    db = RatingsDatabase.from_env()
+    db = RatingsStore.from_env()
     db.ensure_schema()
     t0 = time.perf_counter()
     if size == "100k":
@@ -229,9 +229,9 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     elif phase == "predictions":
         import numpy as np
 
+        from recsys_assets.db import RatingsStore
         from recsys_assets.ml.factors import SVDFactors
         from recsys_assets.ml.topn import top_n
-        from recsys_assets.resources.ratings_db import RatingsDatabase
 
         storage = home / "storage"
         with open(storage / "svd_model.pkl", "rb") as f:
@@ -248,7 +248,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
         )
         score = time.perf_counter() - t0
         t1 = time.perf_counter()
-        rows = RatingsDatabase.from_env().replace_predictions(preds, "bench")
+        rows = RatingsStore.from_env().replace_predictions(preds, "bench")
         write = time.perf_counter() - t1
         pairs = int(users.size) * factors.n_items
         out.update(
@@ -275,9 +275,9 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
 def seed_pairs(home: Path, sample_users: int) -> dict:
     """The seed's per-pair loop on a sample of users, with the model the graph just exported."""
     os.environ["RECSYS_HOME"] = str(home)
-    from recsys_assets.resources.model_store import ModelStore
+    from recsys_assets.ml.artifacts import ArtifactStore
 
-    store = ModelStore.from_env()
+    store = ArtifactStore.from_env()
     if store.latest_manifest() is not None:
         model, _ = store.load_latest()
     else:  # per-step mode: no exported artifact, the fitted model is in the IO storage

@@ -25,6 +25,7 @@ from surprise import Dataset, Reader
 
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ease import fit_ease
 from recsys_assets.ml.evaluation import validation_split
@@ -37,7 +38,6 @@ from recsys_assets.ml.training import (
     build_trainset,
     fit_svd,
 )
-from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.serving import Recommender
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = ModelStore(root=str(Path(tmp) / "models"), signing_key="bench-key")
+        store = ArtifactStore(Path(tmp) / "models", signing_key="bench-key")
         manifest = store.save(stripped, {"ranking": policy.as_dict()}, promote=True)
         seed_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         seed_path = Path(tmp) / "seed.pkl"

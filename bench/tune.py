@@ -51,13 +51,13 @@ def main() -> int:
 
         from recsys_assets.assets.config import training_run_config
         from recsys_assets.data.movielens import read_movielens
-        from recsys_assets.resources.ratings_db import RatingsDatabase
+        from recsys_assets.db import RatingsStore
         from recsys_assets.runner import _summarize, execute_training, prepare_dagster_home
 
         movies, ratings = read_movielens(args.path)
         if args.drop_quarter:
             ratings = drop_quarter(ratings)
-        db = RatingsDatabase.from_env()
+        db = RatingsStore.from_env()
         db.ensure_schema()
         db.insert_movies(movies)
         db.insert_ratings(ratings)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from recsys_assets.assets.artifact import model_artifact
 from recsys_assets.assets.ratings import ratings_df
-from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.ml.artifacts import ArtifactStore
 
 ERROR = dg.AssetCheckSeverity.ERROR
 
@@ -189,7 +189,7 @@ def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
     "both measured on today's ratings (the first model passes).",
 )
 def not_worse_than_champion(
-    config: PromotionConfig, model_artifact: dict, model_store: ModelStore
+    config: PromotionConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
 ) -> dg.AssetCheckResult:
     """With a hyperparameter search, the champion's configuration was one of its candidates:
     fitted on today's training ratings and scored on the same validation ratings as the
@@ -264,7 +264,7 @@ def shipped_ndcg(manifest: dict) -> float | None:
     "is not lower than the champion's by more than ndcg_tolerance (the first model passes).",
 )
 def shipped_ranking_not_worse_than_champion(
-    config: RankingGateConfig, model_artifact: dict, model_store: ModelStore
+    config: RankingGateConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
 ) -> dg.AssetCheckResult:
     ndcg = shipped_ndcg(model_artifact)
     ranker = (model_artifact.get("ranking") or {}).get("ranker", "svd")

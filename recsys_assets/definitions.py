@@ -56,7 +56,7 @@ def build_resources() -> dict[str, object]:
             preset=settings.schema_preset(),
             **{f"django_{k}": v for k, v in settings.django_layout().items()},
         ),
-        "model_store": ModelStore(root=str(settings.models_dir()), signing_key=_signing_key()),
+        "model_store": ModelStore(root=settings.model_store_root(), signing_key=_signing_key()),
         "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
         "retrain_policy": RetrainPolicy.from_env(),
     }

@@ -80,11 +80,11 @@ def _embedded_database_is_new(database_file: Path) -> bool:
     """The embedded database counts as new when its file did not exist, or nothing was ever
     trained in this RECSYS_HOME (no model version saved): demo data cannot replace a real
     model there."""
-    from recsys_assets.ml.artifacts import scan_versions
+    from recsys_assets.ml.artifacts import ArtifactStore
 
     if not database_file.exists():
         return True
-    versions, broken = scan_versions(settings.models_dir())
+    versions, broken = ArtifactStore(settings.model_store_root()).scan()
     return not versions and not broken
 
 
@@ -95,8 +95,8 @@ def _ensure_ratings(create_demo: bool) -> str | None:
     file or table that does not exist there is an error naming it, never created.
     Returns a note to print.
     """
-    from recsys_assets.cli import UsageError, open_db
     from recsys_assets.data.demo import generate_demo_ratings
+    from recsys_assets.usage import UsageError, open_db
 
     configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
     database_file = Path(settings.default_database_url().removeprefix("sqlite:///"))
@@ -104,14 +104,14 @@ def _ensure_ratings(create_demo: bool) -> str | None:
     db = open_db(create=not configured)
     if db.count_ratings() > 0:
         return None
-    if db.preset == "django":
+    schema = db.preset.layout
+    if schema is not None:
         # The app's database: the project writes only user_predictions there, never demo data.
-        schema = db.django_schema()
         raise UsageError(
             f"{db.safe_url()} has no active ratings of content type {schema.content_type!r} "
             f"in {schema.ratings_table}; rate something in the app first"
         )
-    where = f"{db.safe_url()} (schema preset {db.preset})"
+    where = f"{db.safe_url()} (schema preset {db.preset.name})"
     load = "import ratings with `recsys import-movielens PATH`"
     if configured:
         raise UsageError(
@@ -148,8 +148,8 @@ def run_pipeline(
     One at a time per RECSYS_HOME (a lock file: refuses, or waits with `wait`); runs of
     earlier `recsys run`s whose process died are marked failed first.
     """
-    from recsys_assets.cli import UsageError
     from recsys_assets.run_lock import TrainingLockBusy, training_lock
+    from recsys_assets.usage import UsageError
 
     start = time.perf_counter()
     prepare_dagster_home()

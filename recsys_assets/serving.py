@@ -6,9 +6,9 @@
     rec.recommend(196, n=10)             # [Recommendation(movie_id, score, source), ...]
 
 The champion is loaded once (verified: HMAC signature when a key is configured, then size and
-SHA-256, before unpickling) and cached; calls ``stat`` ``latest.json`` at most every
-``check_interval`` seconds (1 s by default; 0 = every call) and reload when it changed, so a
-promotion or rollback is picked up without a restart. Ranking is the
+SHA-256, before unpickling) and cached; calls check ``latest.json`` (a ``stat`` on a local
+store) at most every ``check_interval`` seconds (1 s by default; 0 = every call) and reload
+when it changed, so a promotion or rollback is picked up without a restart. Ranking is the
 same as ``user_predictions`` (``ml.ranking``): the champion's shipped list (EASE or the SVD
 blend) for users with enough training ratings, the most-popular list for the others and for
 users the model never saw.
@@ -16,16 +16,17 @@ users the model never saw.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from recsys_assets.ml.arrays import lookup
-from recsys_assets.ml.artifacts import LATEST_NAME, ArtifactIntegrityError, NoModelError
+from recsys_assets.ml.artifacts import (
+    ArtifactIntegrityError,
+    ArtifactStore,
+)
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import (
@@ -35,7 +36,6 @@ from recsys_assets.ml.ranking import (
     RankingPolicy,
     ranking_model_of,
 )
-from recsys_assets.resources.model_store import ModelStore
 
 __all__ = ["Recommendation", "Recommender"]
 
@@ -206,11 +206,10 @@ class _Champion:
 class Recommender:
     """The champion of a model store, cached and reloaded when ``latest`` changes."""
 
-    def __init__(self, store: ModelStore | None = None, check_interval: float = 1.0) -> None:
-        self._store = store if store is not None else ModelStore.from_env()
-        self._latest = Path(self._store.root_path) / LATEST_NAME
+    def __init__(self, store: ArtifactStore | None = None, check_interval: float = 1.0) -> None:
+        self._store = store if store is not None else ArtifactStore.from_env()
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: object = None
         self._champion: _Champion | None = None
         self._check_interval = check_interval
         self._next_check = 0.0
@@ -219,14 +218,8 @@ class Recommender:
         champion = self._champion
         if champion is not None and time.monotonic() < self._next_check:
             return champion
-        try:
-            st = os.stat(self._latest)
-        except FileNotFoundError:
-            raise NoModelError(
-                f"no champion model under {self._store.root_path}; run the pipeline first"
-            ) from None
-        # os.replace gives latest.json a new inode on every promotion or rollback.
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        # Changes on every promotion or rollback (NoModelError while nothing is promoted).
+        stamp = self._store.latest_stamp()
         self._next_check = time.monotonic() + self._check_interval
         if champion is not None and stamp == self._stamp:
             return champion

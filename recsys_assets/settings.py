@@ -56,6 +56,12 @@ def models_dir() -> Path:
     return recsys_home() / "models" / "surprise"
 
 
+def model_store_root() -> str:
+    """Where model versions go: RECSYS_MODEL_STORE (a directory or any fsspec URL, e.g.
+    s3://bucket/models), else `models_dir()`."""
+    return os.environ.get("RECSYS_MODEL_STORE") or str(models_dir())
+
+
 def io_manager_base() -> str:
     """Where asset values are pickled; any fsspec URL (s3://, gs://, file://) works."""
     return os.environ.get("RECSYS_IO_BASE") or str(recsys_home() / "storage")

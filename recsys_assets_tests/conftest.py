@@ -10,9 +10,9 @@ import pytest
 
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
+from recsys_assets.db import RatingsStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.resources.io_manager import PickleIOManager
-from recsys_assets.resources.model_store import ModelStore
-from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets_tests.servers import Postgres, postgres_server
 
 # Small and fast, but the same code paths as the defaults; on the demo fixture's data it beats
@@ -33,30 +33,38 @@ os.environ.setdefault(
 def recsys_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "recsys"
     monkeypatch.setenv("RECSYS_HOME", str(home))
-    for var in ("RECSYS_DATABASE_URL", "RECSYS_SCHEMA", "RECSYS_IO_BASE", "DAGSTER_HOME"):
+    for var in (
+        "RECSYS_DATABASE_URL",
+        "RECSYS_SCHEMA",
+        "RECSYS_IO_BASE",
+        "RECSYS_MODEL_STORE",
+        "DAGSTER_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
 
 @pytest.fixture
-def ratings_db(recsys_home: Path) -> RatingsDatabase:
-    db = RatingsDatabase(url=f"sqlite:///{recsys_home / 'ratings.db'}")
+def ratings_db(recsys_home: Path) -> RatingsStore:
+    db = RatingsStore(f"sqlite:///{recsys_home / 'ratings.db'}")
     db.ensure_schema()
     return db
 
 
 @pytest.fixture
-def demo_db(ratings_db: RatingsDatabase) -> RatingsDatabase:
+def demo_db(ratings_db: RatingsStore) -> RatingsStore:
     movies, ratings = generate_demo_ratings(n_users=120, n_movies=150, n_ratings=5000, seed=1)
     ratings_db.insert_movies(movies)
     ratings_db.insert_ratings(ratings)
     return ratings_db
 
 
-def make_resources(home: Path, db: RatingsDatabase) -> dict[str, object]:
+def make_resources(home: Path, db: RatingsStore) -> dict[str, object]:
+    # Plain stores: Dagster hands a non-resource object to assets as it is (the resources
+    # that provide them in deployments are tested in resources/).
     return {
         "ratings_db": db,
-        "model_store": ModelStore(root=str(home / "models" / "surprise")),
+        "model_store": ArtifactStore(home / "models" / "surprise"),
         "io_manager": PickleIOManager(base_dir=str(home / "storage")),
     }
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from recsys_assets import db
 from recsys_assets.cli import main
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
 from recsys_assets.sensors.ratings_events import RATINGS, USER_IDS
 from recsys_assets_tests.conftest import FAST_CONFIG
 
@@ -141,7 +141,7 @@ def _tick_ratings_sensor(defs, instance, cursor):
     """One tick of ratings_db_sensor; its events stored as the daemon stores them."""
     sensor = defs.resolve_sensor_def("ratings_db_sensor")
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"ratings_db": RatingsDatabase.from_env()}
+        instance=instance, cursor=cursor, resources={"ratings_db": RatingsStore.from_env()}
     )
     result = sensor(context)
     for event in result.asset_events:
@@ -197,7 +197,7 @@ def test_the_django_app_reads_its_suggestions_and_its_tables_stay_untouched(
         *(f"{u}:movie:{m}:5" for u, m in rerated),
         f"{show_user}:show:{show}:1",
     )
-    database = RatingsDatabase.from_env()
+    database = RatingsStore.from_env()
     database.ensure_schema()
     mark = database.watermark()
     assert mark.inactive == len(rerated)  # the TV-show re-rating does not count
@@ -281,7 +281,7 @@ def test_the_documented_model_works_on_django_42(app_url: str) -> None:
     app = App(app_url, pythonpath=DJANGO_42)
     app.manage("migrate", "--no-input")
     app.manage("load_ratings", os.devnull, "--users=3", "--movies=4", "--shows=1")
-    database = RatingsDatabase(url=app_url, preset="django")
+    database = RatingsStore(app_url, preset="django")
     database.ensure_schema()
     frame = {
         "user_id": [1, 1, 2],

@@ -18,8 +18,8 @@ import textwrap
 import dagster as dg
 import pytest
 
-from recsys_assets.ml.artifacts import load_latest, scan_versions, verify_version
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets_tests.conftest import FAST_SVD
 
 pytestmark = pytest.mark.slow
@@ -36,29 +36,29 @@ config.training_run_config = lambda **kw: _config(**{{**{FAST_SVD!r}, **kw}})
 
 KILL_IN_ARTIFACT_WRITE = """
 import os, signal, tempfile
-from recsys_assets.ml import artifacts
+from recsys_assets.ml.artifacts import files
 def half_written(path, data, exclusive=False):
     if str(path).endswith(".pkl"):
-        fd, _ = tempfile.mkstemp(dir=path.parent, prefix=artifacts._temp_prefix(path.name),
+        fd, _ = tempfile.mkstemp(dir=path.parent, prefix=files.temp_prefix(path.name),
                                  suffix=".tmp")
         os.write(fd, data[: len(data) // 2])
         os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
     return _write(path, data, exclusive)
-_write = artifacts.atomic_write_bytes
-artifacts.atomic_write_bytes = half_written
+_write = files.atomic_write_bytes
+files.atomic_write_bytes = half_written
 """
 
 KILL_IN_PREDICTIONS_WRITE = """
 import os, signal
-from recsys_assets import db
-def half_inserted(conn, table, frame, constants=None, chunk_rows=db.BULK_ROWS):
+from recsys_assets.db import bulk
+def half_inserted(conn, table, frame, constants=None, chunk_rows=None):
     if table.name == "user_predictions":
         _insert(conn, table, frame.iloc[: len(frame) // 2], constants, chunk_rows)
         os.kill(os.getpid(), signal.SIGKILL)
     return _insert(conn, table, frame, constants, chunk_rows)
-_insert = db._insert_frame
-db._insert_frame = half_inserted
+_insert = bulk.insert_frame
+bulk.insert_frame = half_inserted
 """
 
 
@@ -94,11 +94,12 @@ def _runs(home):
 def _assert_consistent(home):
     models = home / "models" / "surprise"
     assert not [p.name for p in models.glob(".*.tmp")], "a temp file of a killed write is left"
-    versions, broken = scan_versions(models)
+    store = ArtifactStore(models)
+    versions, broken = store.scan()
     assert not broken
-    assert all(verify_version(models, m) is None for m in versions)
-    _, champion = load_latest(models)
-    table = RatingsDatabase.from_env().read_predictions()
+    assert all(store.verify(m) is None for m in versions)
+    _, champion = store.load_latest()
+    table = RatingsStore.from_env().read_predictions()
     assert set(table["model_version"]) == {champion["version"]}
     assert (table.groupby("user_id").size() == TOP_N).all()
 
@@ -108,7 +109,7 @@ def test_kill_9_mid_write_then_the_next_run_succeeds(recsys_home, demo_db, fault
     first = _recsys_run(recsys_home)
     assert first.returncode == 0, first.stderr[-3000:]
     _assert_consistent(recsys_home)
-    before = RatingsDatabase.from_env().read_predictions()
+    before = RatingsStore.from_env().read_predictions()
 
     script = KILL_IN_ARTIFACT_WRITE if fault == "artifact" else KILL_IN_PREDICTIONS_WRITE
     killed = _recsys_run(recsys_home, script)
@@ -118,7 +119,7 @@ def test_kill_9_mid_write_then_the_next_run_succeeds(recsys_home, demo_db, fault
     if fault == "artifact":
         assert list(models.glob(".*.pkl.*.tmp")), "the fault did not hit the artifact write"
     # The killed predictions transaction never committed: readers still see the old table.
-    after_kill = RatingsDatabase.from_env().read_predictions()
+    after_kill = RatingsStore.from_env().read_predictions()
     assert after_kill.equals(before)
 
     again = _recsys_run(recsys_home)

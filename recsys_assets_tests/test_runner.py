@@ -3,7 +3,7 @@
 import json
 
 from recsys_assets.cli import main
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
 
 
 def test_run_from_a_clean_home(recsys_home, capsys):
@@ -16,7 +16,7 @@ def test_run_from_a_clean_home(recsys_home, capsys):
     latest = json.loads((recsys_home / "models" / "surprise" / "latest.json").read_text())
     assert f"model        {latest['version']} -> " in out
     assert (recsys_home / "dagster_home").is_dir()
-    table = RatingsDatabase.from_env().read_predictions()
+    table = RatingsStore.from_env().read_predictions()
     assert len(table) == 5 * table["user_id"].nunique()
 
     assert "ranking      NDCG@10" in out and "(promoted: passed the gates)" in out
@@ -33,7 +33,7 @@ def test_run_from_a_clean_home(recsys_home, capsys):
     assert second["version"] == latest["version"]
     versions = list((recsys_home / "models" / "surprise").glob("2*.json"))
     assert len(versions) == 2
-    after = RatingsDatabase.from_env().read_predictions()
+    after = RatingsStore.from_env().read_predictions()
     assert set(after["model_version"]) == {latest["version"]}
 
 
@@ -49,7 +49,7 @@ def test_demo_data_shape(recsys_home, capsys, monkeypatch):
     monkeypatch.setitem(cli.DEMO_SHAPES, "tiny", (40, 60, 1500))
     assert main(["demo-data", "--shape", "tiny"]) == 0
     assert "1500 demo ratings (40 users" in capsys.readouterr().out
-    assert RatingsDatabase.from_env().count_ratings() == 1500
+    assert RatingsStore.from_env().count_ratings() == 1500
     assert cli.DEMO_SHAPES["25m"] == (162_541, 59_047, 25_000_000)
 
 
@@ -61,7 +61,7 @@ def test_first_run_failing_the_gates_says_so_and_serves_most_popular(recsys_home
     assert "there is no champion yet: no model was promoted" in err
     assert "most-popular suggestions for all 1000 users (5000 rows" in err
     assert not (recsys_home / "models" / "surprise" / "latest.json").exists()
-    table = RatingsDatabase.from_env().read_predictions()
+    table = RatingsStore.from_env().read_predictions()
     assert table["user_id"].nunique() == 1000 and set(table["source"]) == {"popular"}
 
 

@@ -7,8 +7,7 @@ import pytest
 
 from recsys_assets.cli import main
 from recsys_assets.definitions import all_assets, all_checks
-from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError
-from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError, ArtifactStore
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.assets.test_gates import config
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
@@ -31,7 +30,7 @@ def trained(recsys_home, demo_db):
 
 @pytest.fixture
 def store(recsys_home):
-    return ModelStore(root=str(recsys_home / "models" / "surprise"))
+    return ArtifactStore(str(recsys_home / "models" / "surprise"))
 
 
 def test_predict_equals_model_predict(trained, store, demo_db):
@@ -86,21 +85,21 @@ def test_reloads_when_latest_changes(trained, store):
 
 def test_signing_key_required_and_checked(trained, recsys_home, monkeypatch):
     root = str(recsys_home / "models" / "surprise")
-    trained(store=ModelStore(root=root, signing_key="s3cret"))
-    assert Recommender(ModelStore(root=root, signing_key="s3cret")).recommend(1, n=3)
+    trained(store=ArtifactStore(root, signing_key="s3cret"))
+    assert Recommender(ArtifactStore(root, signing_key="s3cret")).recommend(1, n=3)
     with pytest.raises(ArtifactSignatureError, match="does not match"):
-        Recommender(ModelStore(root=root, signing_key="other")).recommend(1, n=3)
+        Recommender(ArtifactStore(root, signing_key="other")).recommend(1, n=3)
     # Saved without a key, loaded with one: refused as unsigned. (In a store of its own: an
     # unsigned model is never promoted over the signed champion above.)
     unsigned = str(recsys_home / "models" / "unsigned")
-    trained(store=ModelStore(root=unsigned))
+    trained(store=ArtifactStore(unsigned))
     with pytest.raises(ArtifactSignatureError, match="not signed"):
-        Recommender(ModelStore(root=unsigned, signing_key="s3cret")).predict(1, 1)
+        Recommender(ArtifactStore(unsigned, signing_key="s3cret")).predict(1, 1)
 
 
 def test_tampered_artifact_refused(trained, store):
     trained()
-    pkl = next((store.root_path).glob("2*.pkl"))
+    pkl = next((store.root).glob("2*.pkl"))
     pkl.write_bytes(pkl.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ArtifactIntegrityError, match="checksum"):
         Recommender(store).recommend(1)

@@ -8,12 +8,12 @@ import pandas as pd
 from surprise import SVD
 
 from recsys_assets.assets.config import ArtifactConfig
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.search_result import SearchResult
 from recsys_assets.ml.training import fit_engine_of
-from recsys_assets.resources.model_store import ModelStore
 
 _PACKAGES = ("dagster", "scikit-surprise", "numpy", "numba", "pandas", "scipy")
 
@@ -76,7 +76,7 @@ def model_artifact(
     cv_report: pd.DataFrame,
     svd_hyperparameters: SearchResult,
     ratings_df: pd.DataFrame,
-    model_store: ModelStore,
+    model_store: dg.ResourceParam[ArtifactStore],
 ) -> dg.Output[dict]:
     """A new *candidate* version: `<version>.pkl` + `<version>.json` manifest in the model store.
 
@@ -145,7 +145,7 @@ def model_artifact(
 
 @dg.asset(group_name="training", compute_kind="pickle", deps=[model_artifact])
 def champion_model(
-    context: dg.AssetExecutionContext, model_store: ModelStore
+    context: dg.AssetExecutionContext, model_store: dg.ResourceParam[ArtifactStore]
 ) -> dg.MaterializeResult:
     """The model `latest` points to: the candidate, once every blocking gate passed.
 
@@ -172,7 +172,7 @@ def champion_model(
     )
 
 
-def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ModelStore) -> str:
+def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ArtifactStore) -> str:
     """The version model_artifact saved in this run (read from its materialization)."""
     # This run's materialization, not merely the newest: another run may have saved a
     # candidate since (a daemon run beside a `recsys run`).

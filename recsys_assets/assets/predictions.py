@@ -10,6 +10,8 @@ from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
+from recsys_assets.db import RatingsStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.popular import most_popular
 from recsys_assets.ml.ranking import (
@@ -21,8 +23,6 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_model_of,
 )
-from recsys_assets.resources.model_store import ModelStore
-from recsys_assets.resources.ratings_db import RatingsDatabase
 
 # `model_version` of the rows `fallback_predictions` writes.
 POPULAR_VERSION = "most-popular"
@@ -33,8 +33,8 @@ def fallback_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     ratings_df: pd.DataFrame,
-    model_store: ModelStore,
-    ratings_db: RatingsDatabase,
+    model_store: dg.ResourceParam[ArtifactStore],
+    ratings_db: dg.ResourceParam[RatingsStore],
 ) -> dg.MaterializeResult:
     """Never an empty shelf: while no model is champion, every user gets most-popular.
 
@@ -92,8 +92,8 @@ def user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     ratings_df: pd.DataFrame,
-    model_store: ModelStore,
-    ratings_db: RatingsDatabase,
+    model_store: dg.ResourceParam[ArtifactStore],
+    ratings_db: dg.ResourceParam[RatingsStore],
 ) -> dg.MaterializeResult:
     """Table `user_predictions(user_id, movie_id, rank, score, model_version, created_at, source)`.
 
@@ -113,8 +113,8 @@ def _write_user_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     ratings_df: pd.DataFrame,
-    model_store: ModelStore,
-    ratings_db: RatingsDatabase,
+    model_store: ArtifactStore,
+    ratings_db: RatingsStore,
 ) -> dg.MaterializeResult:
     start = time.perf_counter()
     model, manifest = model_store.load_latest()

@@ -10,7 +10,7 @@ from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
 
 # The ratings table is written by the web app, not by Dagster: an external asset. The ratings
 # sensor (and any app calling Dagster's API) reports a materialization when it changes.
@@ -30,7 +30,9 @@ ratings = dg.AssetSpec(
     retry_policy=db_retry_policy(),
 )
 def ratings_df(
-    context: dg.AssetExecutionContext, config: RatingsConfig, ratings_db: RatingsDatabase
+    context: dg.AssetExecutionContext,
+    config: RatingsConfig,
+    ratings_db: dg.ResourceParam[RatingsStore],
 ) -> dg.Output[pd.DataFrame]:
     """Active movie ratings as `user_id, movie_id, rating, timestamp`, with bad rows dropped."""
     with retry_only_transient_db_errors(context):
@@ -38,7 +40,9 @@ def ratings_df(
 
 
 def _load_ratings_df(
-    context: dg.AssetExecutionContext, config: RatingsConfig, ratings_db: RatingsDatabase
+    context: dg.AssetExecutionContext,
+    config: RatingsConfig,
+    ratings_db: RatingsStore,
 ) -> dg.Output[pd.DataFrame]:
     start = time.perf_counter()
     raw = ratings_db.read_ratings()

@@ -17,6 +17,7 @@ from surprise import Dataset
 from recsys_assets.assets.config import TUNING_MODES, TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.training import _steps_share_one_process
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
 from recsys_assets.ml.training import ratings_of
 from recsys_assets.ml.tuning import (
@@ -28,7 +29,6 @@ from recsys_assets.ml.tuning import (
     sample_candidates,
     validation_split,
 )
-from recsys_assets.resources.model_store import ModelStore
 
 # Rungs of the successive halving: fixed, because each is a stage of the graph.
 N_RUNGS = 3
@@ -56,7 +56,7 @@ def search_plan(
     context: dg.OpExecutionContext,
     config: TuningConfig,
     surprise_dataset: Dataset,
-    model_store: ModelStore,
+    model_store: dg.ResourceParam[ArtifactStore],
 ) -> SearchStep:
     """Seed and champion configurations, `n_iter` sampled ones, the validation split V."""
     if config.tuning not in TUNING_MODES:

@@ -16,11 +16,10 @@ from pydantic import Field
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
-from recsys_assets.ml.artifacts import NoModelError
+from recsys_assets.db import RatingsStore
+from recsys_assets.ml.artifacts import ArtifactStore, NoModelError
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ranking_model_of
-from recsys_assets.resources.model_store import ModelStore
-from recsys_assets.resources.ratings_db import RatingsDatabase
 
 USER_PREDICTIONS = dg.AssetKey("user_predictions")
 
@@ -35,8 +34,8 @@ class RefreshPredictionsConfig(dg.Config):
 def refresh_user_predictions(
     context: dg.OpExecutionContext,
     config: RefreshPredictionsConfig,
-    ratings_db: RatingsDatabase,
-    model_store: ModelStore,
+    ratings_db: dg.ResourceParam[RatingsStore],
+    model_store: dg.ResourceParam[ArtifactStore],
 ) -> None:
     """Rescore `config.user_ids` with `latest` and replace only their rows in user_predictions."""
     with retry_only_transient_db_errors(context):
@@ -46,8 +45,8 @@ def refresh_user_predictions(
 def _refresh(
     context: dg.OpExecutionContext,
     config: RefreshPredictionsConfig,
-    ratings_db: RatingsDatabase,
-    model_store: ModelStore,
+    ratings_db: RatingsStore,
+    model_store: ArtifactStore,
 ) -> None:
     users = np.array(sorted(set(config.user_ids)), dtype=np.int64)
     if users.size == 0:

@@ -12,8 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from recsys_assets import settings
-from recsys_assets.db import RatingsWatermark
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore, RatingsWatermark
 from recsys_assets.sensors.ratings_events import (
     CHANGED_RATINGS,
     DEACTIVATED,
@@ -39,14 +38,14 @@ def _watermark_metadata(mark: RatingsWatermark) -> dict[str, int]:
 
 
 def evaluate_ratings_db(
-    context: dg.SensorEvaluationContext, ratings_db: RatingsDatabase
+    context: dg.SensorEvaluationContext, ratings_db: RatingsStore
 ) -> dg.SensorResult | dg.SkipReason:
     try:
         mark = ratings_db.watermark()
     except sa.exc.SQLAlchemyError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeError(
-            f"cannot read the ratings table ({ratings_db.preset} preset) in "
+            f"cannot read the ratings table ({ratings_db.preset.name} preset) in "
             f"{ratings_db.safe_url()}: {first_line}"
         ) from exc
     previous = _load_cursor(context.cursor)
@@ -104,7 +103,7 @@ def build_ratings_db_sensor(
         "deactivated ratings as materializations of `ratings`.",
     )
     def ratings_db_sensor(
-        context: dg.SensorEvaluationContext, ratings_db: RatingsDatabase
+        context: dg.SensorEvaluationContext, ratings_db: dg.ResourceParam[RatingsStore]
     ) -> dg.SensorResult | dg.SkipReason:
         return evaluate_ratings_db(context, ratings_db)
 

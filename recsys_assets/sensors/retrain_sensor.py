@@ -27,7 +27,7 @@ from dagster import DagsterRunStatus, RunsFilter
 from recsys_assets import settings
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.jobs import refresh_predictions_job, training_job
-from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.run_liveness import fail_dead_runs
 from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
@@ -123,7 +123,7 @@ def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> st
 def evaluate_retrain(
     context: dg.MultiAssetSensorEvaluationContext,
     retrain_policy: RetrainPolicy,
-    model_store: ModelStore,
+    model_store: ArtifactStore,
 ) -> list[dg.RunRequest] | dg.SkipReason:
     instance = context.instance
     new_events = list(context.materialization_records_for_key(RATINGS, limit=EVENT_PAGE))
@@ -175,7 +175,7 @@ def evaluate_retrain(
 def _refresh_request(
     context: dg.MultiAssetSensorEvaluationContext,
     new_events: list,
-    model_store: ModelStore,
+    model_store: ArtifactStore,
     notes: list[str],
 ) -> dg.RunRequest | None:
     """refresh_predictions_job for the users named in `new_events`, or None (reason in notes)."""
@@ -230,7 +230,7 @@ def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition
     def retrain_on_new_ratings(
         context: dg.MultiAssetSensorEvaluationContext,
         retrain_policy: RetrainPolicy,
-        model_store: ModelStore,
+        model_store: dg.ResourceParam[ArtifactStore],
     ) -> list[dg.RunRequest] | dg.SkipReason:
         return evaluate_retrain(context, retrain_policy, model_store)
 

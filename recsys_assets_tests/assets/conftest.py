@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from recsys_assets.definitions import all_assets, all_checks
-from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets_tests.conftest import make_resources
 
 
@@ -33,4 +33,4 @@ def run(recsys_home, demo_db, instance):
 
 @pytest.fixture
 def store(recsys_home):
-    return ModelStore(root=str(recsys_home / "models" / "surprise"))
+    return ArtifactStore(str(recsys_home / "models" / "surprise"))

@@ -14,7 +14,7 @@ from recsys_assets.checks import (
     ratings_within_scale,
 )
 from recsys_assets.definitions import all_assets, all_checks
-from recsys_assets.resources.model_store import ModelStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets_tests.conftest import FAST_SVD, make_resources
 
 # One epoch at a tiny learning rate: barely moved from the global mean, worse than BaselineOnly.
@@ -189,7 +189,7 @@ def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store
     rejected = second.asset_materializations_for_node("model_artifact")[0]
     rejected_version = rejected.metadata["version"].value
     # A damaged manifest of an old, non-champion version must not block retention.
-    (store.root_path / f"{rejected_version}.json").write_text("{truncated")
+    (store.root / f"{rejected_version}.json").write_text("{truncated")
     third_config = config(BAD_SVD)
     third_config["ops"].update({k: v for k, v in keep_one.items()})
     third = run(third_config)
@@ -197,7 +197,7 @@ def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store
     assert meta["versions_deleted"].value == 1
     newest = meta["version"].value
     assert {m["version"] for m in store.versions()} == {champion, newest}
-    assert not (store.root_path / f"{rejected_version}.pkl").exists()
+    assert not (store.root / f"{rejected_version}.pkl").exists()
     assert store.latest_manifest()["version"] == champion
 
 
@@ -215,12 +215,12 @@ def test_unsigned_candidate_never_replaces_a_signed_champion(recsys_home, demo_d
             raise_on_error=False,
         )
 
-    signed = ModelStore(root=home_store, signing_key="k1")
+    signed = ArtifactStore(home_store, signing_key="k1")
     assert run_with(signed).success
     champion = signed.latest_manifest()
     assert "signature" in champion
     predictions = demo_db.read_predictions()
-    result = run_with(ModelStore(root=home_store))  # RECSYS_MODEL_SIGNING_KEY forgotten
+    result = run_with(ArtifactStore(home_store))  # RECSYS_MODEL_SIGNING_KEY forgotten
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "champion_model"

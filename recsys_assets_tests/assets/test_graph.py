@@ -265,10 +265,9 @@ def test_one_source_for_the_hyperparameters(graph_run):
 
 def test_graph_on_the_django_preset(recsys_home):
     from recsys_assets.data.demo import generate_demo_ratings
-    from recsys_assets.db import create_django_tables, make_engine
-    from recsys_assets.resources.ratings_db import RatingsDatabase
+    from recsys_assets.db import RatingsStore, create_django_tables, make_engine
 
-    db = RatingsDatabase(url=f"sqlite:///{recsys_home / 'app.db'}", preset="django")
+    db = RatingsStore(f"sqlite:///{recsys_home / 'app.db'}", preset="django")
     create_django_tables(make_engine(db.url, create=True))
     db.ensure_schema()
     movies, ratings = generate_demo_ratings(n_users=80, n_movies=100, n_ratings=3000, seed=2)

@@ -12,11 +12,11 @@ from recsys_assets.checks import RankingGateConfig, shipped_ranking_not_worse_th
 from recsys_assets.cli import main
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.evaluation import ranking_evals
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import ranking_metrics
-from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 from recsys_assets_tests.ops.test_refresh_predictions import _refresh
@@ -51,7 +51,7 @@ def clustered_db(ratings_db):
 
 @pytest.fixture
 def store(recsys_home):
-    return ModelStore(root=str(recsys_home / "models" / "surprise"))
+    return ArtifactStore(str(recsys_home / "models" / "surprise"))
 
 
 def test_ease_ships_when_better_and_every_path_ranks_the_same(

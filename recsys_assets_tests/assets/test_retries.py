@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from recsys_assets.assets.retries import retry_only_transient_db_errors
+from recsys_assets.db import RatingsStore
 from recsys_assets.definitions import defs
-from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
 def _closed_port() -> int:
@@ -39,7 +39,7 @@ POLICY = dg.RetryPolicy(max_retries=2, delay=0.01, backoff=dg.Backoff.EXPONENTIA
 
 
 def test_refused_connection_is_retried_then_fails():
-    database = RatingsDatabase(url=f"postgresql+psycopg2://u:p@127.0.0.1:{_closed_port()}/db")
+    database = RatingsStore(f"postgresql+psycopg2://u:p@127.0.0.1:{_closed_port()}/db")
 
     @dg.op(retry_policy=POLICY)
     def read(context: dg.OpExecutionContext):
@@ -56,7 +56,7 @@ def test_refused_connection_is_retried_then_fails():
 
 def test_sqlite_syntax_style_errors_are_not_retried(tmp_path):
     (tmp_path / "no_tables.db").touch()  # exists (a missing file is its own error), empty
-    database = RatingsDatabase(url=f"sqlite:///{tmp_path / 'no_tables.db'}")
+    database = RatingsStore(f"sqlite:///{tmp_path / 'no_tables.db'}")
 
     @dg.op(retry_policy=POLICY)
     def read(context: dg.OpExecutionContext):
@@ -95,8 +95,8 @@ def locked_sqlite(tmp_path, monkeypatch):
         cursor.execute("PRAGMA busy_timeout=50")
         cursor.close()
 
-    monkeypatch.setattr(db, "_sqlite_pragmas", short_busy_timeout)
-    database = RatingsDatabase(url=f"sqlite:///{tmp_path / 'locked.db'}")
+    monkeypatch.setattr(db.engines, "_sqlite_pragmas", short_busy_timeout)
+    database = RatingsStore(f"sqlite:///{tmp_path / 'locked.db'}")
     database.ensure_schema()
     holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer (the app) holds the write lock

@@ -23,7 +23,7 @@ import pytest
 
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
 from recsys_assets_tests.servers import REPO, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def deployment(postgres):
         RECSYS_RETRAIN_MIN_INTERVAL_SECONDS="0",
         RECSYS_DB_RETRY_DELAY_SECONDS="1",
     )
-    ratings_db = RatingsDatabase(url=postgres.url("ratings"))
+    ratings_db = RatingsStore(postgres.url("ratings"))
     ratings_db.ensure_schema()
     movies, ratings = generate_demo_ratings(n_users=150, n_movies=200, n_ratings=15000, seed=3)
     ratings_db.insert_movies(movies)

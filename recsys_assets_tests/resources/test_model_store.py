@@ -1,4 +1,4 @@
-"""ModelStore resource: delegates to the artifact store and works inside Dagster runs."""
+"""ModelStore resource: provides an ArtifactStore, inside Dagster runs too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from surprise import SVD, Dataset, Reader
 
-from recsys_assets.ml.artifacts import ArtifactIntegrityError, NoModelError
+from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactStore, NoModelError
 from recsys_assets.resources.model_store import ModelStore
 
 
@@ -30,7 +30,7 @@ def svd() -> SVD:
 
 def test_from_env_uses_recsys_home(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    store = ModelStore.from_env()
+    store = ArtifactStore.from_env()
     assert Path(store.root) == (tmp_path / "home" / "models" / "surprise").resolve()
     assert store.latest_manifest() is None
     assert store.versions() == []
@@ -39,7 +39,7 @@ def test_from_env_uses_recsys_home(tmp_path, monkeypatch):
 
 
 def test_save_load_versions(tmp_path, svd):
-    store = ModelStore(root=str(tmp_path / "models"))
+    store = ModelStore(root=str(tmp_path / "models")).store()
     champion = store.save(svd, {"rmse": 0.9})
     challenger = store.save({"not": "an svd"}, {"rmse": 1.2}, promote=False)
 
@@ -56,7 +56,7 @@ def test_save_load_versions(tmp_path, svd):
 
 
 def test_corrupt_artifact_surfaces_through_the_resource(tmp_path, svd):
-    store = ModelStore(root=str(tmp_path))
+    store = ModelStore(root=str(tmp_path)).store()
     manifest = store.save(svd, {})
     (tmp_path / manifest["file"]).write_bytes(b"\x00" * manifest["size_bytes"])
     with pytest.raises(ArtifactIntegrityError, match="checksum doesn't match"):
@@ -65,11 +65,11 @@ def test_corrupt_artifact_surfaces_through_the_resource(tmp_path, svd):
 
 def test_resource_inside_a_dagster_run(tmp_path, svd):
     @dg.asset
-    def saved(model_store: ModelStore) -> str:
+    def saved(model_store: dg.ResourceParam[ArtifactStore]) -> str:
         return model_store.save(svd, {"source": "asset"})["version"]
 
     @dg.asset
-    def loaded(model_store: ModelStore, saved: str) -> float:
+    def loaded(model_store: dg.ResourceParam[ArtifactStore], saved: str) -> float:
         model, manifest = model_store.load_latest()
         assert manifest["version"] == saved
         return model.predict(1, 2).est
@@ -79,4 +79,4 @@ def test_resource_inside_a_dagster_run(tmp_path, svd):
     )
     assert result.success
     assert result.output_for_node("loaded") == svd.predict(1, 2).est
-    assert len(ModelStore(root=str(tmp_path / "m")).versions()) == 1
+    assert len(ArtifactStore(tmp_path / "m").versions()) == 1

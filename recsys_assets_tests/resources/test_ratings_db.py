@@ -1,4 +1,5 @@
-"""RatingsDatabase resource and the `recsys` CLI commands that load data through it."""
+"""RatingsDatabase resource (configuration that provides a RatingsStore) and the `recsys` CLI
+commands that load data through the store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from recsys_assets import cli
+from recsys_assets.db import DjangoSchema, RatingsStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
 
@@ -22,8 +24,11 @@ def test_from_env_defaults_to_sqlite_under_recsys_home(recsys_home: Path) -> Non
     database = RatingsDatabase.from_env()
     assert database.preset == "native"
     assert database.url == f"sqlite:///{recsys_home / 'ratings.db'}"
-    database.ensure_schema()
+    store = database.store()
+    assert store.preset.name == "native" and store.url == database.url
+    store.ensure_schema()
     assert (recsys_home / "ratings.db").is_file()
+    assert RatingsStore.from_env().url == database.url  # the CLI's way, without Dagster
 
 
 def test_from_env_reads_url_and_schema_and_masks_password(
@@ -31,13 +36,17 @@ def test_from_env_reads_url_and_schema_and_masks_password(
 ) -> None:
     monkeypatch.setenv("RECSYS_DATABASE_URL", "postgresql+psycopg2://app:hunter2@db.local/recs")
     monkeypatch.setenv("RECSYS_SCHEMA", "django")
+    monkeypatch.setenv("RECSYS_DJANGO_RATINGS_TABLE", "reviews_review")
     database = RatingsDatabase.from_env()
     assert database.preset == "django"
-    assert database.safe_url() == "postgresql+psycopg2://app:***@db.local/recs"
-    assert "hunter2" not in repr(database.engine().url)
+    for store in (database.store(), RatingsStore.from_env()):
+        assert store.preset.name == "django"
+        assert store.preset.layout == DjangoSchema(ratings_table="reviews_review")
+        assert store.safe_url() == "postgresql+psycopg2://app:***@db.local/recs"
+        assert "hunter2" not in repr(store.engine().url) and "hunter2" not in repr(store)
 
 
-def test_resource_round_trip(ratings_db: RatingsDatabase) -> None:
+def test_store_round_trip(ratings_db: RatingsStore) -> None:
     assert ratings_db.engine() is ratings_db.engine()  # one cached pool per URL
     ratings_db.insert_movies(pd.DataFrame({"id": [1, 2], "title": ["One", "Two"]}))
     frame = pd.DataFrame(
@@ -57,16 +66,18 @@ def test_resource_round_trip(ratings_db: RatingsDatabase) -> None:
     assert ratings_db.read_predictions(user_id=8)["movie_id"].tolist() == [1]
 
 
-def test_resource_works_inside_an_asset(ratings_db: RatingsDatabase) -> None:
+def test_resource_provides_a_store_inside_an_asset(ratings_db: RatingsStore) -> None:
     ratings_db.insert_ratings(
         pd.DataFrame({"user_id": [1], "movie_id": [1], "rating": [5.0], "timestamp": [1]})
     )
 
     @dg.asset
-    def n_ratings(ratings_db: RatingsDatabase) -> int:
+    def n_ratings(ratings_db: dg.ResourceParam[RatingsStore]) -> int:
+        assert isinstance(ratings_db, RatingsStore)
         return ratings_db.count_ratings()
 
-    result = dg.materialize([n_ratings], resources={"ratings_db": ratings_db})
+    resource = RatingsDatabase(url=ratings_db.url)
+    result = dg.materialize([n_ratings], resources={"ratings_db": resource})
     assert result.success and result.output_for_node("n_ratings") == 1
 
 
@@ -81,7 +92,7 @@ def test_cli_demo_data_end_to_end(recsys_home: Path, capsys: pytest.CaptureFixtu
     assert "2000 demo ratings" in out and "80 movies" in out
     assert str(recsys_home / "ratings.db") in out
 
-    database = RatingsDatabase.from_env()
+    database = RatingsStore.from_env()
     assert database.count_ratings() == 2000
     assert len(database.movie_titles()) == 80
     assert database.read_ratings()["user_id"].nunique() == 60
@@ -106,7 +117,7 @@ def test_cli_import_movielens_end_to_end(
     )
     assert cli.main(["import-movielens", str(data)]) == 0
     assert "imported 3 ratings" in capsys.readouterr().out
-    database = RatingsDatabase.from_env()
+    database = RatingsStore.from_env()
     got = database.read_ratings()
     assert got["rating"].tolist() == [4.5, 3.0, 5.0]
     assert database.movie_titles()[10] == "American President, The (1995)"

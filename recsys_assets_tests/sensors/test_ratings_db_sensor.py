@@ -8,13 +8,13 @@ import pytest
 import sqlalchemy as sa
 
 from recsys_assets import db
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
 from recsys_assets.sensors.ratings_db_sensor import build_ratings_db_sensor
 
 SENSOR = build_ratings_db_sensor()
 
 
-def _tick(database: RatingsDatabase, cursor: str | None):
+def _tick(database: RatingsStore, cursor: str | None):
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance, cursor=cursor, resources={"ratings_db": database}
@@ -58,7 +58,11 @@ def test_first_tick_is_a_baseline_then_new_ratings_are_reported(demo_db):
 def test_deactivations_are_seen(demo_db):
     cursor = _tick(demo_db, None).cursor
     with demo_db.engine().begin() as conn:
-        conn.execute(sa.update(db.ratings).where(db.ratings.c.id.in_([1, 2])).values(active=False))
+        conn.execute(
+            sa.update(db.schema.ratings)
+            .where(db.schema.ratings.c.id.in_([1, 2]))
+            .values(active=False)
+        )
     meta = _event_metadata(_tick(demo_db, cursor))
     assert meta["new_ratings"] == 0 and meta["deactivated"] == 2 and meta["changed_ratings"] == 2
     assert meta["inactive_ratings"] == 2
@@ -74,7 +78,7 @@ def test_a_reset_table_restarts_the_baseline(demo_db):
 
 @pytest.fixture
 def django_db(recsys_home):
-    database = RatingsDatabase(url=f"sqlite:///{recsys_home / 'django.db'}", preset="django")
+    database = RatingsStore(f"sqlite:///{recsys_home / 'django.db'}", preset="django")
     db.create_django_tables(db.make_engine(database.url, create=True))
     database.ensure_schema()
     database.insert_ratings(_ratings([(1, 10, 4.0, 100), (2, 10, 3.0, 101)]))
@@ -87,7 +91,9 @@ def test_django_rerating_and_other_content_types(django_db):
     cursor = _tick(django_db, None).cursor
     with engine.begin() as conn:
         conn.execute(
-            sa.update(db.ratings_rating).where(db.ratings_rating.c.id == 1).values(active=False)
+            sa.update(db.schema.ratings_rating)
+            .where(db.schema.ratings_rating.c.id == 1)
+            .values(active=False)
         )
     django_db.insert_ratings(_ratings([(1, 10, 5.0, 200)]))
     result = _tick(django_db, cursor)
@@ -96,9 +102,11 @@ def test_django_rerating_and_other_content_types(django_db):
 
     # A rating of something that is not a movie moves the cursor but reports nothing.
     with engine.begin() as conn:
-        conn.execute(db.django_content_type.insert().values(id=99, app_label="blog", model="post"))
         conn.execute(
-            db.ratings_rating.insert().values(
+            db.schema.django_content_type.insert().values(id=99, app_label="blog", model="post")
+        )
+        conn.execute(
+            db.schema.ratings_rating.insert().values(
                 user_id=3, value=1.0, content_type_id=99, object_id=1, active=True
             )
         )
@@ -110,7 +118,7 @@ def test_django_rerating_and_other_content_types(django_db):
 def test_missing_table_is_a_clear_error(recsys_home):
     recsys_home.mkdir(parents=True)
     (recsys_home / "empty.db").touch()
-    empty = RatingsDatabase(url=f"sqlite:///{recsys_home / 'empty.db'}")
+    empty = RatingsStore(f"sqlite:///{recsys_home / 'empty.db'}")
     with pytest.raises(RuntimeError, match="cannot read the ratings table \\(native preset\\)"):
         _tick(empty, None)
 
@@ -118,5 +126,5 @@ def test_missing_table_is_a_clear_error(recsys_home):
 def test_missing_database_file_is_named_and_not_created(recsys_home):
     missing = recsys_home / "typo.db"
     with pytest.raises(db.MissingDatabaseError, match=str(missing)):
-        _tick(RatingsDatabase(url=f"sqlite:///{missing}"), None)
+        _tick(RatingsStore(f"sqlite:///{missing}"), None)
     assert not missing.exists()

@@ -17,7 +17,6 @@ from sqlalchemy.engine import Engine
 
 from recsys_assets import db
 from recsys_assets.resources.ratings_db import RatingsDatabase
-from recsys_assets_tests.test_db import pg_engine  # noqa: F401 (fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -62,7 +61,9 @@ def test_predictions_table_has_a_key_and_a_real_timestamp(bare_engine: Engine) -
     assert got["source"].tolist() == ["svd"] * 9
     with bare_engine.connect() as conn:
         ids = conn.execute(sa.text("SELECT id FROM user_predictions")).scalars().all()
-        raw = conn.execute(sa.select(db.native_user_predictions.c.created_at)).scalars().all()
+        raw = (
+            conn.execute(sa.select(db.schema.native_user_predictions.c.created_at)).scalars().all()
+        )
     assert len(set(ids)) == 9 and all(isinstance(i, int) for i in ids)
     # What an ORM reads: a datetime of that instant (naive UTC on SQLite, as Django stores it).
     assert {r.replace(tzinfo=dt.UTC) if r.tzinfo is None else r for r in raw} == {stamp}
@@ -70,7 +71,7 @@ def test_predictions_table_has_a_key_and_a_real_timestamp(bare_engine: Engine) -
     # A second row for the same (user, rank) is refused by the database itself.
     with bare_engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
         conn.execute(
-            db.native_user_predictions.insert().values(
+            db.schema.native_user_predictions.insert().values(
                 user_id=1, movie_id=1, rank=1, score=1.0, model_version="x", created_at=stamp
             )
         )
@@ -160,7 +161,7 @@ def test_django_layout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _django_rows(engine: Engine, schema: db.DjangoSchema) -> dict[str, int]:
     """Two content types (the rated one and a TV show) with active, inactive and NULL rows."""
-    tables = db.django_tables(schema)
+    tables = db.schema.django_tables(schema)
     ct, rr = tables.content_type, tables.ratings
     ts = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     with engine.begin() as conn:

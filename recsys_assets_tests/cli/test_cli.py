@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from recsys_assets import db
 from recsys_assets.cli import describe_error, main
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.artifacts import save_artifact
-from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.db import RatingsStore
+from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.run_lock import training_lock
 
 
@@ -44,19 +44,19 @@ def test_typo_in_database_url_creates_nothing_and_names_file_and_preset(
 
 def test_configured_empty_database_never_gets_demo_data(recsys_home, monkeypatch, capsys, tmp_path):
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    RatingsDatabase(url=url).ensure_schema()
+    RatingsStore(url).ensure_schema()
     monkeypatch.setenv("RECSYS_DATABASE_URL", url)
     assert main(["run"]) == 2
     line = _last_line(capsys.readouterr().err)
     assert "no active movie ratings" in line and "never generated" in line
-    assert RatingsDatabase(url=url).count_ratings() == 0
+    assert RatingsStore(url).count_ratings() == 0
     # Explicit demo-data into it needs its flag too.
     assert main(["demo-data", "--ratings", "100"]) == 2
     assert "--into-configured-database" in _last_line(capsys.readouterr().err)
-    assert RatingsDatabase(url=url).count_ratings() == 0
+    assert RatingsStore(url).count_ratings() == 0
     args = ["demo-data", "--users", "10", "--movies", "20", "--ratings", "100"]
     assert main([*args, "--into-configured-database"]) == 0
-    assert RatingsDatabase(url=url).count_ratings() == 100
+    assert RatingsStore(url).count_ratings() == 100
 
 
 def test_configured_database_without_the_ratings_table_is_not_altered(
@@ -97,11 +97,11 @@ def test_unreachable_server_and_not_a_database_are_named_with_the_password_maske
 
 
 def test_empty_embedded_database_after_training_gets_no_demo_data(recsys_home, capsys):
-    RatingsDatabase.from_env().ensure_schema()
-    save_artifact(recsys_home / "models" / "surprise", {"m": 1}, {}, promote=True)
+    RatingsStore.from_env().ensure_schema()
+    ArtifactStore(recsys_home / "models" / "surprise").save({"m": 1}, {}, promote=True)
     assert main(["run"]) == 2
     assert "already trained" in _last_line(capsys.readouterr().err)
-    assert RatingsDatabase.from_env().count_ratings() == 0
+    assert RatingsStore.from_env().count_ratings() == 0
 
 
 def test_bad_setting_is_one_error_line_naming_the_variable(recsys_home, monkeypatch, capsys):
@@ -158,9 +158,9 @@ def test_second_run_on_the_same_home_refuses_or_waits(recsys_home, capsys):
 
 
 def test_models_list_marks_broken_versions_and_promote_recovers_latest(models, capsys):
-    good = save_artifact(models, {"m": 1}, {"cv_metrics": {"rmse_mean": 0.9}}, promote=True)
-    broken = save_artifact(models, {"m": 2}, {}, promote=False)
-    unreadable = save_artifact(models, {"m": 3}, {}, promote=False)
+    good = ArtifactStore(models).save({"m": 1}, {"cv_metrics": {"rmse_mean": 0.9}}, promote=True)
+    broken = ArtifactStore(models).save({"m": 2}, {}, promote=False)
+    unreadable = ArtifactStore(models).save({"m": 3}, {}, promote=False)
     pkl = models / f"{broken['version']}.pkl"
     pkl.write_bytes(pkl.read_bytes()[:5])  # truncated
     (models / f"{unreadable['version']}.json").write_text("{")
@@ -182,8 +182,8 @@ def test_models_list_marks_broken_versions_and_promote_recovers_latest(models, c
 
 
 def test_models_prune_keeps_champions_and_cleans_killed_writes(models, capsys):
-    champion = save_artifact(models, {"m": 0}, {}, promote=True)
-    others = [save_artifact(models, {"m": k}, {}, promote=False) for k in range(1, 4)]
+    champion = ArtifactStore(models).save({"m": 0}, {}, promote=True)
+    others = [ArtifactStore(models).save({"m": k}, {}, promote=False) for k in range(1, 4)]
     (models / ".x.pkl.999999999.abcdefgh.tmp").write_bytes(b"partial")  # no such pid
     assert main(["models", "prune", "--keep", "1"]) == 0
     out = capsys.readouterr().out
@@ -204,7 +204,7 @@ def test_models_prune_keeps_champions_and_cleans_killed_writes(models, capsys):
 def test_demo_data_into_a_new_embedded_database(recsys_home, capsys):
     assert not recsys_home.exists()
     assert main(["demo-data", "--users", "10", "--movies", "20", "--ratings", "100"]) == 0
-    assert RatingsDatabase.from_env().count_ratings() == 100
+    assert RatingsStore.from_env().count_ratings() == 100
     movies, ratings = generate_demo_ratings(n_users=5, n_movies=5, n_ratings=10)
     assert len(ratings) == 10 and len(movies) == 5
 

@@ -16,13 +16,8 @@ from recsys_assets.ml import artifacts
 from recsys_assets.ml.artifacts import (
     VERSION_RE,
     ArtifactIntegrityError,
+    ArtifactStore,
     NoModelError,
-    list_versions,
-    load_latest,
-    load_version,
-    promote,
-    read_latest_manifest,
-    save_artifact,
 )
 
 
@@ -46,7 +41,7 @@ def files(root: Path) -> set[str]:
 
 
 def test_round_trip_and_manifest(tmp_path):
-    manifest = save_artifact(tmp_path, model_v(1), {"rmse": np.float64(0.91), "n_ratings": 42})
+    manifest = ArtifactStore(tmp_path).save(model_v(1), {"rmse": np.float64(0.91), "n_ratings": 42})
     version = manifest["version"]
     assert VERSION_RE.fullmatch(version)
     assert manifest["rmse"] == 0.91 and type(manifest["rmse"]) is float
@@ -57,17 +52,17 @@ def test_round_trip_and_manifest(tmp_path):
     assert manifest["created_at"].endswith("+00:00")
     assert files(tmp_path) == {f"{version}.pkl", f"{version}.json", "latest.json", "champions.json"}
 
-    model, loaded = load_latest(tmp_path)
+    model, loaded = ArtifactStore(tmp_path).load_latest()
     assert model["k"] == 1
     np.testing.assert_array_equal(model["weights"], model_v(1)["weights"])
-    assert loaded == manifest == read_latest_manifest(tmp_path)
+    assert loaded == manifest == ArtifactStore(tmp_path).latest_pointer()
     # "path" is derived from the current root on read, never stored (the dir may move).
     assert manifest["path"] == str(tmp_path.absolute() / f"{version}.pkl")
     on_disk = {k: v for k, v in manifest.items() if k != "path"}
     assert json.loads((tmp_path / f"{version}.json").read_text()) == on_disk
     assert json.loads((tmp_path / "latest.json").read_text()) == on_disk
 
-    again, m2 = load_version(tmp_path, version)
+    again, m2 = ArtifactStore(tmp_path).load_version(version)
     assert again["k"] == 1 and m2 == manifest
 
 
@@ -85,60 +80,60 @@ def test_real_svd_round_trip_predicts_identically(tmp_path):
     ).drop_duplicates(["user_id", "movie_id"])
     data = Dataset.load_from_df(df, Reader(rating_scale=(1, 5)))
     svd = SVD(n_factors=4, n_epochs=3, random_state=0).fit(data.build_full_trainset())
-    save_artifact(tmp_path, svd, {"algo": "SVD"})
-    loaded, manifest = load_latest(tmp_path)
+    ArtifactStore(tmp_path).save(svd, {"algo": "SVD"})
+    loaded, manifest = ArtifactStore(tmp_path).load_latest()
     assert manifest["algo"] == "SVD"
     for u, m in [(1, 1), (5, 7), (999, 3)]:
         assert loaded.predict(u, m).est == svd.predict(u, m).est
 
 
 def test_versions_listed_and_promote_flag(tmp_path):
-    first = save_artifact(tmp_path, model_v(1), {"note": "first"})
-    second = save_artifact(tmp_path, model_v(2), {"note": "challenger"}, promote=False)
-    third = save_artifact(tmp_path, model_v(3), {"note": "third"}, promote=False)
-    listed = list_versions(tmp_path)
+    first = ArtifactStore(tmp_path).save(model_v(1), {"note": "first"})
+    second = ArtifactStore(tmp_path).save(model_v(2), {"note": "challenger"}, promote=False)
+    third = ArtifactStore(tmp_path).save(model_v(3), {"note": "third"}, promote=False)
+    listed = ArtifactStore(tmp_path).versions()
     assert [m["version"] for m in listed] == sorted(
         [first["version"], second["version"], third["version"]]
     )
     assert [m["note"] for m in listed] == ["first", "challenger", "third"]  # save order
     # Not promoted: latest still the first model.
-    assert load_latest(tmp_path)[0]["k"] == 1
-    assert load_version(tmp_path, second["version"])[0]["k"] == 2
+    assert ArtifactStore(tmp_path).load_latest()[0]["k"] == 1
+    assert ArtifactStore(tmp_path).load_version(second["version"])[0]["k"] == 2
 
-    promote(tmp_path, second["version"])
-    model, manifest = load_latest(tmp_path)
+    ArtifactStore(tmp_path).promote(second["version"])
+    model, manifest = ArtifactStore(tmp_path).load_latest()
     assert model["k"] == 2 and manifest["note"] == "challenger"
-    promote(tmp_path, first["version"])  # rollback
-    assert load_latest(tmp_path)[0]["k"] == 1
+    ArtifactStore(tmp_path).promote(first["version"])  # rollback
+    assert ArtifactStore(tmp_path).load_latest()[0]["k"] == 1
     assert "path" not in json.loads((tmp_path / "latest.json").read_text())
-    assert read_latest_manifest(tmp_path) == first
+    assert ArtifactStore(tmp_path).latest_pointer() == first
 
 
 def test_same_model_saved_twice_gets_distinct_versions(tmp_path):
-    a = save_artifact(tmp_path, model_v(1), {})
-    b = save_artifact(tmp_path, model_v(1), {})
+    a = ArtifactStore(tmp_path).save(model_v(1), {})
+    b = ArtifactStore(tmp_path).save(model_v(1), {})
     assert a["sha256"] == b["sha256"]
     assert a["version"] != b["version"] and a["version"] < b["version"]
-    assert len(list_versions(tmp_path)) == 2
+    assert len(ArtifactStore(tmp_path).versions()) == 2
 
 
 def test_no_model_yet(tmp_path):
-    assert read_latest_manifest(tmp_path) is None
-    assert list_versions(tmp_path / "does-not-exist") == []
+    assert ArtifactStore(tmp_path).latest_pointer() is None
+    assert ArtifactStore(tmp_path / "does-not-exist").versions() == []
     with pytest.raises(NoModelError, match="no model has been promoted yet under .*model_artifact"):
-        load_latest(tmp_path)
+        ArtifactStore(tmp_path).load_latest()
     with pytest.raises(NoModelError, match="not found"):
-        load_version(tmp_path, "20260101T000000Z-00000000")
+        ArtifactStore(tmp_path).load_version("20260101T000000Z-00000000")
 
 
 def test_reserved_manifest_keys_rejected(tmp_path):
     with pytest.raises(ValueError, match="sha256"):
-        save_artifact(tmp_path, model_v(1), {"sha256": "forged"})
-    assert list_versions(tmp_path) == []
+        ArtifactStore(tmp_path).save(model_v(1), {"sha256": "forged"})
+    assert ArtifactStore(tmp_path).versions() == []
 
 
 def test_crash_on_latest_pointer_keeps_previous_champion(tmp_path, monkeypatch):
-    save_artifact(tmp_path, model_v(1), {"note": "champion"})
+    ArtifactStore(tmp_path).save(model_v(1), {"note": "champion"})
     real_replace = os.replace
 
     def replace(src, dst):
@@ -146,15 +141,15 @@ def test_crash_on_latest_pointer_keeps_previous_champion(tmp_path, monkeypatch):
             raise OSError(errno.EIO, "simulated crash while publishing latest.json")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(artifacts.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="simulated crash"):
-        save_artifact(tmp_path, model_v(2), {"note": "challenger"})
+        ArtifactStore(tmp_path).save(model_v(2), {"note": "challenger"})
     monkeypatch.undo()
 
-    model, manifest = load_latest(tmp_path)
+    model, manifest = ArtifactStore(tmp_path).load_latest()
     assert model["k"] == 1 and manifest["note"] == "champion"
     # The new version itself was fully written (just not promoted); no temp debris.
-    assert [m["note"] for m in list_versions(tmp_path)] == ["champion", "challenger"]
+    assert [m["note"] for m in ArtifactStore(tmp_path).versions()] == ["champion", "challenger"]
     assert not [n for n in files(tmp_path) if n.endswith(".tmp")]
 
 
@@ -184,7 +179,7 @@ class HalfWriter:
 
 @pytest.mark.parametrize("failing_write", [1, 2, 3], ids=["pickle", "manifest", "latest"])
 def test_crash_mid_temp_write_leaves_no_partial_files(tmp_path, monkeypatch, failing_write):
-    champion = save_artifact(tmp_path, model_v(1), {"note": "champion"})
+    champion = ArtifactStore(tmp_path).save(model_v(1), {"note": "champion"})
     before = {n: (tmp_path / n).read_bytes() for n in files(tmp_path)}
     real_fdopen = os.fdopen
     calls = {"n": 0}
@@ -199,9 +194,9 @@ def test_crash_mid_temp_write_leaves_no_partial_files(tmp_path, monkeypatch, fai
         seen_partial.extend(n for n in files(tmp_path) if n.endswith(".tmp"))
         return HalfWriter(real)
 
-    monkeypatch.setattr(artifacts.os, "fdopen", fdopen)
+    monkeypatch.setattr(os, "fdopen", fdopen)
     with pytest.raises(OSError, match="disk full") as raised:
-        save_artifact(tmp_path, model_v(2), {"note": "challenger"})
+        ArtifactStore(tmp_path).save(model_v(2), {"note": "challenger"})
     monkeypatch.undo()
     # The error names the file it could not write (a bare ENOSPC names none).
     assert raised.value.filename.startswith(str(tmp_path))
@@ -212,24 +207,24 @@ def test_crash_mid_temp_write_leaves_no_partial_files(tmp_path, monkeypatch, fai
     # Pre-existing files are byte-for-byte untouched, latest still the champion.
     for name, data in before.items():
         assert (tmp_path / name).read_bytes() == data
-    model, manifest = load_latest(tmp_path)
+    model, manifest = ArtifactStore(tmp_path).load_latest()
     assert model["k"] == 1 and manifest["version"] == champion["version"]
     new = after - set(before)
     # Whatever new files exist are complete, verified artifacts (never partial ones).
     for name in new:
         assert name.endswith((".pkl", ".json"))
-    for m in list_versions(tmp_path):
-        assert load_version(tmp_path, m["version"])[1] == m
+    for m in ArtifactStore(tmp_path).versions():
+        assert ArtifactStore(tmp_path).load_version(m["version"])[1] == m
     expected_new = {1: 0, 2: 1, 3: 2}[failing_write]
     assert len(new) == expected_new
 
 
 def test_stray_temp_files_from_a_killed_process_are_ignored(tmp_path):
-    save_artifact(tmp_path, model_v(1), {})
+    ArtifactStore(tmp_path).save(model_v(1), {})
     (tmp_path / ".latest.json.abc123.tmp").write_bytes(b'{"version": "trunc')
     (tmp_path / ".20260101T000000Z-deadbeef.pkl.x.tmp").write_bytes(b"\x80\x05partial")
-    assert load_latest(tmp_path)[0]["k"] == 1
-    assert len(list_versions(tmp_path)) == 1
+    assert ArtifactStore(tmp_path).load_latest()[0]["k"] == 1
+    assert len(ArtifactStore(tmp_path).versions()) == 1
 
 
 def test_tampered_pickle_refused_without_unpickling(tmp_path):
@@ -240,11 +235,14 @@ def test_tampered_pickle_refused_without_unpickling(tmp_path):
     marker.unlink()
 
     root = tmp_path / "models"
-    manifest = save_artifact(root, model_v(1), {})
+    manifest = ArtifactStore(root).save(model_v(1), {})
     pkl = root / manifest["file"]
 
     pkl.write_bytes(evil)  # swapped file (different size)
-    for load in (lambda: load_latest(root), lambda: load_version(root, manifest["version"])):
+    for load in (
+        lambda: ArtifactStore(root).load_latest(),
+        lambda: ArtifactStore(root).load_version(manifest["version"]),
+    ):
         with pytest.raises(ArtifactIntegrityError, match="checksum doesn't match") as exc:
             load()
         assert pkl.name in str(exc.value)
@@ -256,19 +254,19 @@ def test_tampered_pickle_refused_without_unpickling(tmp_path):
     flipped[len(flipped) // 2] ^= 0xFF
     pkl.write_bytes(bytes(flipped))
     with pytest.raises(ArtifactIntegrityError, match=f"{pkl.name}.*SHA-256 checksum doesn't"):
-        load_latest(root)
+        ArtifactStore(root).load_latest()
 
     # Evil payload padded to the exact size still fails the hash and is never loaded.
     padded = evil + b"." * (manifest["size_bytes"] - len(evil))
     assert len(padded) == manifest["size_bytes"]
     pkl.write_bytes(padded)
     with pytest.raises(ArtifactIntegrityError, match="checksum doesn't match"):
-        load_latest(root)
+        ArtifactStore(root).load_latest()
     assert not marker.exists()
 
     pkl.unlink()
     with pytest.raises(ArtifactIntegrityError, match="missing"):
-        load_latest(root)
+        ArtifactStore(root).load_latest()
 
 
 @pytest.mark.parametrize(
@@ -284,32 +282,32 @@ def test_tampered_pickle_refused_without_unpickling(tmp_path):
     ],
 )
 def test_bad_version_strings_rejected(tmp_path, bad):
-    save_artifact(tmp_path, model_v(1), {})
+    ArtifactStore(tmp_path).save(model_v(1), {})
     with pytest.raises(ValueError, match="invalid model version"):
-        load_version(tmp_path, bad)
+        ArtifactStore(tmp_path).load_version(bad)
     with pytest.raises(ValueError, match="invalid model version"):
-        promote(tmp_path, bad)
+        ArtifactStore(tmp_path).promote(bad)
 
 
 def test_latest_pointing_outside_root_is_refused(tmp_path):
     root = tmp_path / "models"
-    manifest = save_artifact(root, model_v(1), {})
+    manifest = ArtifactStore(root).save(model_v(1), {})
     evil = dict(manifest, version="../outside", file="../outside.pkl")
     (tmp_path / "outside.pkl").write_bytes(pickle.dumps(Evil(tmp_path / "pwned")))
     (root / "latest.json").write_text(json.dumps(evil))
     with pytest.raises(ArtifactIntegrityError, match="invalid model version"):
-        load_latest(root)
+        ArtifactStore(root).load_latest()
     assert not (tmp_path / "pwned").exists()
 
     (root / "latest.json").write_text("{not json")
     with pytest.raises(ArtifactIntegrityError, match="not valid JSON"):
-        load_latest(root)
+        ArtifactStore(root).load_latest()
 
 
 def test_files_are_0644_regardless_of_umask(tmp_path):
     old = os.umask(0)  # the most permissive umask: mode must still not be world-writable
     try:
-        manifest = save_artifact(tmp_path, model_v(1), {})
+        manifest = ArtifactStore(tmp_path).save(model_v(1), {})
     finally:
         os.umask(old)
     for name in (manifest["file"], f"{manifest['version']}.json", "latest.json"):

@@ -18,26 +18,16 @@ from recsys_assets.ml import artifacts
 from recsys_assets.ml.artifacts import (
     ArtifactIntegrityError,
     ArtifactSignatureError,
-    champion_manifest,
+    ArtifactStore,
     clean_stale_temp_files,
-    list_versions,
-    load_latest,
-    load_version,
-    promote,
-    prune,
-    read_history,
-    rollback,
-    save_artifact,
-    scan_versions,
-    verify_version,
 )
 
 KEY = b"test-signing-key"
 
 
 def _save(root, k, promote_it=False, key=None):
-    return save_artifact(
-        root, {"k": k}, {"cv_metrics": {"rmse_mean": 1.0 - k / 100}}, promote_it, key
+    return ArtifactStore(root, key).save(
+        {"k": k}, {"cv_metrics": {"rmse_mean": 1.0 - k / 100}}, promote_it
     )
 
 
@@ -52,17 +42,17 @@ def test_unreadable_old_manifest_is_reported_and_skipped_everywhere(tmp_path):
     champion = _save(tmp_path, 2, promote_it=True)
     (tmp_path / f"{old['version']}.json").write_text("{not json")
 
-    versions, problems = scan_versions(tmp_path)
+    versions, problems = ArtifactStore(tmp_path).scan()
     assert [m["version"] for m in versions] == [champion["version"]]
     assert "not valid JSON" in problems[old["version"]]
-    assert [m["version"] for m in list_versions(tmp_path)] == [champion["version"]]
+    assert [m["version"] for m in ArtifactStore(tmp_path).versions()] == [champion["version"]]
 
     # Saving, pruning and promoting go on; retention still sees the damaged version by name.
     newer = _save(tmp_path, 3)
-    assert prune(tmp_path, keep_last=2) == [old["version"]]
+    assert ArtifactStore(tmp_path).prune(keep_last=2) == [old["version"]]
     assert not (tmp_path / f"{old['version']}.pkl").exists()
-    promote(tmp_path, newer["version"])
-    assert load_latest(tmp_path)[1]["version"] == newer["version"]
+    ArtifactStore(tmp_path).promote(newer["version"])
+    assert ArtifactStore(tmp_path).load_latest()[1]["version"] == newer["version"]
 
 
 def test_corrupt_latest_json_recovers_from_the_history(tmp_path):
@@ -70,26 +60,26 @@ def test_corrupt_latest_json_recovers_from_the_history(tmp_path):
     b = _save(tmp_path, 2, promote_it=True)
     (tmp_path / "latest.json").write_text("{")
     with pytest.raises(ArtifactIntegrityError, match="latest.json"):
-        load_latest(tmp_path)  # serving refuses; it never guesses
-    assert champion_manifest(tmp_path)["version"] == b["version"]
+        ArtifactStore(tmp_path).load_latest()  # serving refuses; it never guesses
+    assert ArtifactStore(tmp_path).latest_manifest()["version"] == b["version"]
     # The documented recovery: rollback (from the history) or promote rewrites the pointer.
-    old, new = rollback(tmp_path)
+    old, new = ArtifactStore(tmp_path).rollback()
     assert (old["version"], new["version"]) == (b["version"], a["version"])
-    assert load_latest(tmp_path)[1]["version"] == a["version"]
+    assert ArtifactStore(tmp_path).load_latest()[1]["version"] == a["version"]
     (tmp_path / "latest.json").write_text("[]")
-    promote(tmp_path, b["version"])
-    assert load_latest(tmp_path)[1]["version"] == b["version"]
+    ArtifactStore(tmp_path).promote(b["version"])
+    assert ArtifactStore(tmp_path).load_latest()[1]["version"] == b["version"]
 
 
 def test_verify_version_names_a_truncated_pickle_without_unpickling(tmp_path):
     m = _save(tmp_path, 1)
-    assert verify_version(tmp_path, m) is None
+    assert ArtifactStore(tmp_path).verify(m) is None
     pkl = tmp_path / f"{m['version']}.pkl"
     pkl.write_bytes(pkl.read_bytes()[:10])
-    assert "size 10 does not match" in verify_version(tmp_path, m)
+    assert "size 10 does not match" in ArtifactStore(tmp_path).verify(m)
     signed = _save(tmp_path, 2, key=KEY)
-    assert verify_version(tmp_path, signed, KEY) is None
-    assert "not signed" in verify_version(tmp_path, m | {"size_bytes": 10}, KEY)
+    assert ArtifactStore(tmp_path, KEY).verify(signed) is None
+    assert "not signed" in ArtifactStore(tmp_path, KEY).verify(m | {"size_bytes": 10})
 
 
 def test_signature_covers_sha256_and_size(tmp_path):
@@ -102,42 +92,44 @@ def test_signature_covers_sha256_and_size(tmp_path):
     manifest.update(sha256=hashlib.sha256(swapped).hexdigest(), size_bytes=len(swapped))
     manifest_path.write_text(json.dumps(manifest))  # old signature kept
     with pytest.raises(ArtifactSignatureError, match="does not match"):
-        load_version(tmp_path, m["version"], signing_key=KEY)
+        ArtifactStore(tmp_path, KEY).load_version(m["version"])
     # Without a key only the checksum guards, and the rewritten one matches: what the key is for.
-    assert load_version(tmp_path, m["version"])[0] == {"k": "evil"}
+    assert ArtifactStore(tmp_path).load_version(m["version"])[0] == {"k": "evil"}
 
 
 def test_rollback_marks_the_rolled_back_champion(tmp_path):
     """Promote A, B, C; roll back (to B); promote D; roll back: B again, never C."""
     a, b, c, d = (_save(tmp_path, k) for k in range(4))
     for m in (a, b, c):
-        promote(tmp_path, m["version"])
-    assert rollback(tmp_path)[1]["version"] == b["version"]
-    promote(tmp_path, d["version"])
-    assert rollback(tmp_path)[1]["version"] == b["version"]
-    assert rollback(tmp_path)[1]["version"] == a["version"]
-    rolled = [e["version"] for e in read_history(tmp_path) if e["rolled_back_at"]]
+        ArtifactStore(tmp_path).promote(m["version"])
+    assert ArtifactStore(tmp_path).rollback()[1]["version"] == b["version"]
+    ArtifactStore(tmp_path).promote(d["version"])
+    assert ArtifactStore(tmp_path).rollback()[1]["version"] == b["version"]
+    assert ArtifactStore(tmp_path).rollback()[1]["version"] == a["version"]
+    rolled = [e["version"] for e in ArtifactStore(tmp_path).history() if e["rolled_back_at"]]
     assert c["version"] in rolled and d["version"] in rolled
 
 
 def test_unsigned_candidate_is_not_promoted_over_a_signed_champion(tmp_path):
     signed = _save(tmp_path, 1, key=KEY)
-    promote(tmp_path, signed["version"], signing_key=KEY)
+    ArtifactStore(tmp_path, KEY).promote(signed["version"])
     unsigned = _save(tmp_path, 2)
     with pytest.raises(ArtifactSignatureError, match="champion .* is signed"):
-        promote(tmp_path, unsigned["version"])
-    assert load_latest(tmp_path, signing_key=KEY)[1]["version"] == signed["version"]
+        ArtifactStore(tmp_path).promote(unsigned["version"])
+    assert ArtifactStore(tmp_path, KEY).load_latest()[1]["version"] == signed["version"]
     # A signed candidate is fine, with or without the key at promotion time.
-    promote(tmp_path, _save(tmp_path, 3, key=KEY)["version"])
+    ArtifactStore(tmp_path).promote(_save(tmp_path, 3, key=KEY)["version"])
 
 
 def test_rollback_never_returns_to_an_unsigned_model_from_a_signed_one(tmp_path):
     unsigned = _save(tmp_path, 1, promote_it=True)
     signed = _save(tmp_path, 2, key=KEY)
-    promote(tmp_path, signed["version"])  # signing starts: fine over an unsigned champion
+    ArtifactStore(tmp_path).promote(
+        signed["version"]
+    )  # signing starts: fine over an unsigned champion
     with pytest.raises(ArtifactSignatureError, match=unsigned["version"]):
-        rollback(tmp_path)
-    assert champion_manifest(tmp_path)["version"] == signed["version"]
+        ArtifactStore(tmp_path).rollback()
+    assert ArtifactStore(tmp_path).latest_manifest()["version"] == signed["version"]
 
 
 def test_same_second_same_data_gets_distinct_versions_across_processes(tmp_path, monkeypatch):
@@ -148,11 +140,11 @@ def test_same_second_same_data_gets_distinct_versions_across_processes(tmp_path,
     import datetime as dt
 
     fixed = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-    monkeypatch.setattr(artifacts, "_next_version_time", lambda root, now: fixed)
+    monkeypatch.setattr(ArtifactStore, "_next_version_time", lambda self, now: fixed)
     second = _save(tmp_path, 1)
     assert second["version"] != first["version"]
     assert second["sha256"] == first["sha256"]
-    assert load_version(tmp_path, first["version"])[1]["version"] == first["version"]
+    assert ArtifactStore(tmp_path).load_version(first["version"])[1]["version"] == first["version"]
 
 
 def _save_at_barrier(root, barrier, queue):
@@ -170,7 +162,7 @@ def test_concurrent_saves_of_the_same_model_never_collide(tmp_path):
         p.join(60)
     versions = [queue.get(timeout=5) for _ in procs]
     assert len(set(versions)) == 4
-    assert all(load_version(tmp_path, v)[0] == {"k": 7} for v in versions)
+    assert all(ArtifactStore(tmp_path).load_version(v)[0] == {"k": 7} for v in versions)
 
 
 def test_temp_files_of_dead_writers_are_cleaned_live_ones_kept(tmp_path):
@@ -184,15 +176,15 @@ def test_temp_files_of_dead_writers_are_cleaned_live_ones_kept(tmp_path):
     os.utime(old, (day_ago, day_ago))
     assert set(clean_stale_temp_files(tmp_path)) == {dead, old}
     assert mine.exists()
-    prune(tmp_path, keep_last=5)  # retention cleans them too
+    ArtifactStore(tmp_path).prune(keep_last=5)  # retention cleans them too
     assert mine.exists()
 
 
 def test_orphan_pickle_of_a_killed_save_is_pruned_when_old(tmp_path):
     m = _save(tmp_path, 1)
     (tmp_path / f"{m['version']}.json").unlink()  # killed between pickle and manifest
-    assert prune(tmp_path, keep_last=1) == []  # recent: may be a save in progress
+    assert ArtifactStore(tmp_path).prune(keep_last=1) == []  # recent: may be a save in progress
     old = time.time() - artifacts.ORPHAN_SECONDS - 60
     os.utime(tmp_path / f"{m['version']}.pkl", (old, old))
-    assert prune(tmp_path, keep_last=1) == [m["version"]]
+    assert ArtifactStore(tmp_path).prune(keep_last=1) == [m["version"]]
     assert not any(tmp_path.iterdir())

@@ -1,0 +1,394 @@
+"""`ArtifactStore`: versioned, atomic, checksum-verified (optionally signed) model artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import pickle
+
+from recsys_assets.ml.artifacts.files import files_at
+from recsys_assets.ml.artifacts.manifest import (
+    HISTORY_NAME,
+    LATEST_NAME,
+    RESERVED_KEYS,
+    SIGNATURE_KEY,
+    VERSION_RE,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactSignatureError,
+    NoModelError,
+    checked_version,
+    dump_json,
+    format_version,
+    parse_manifest,
+    sign_manifest,
+    validate_version,
+    verify_checksum,
+    verify_signature,
+    version_of,
+    version_time,
+)
+
+PICKLE_PROTOCOL = 5
+_MAX_VERSION_CLASHES = 100
+# A pickle without its manifest (a write killed between the two) older than this is removed.
+ORPHAN_SECONDS = 3600
+
+
+class ArtifactStore:
+    """The model versions under one root: a local directory or an fsspec URL.
+
+    ``signing_key``: with a key, every saved manifest is signed and every load refuses an
+    unsigned or mismatched one before unpickling (``RECSYS_MODEL_SIGNING_KEY``).
+    """
+
+    def __init__(self, root: str | os.PathLike, signing_key: bytes | str | None = None) -> None:
+        self.files = files_at(root)
+        self.root = self.files.root  # a Path for local stores, a UPath otherwise
+        key = signing_key.encode() if isinstance(signing_key, str) else signing_key
+        self._key: bytes | None = key or None
+
+    @classmethod
+    def from_env(cls) -> ArtifactStore:
+        """The store under ``<RECSYS_HOME>/models/surprise``, key from the environment."""
+        from recsys_assets import settings
+
+        return cls(settings.model_store_root(), os.environ.get(settings.SIGNING_KEY_ENV) or None)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r}, signed={self._key is not None})"
+
+    # ------------------------------------------------------------------------- writes
+
+    def save(self, model: object, manifest: dict, promote: bool = True) -> dict:
+        """Pickle ``model`` into a new version; optionally make it ``latest``.
+
+        Write order is pickle, then its manifest, then ``latest.json``: a crash at any point
+        leaves ``latest`` pointing at a complete, verified version (old or new). Returns the
+        full manifest (caller's fields plus version, created_at, sha256, size_bytes, file,
+        and the derived, unstored ``path``).
+        """
+        clash = RESERVED_KEYS.intersection(manifest)
+        if clash:
+            raise ValueError(f"manifest keys {sorted(clash)} are set by save_artifact itself")
+        self.files.makedirs()
+        data = pickle.dumps(model, protocol=PICKLE_PROTOCOL)
+        sha256 = hashlib.sha256(data).hexdigest()
+        now = dt.datetime.now(dt.UTC)
+        json.loads(dump_json({**manifest, "sha256": sha256}))  # a bad manifest writes nothing
+        when = self._next_version_time(now)
+        # The pickle is published under a name no other writer can take at the same moment:
+        # two runs in the same second on the same data get distinct versions.
+        for _ in range(_MAX_VERSION_CLASHES):
+            version = format_version(when, sha256)
+            try:
+                self.files.create(f"{version}.pkl", data)
+                break
+            except FileExistsError:
+                when = max(when, self._next_version_time(now)) + dt.timedelta(seconds=1)
+        else:
+            raise ArtifactError(f"could not find a free version name under {self.root}")
+        full = dict(manifest)
+        full.update(
+            version=version,
+            created_at=now.isoformat(),
+            sha256=sha256,
+            size_bytes=len(data),
+            file=f"{version}.pkl",
+        )
+        # Round-trip through JSON first so the signature covers exactly what is stored.
+        full = json.loads(dump_json(full))
+        if self._key is not None:
+            full[SIGNATURE_KEY] = sign_manifest(full, self._key)
+        manifest_bytes = dump_json(full)
+        self.files.write(f"{version}.json", manifest_bytes)
+        if promote:
+            self.files.write(LATEST_NAME, manifest_bytes)
+            self._push_champion(version, "saved with promote=True")
+        # What is stored (numpy scalars -> plain JSON types), as later reads hand it back.
+        return self._with_path(json.loads(manifest_bytes))
+
+    def _next_version_time(self, now: dt.datetime) -> dt.datetime:
+        """``now`` to the second, bumped past the newest existing version if needed.
+
+        Two saves within one second would otherwise collide (same model) or sort by hash
+        rather than by save order (different models); strictly increasing timestamps keep
+        versions unique and in save order. Saves into one root are assumed to be serialized
+        (one Dagster materialization at a time); this is not a cross-process lock.
+        """
+        when = now.replace(microsecond=0)
+        for name in self.files.names():
+            version = version_of(name, ".pkl") or version_of(name, ".json")
+            stamp = version_time(version) if version else None
+            if stamp is not None and when <= stamp:
+                when = stamp + dt.timedelta(seconds=1)
+        return when
+
+    def promote(self, version: str, reason: str = "manual") -> dict:
+        """Point ``latest`` at an existing ``version`` after verifying it; record it as
+        champion."""
+        _, manifest = self.load_version(version)  # refuses bad versions
+        self._set_latest(manifest)
+        self._push_champion(version, reason)
+        return manifest
+
+    def rollback(self) -> tuple[dict, dict]:
+        """Make the previous champion ``latest`` again; returns (old, new) manifests.
+
+        The current champion's history entry is marked rolled back, so a second rollback goes
+        one further back rather than flipping between two versions.
+        """
+        current = self.latest_manifest()
+        if current is None:
+            raise NoModelError(f"no champion under {self.root}; nothing to roll back")
+        history = self.history()
+        live = [i for i, e in enumerate(history) if not e.get("rolled_back_at")]
+        # The current champion's newest live entry, then the newest live entry before it with
+        # a different version: the champion it replaced.
+        mine = [i for i in live if history[i]["version"] == current["version"]]
+        cut = mine[-1] if mine else len(history)
+        previous = [i for i in live if i < cut and history[i]["version"] != current["version"]]
+        if not previous:
+            raise NoModelError(
+                f"{current['version']} has no previous champion to roll back to under {self.root}"
+            )
+        _, manifest = self.load_version(history[previous[-1]]["version"])  # verify first
+        self._set_latest(manifest)
+        now = dt.datetime.now(dt.UTC).isoformat()
+        for i in mine:
+            history[i]["rolled_back_at"] = now
+        self.files.write(HISTORY_NAME, dump_json(history))
+        return current, manifest
+
+    def _set_latest(self, manifest: dict) -> None:
+        """Replace the pointer in one operation, after refusing an unsigned model over a
+        signed champion: signing is sticky (the serving side, which has the key, would refuse
+        it and keep no model at all)."""
+        champion = self.latest_manifest()
+        if champion is not None and SIGNATURE_KEY in champion and SIGNATURE_KEY not in manifest:
+            raise ArtifactSignatureError(
+                f"refusing to promote unsigned model {manifest.get('version')}: the champion "
+                f"{champion.get('version')} is signed. Set RECSYS_MODEL_SIGNING_KEY where "
+                "training runs (see the README on key rotation) and train again"
+            )
+        stored = {k: v for k, v in manifest.items() if k != "path"}
+        self.files.write(LATEST_NAME, dump_json(stored))
+
+    def _push_champion(self, version: str, reason: str) -> None:
+        history = self.history()
+        history.append(
+            {
+                "version": version,
+                "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
+                "reason": reason,
+                "rolled_back_at": None,
+            }
+        )
+        self.files.write(HISTORY_NAME, dump_json(history))
+
+    def prune(self, keep_last: int) -> list[str]:
+        """Delete versions that are neither among the newest ``keep_last`` nor ever champion
+        (and temp files of killed writes). Returns the deleted versions; ``latest`` is kept."""
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        if not self.files.exists():
+            return []
+        self.files.clean_temp()
+        names = self.files.names()
+        # By file name, not manifest content: an unreadable manifest never blocks retention.
+        versions = sorted(v for v in (version_of(n, ".json") for n in names) if v)
+        try:
+            keep = set(versions[-keep_last:]) | self.champion_versions()
+        except ArtifactIntegrityError:
+            return []  # without the history we cannot tell past champions apart: delete nothing
+        latest = self.latest_manifest()
+        if latest is not None:
+            keep.add(latest["version"])
+        deleted = []
+        for orphan in self._orphan_pickles(names):
+            if orphan not in keep:
+                self.files.delete(f"{orphan}.pkl")
+                deleted.append(orphan)
+        for version in versions:
+            if version in keep:
+                continue
+            # Manifest first: a version without its manifest is invisible, never half-loadable.
+            self.files.delete(f"{version}.json")
+            self.files.delete(f"{version}.pkl")
+            deleted.append(version)
+        if deleted:
+            self.files.deleted()
+        return deleted
+
+    def _orphan_pickles(self, names: list[str]) -> list[str]:
+        """Versions with a pickle but no manifest, older than ORPHAN_SECONDS (a killed save)."""
+        present = set(names)
+        orphans = []
+        for version in (version_of(n, ".pkl") for n in names):
+            if version is None or f"{version}.json" in present:
+                continue
+            try:
+                if self.files.age_seconds(f"{version}.pkl") > ORPHAN_SECONDS:
+                    orphans.append(version)
+            except FileNotFoundError:
+                continue
+        return sorted(orphans)
+
+    # ------------------------------------------------------------------------- reads
+
+    def history(self) -> list[dict]:
+        """Champion history, oldest first: ``version, promoted_at, reason, rolled_back_at``."""
+        source = self.files.describe(HISTORY_NAME)
+        try:
+            history = json.loads(self.files.read(HISTORY_NAME))
+        except FileNotFoundError:
+            return []
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactIntegrityError(f"{source} is not valid JSON") from exc
+        if not isinstance(history, list):
+            raise ArtifactIntegrityError(f"{source} is not a JSON list")
+        return history
+
+    def champion_versions(self) -> set[str]:
+        """Every version that was ever champion (kept forever by ``prune``)."""
+        return {entry["version"] for entry in self.history()}
+
+    def _with_path(self, manifest: dict) -> dict:
+        """Add ``path``: where the pickle is, derived from the *current* root (not stored: the
+        store may be moved or mounted elsewhere), so callers can log or link the file."""
+        version = manifest.get("version")
+        if isinstance(version, str) and VERSION_RE.fullmatch(version):
+            return {**manifest, "path": self.files.location(f"{version}.pkl")}
+        return manifest
+
+    def _read_manifest(self, name: str) -> dict:
+        return parse_manifest(self.files.read(name), self.files.describe(name))
+
+    def latest_pointer(self) -> dict | None:
+        """``latest.json`` as stored, or None if nothing has been promoted yet; raises
+        ArtifactIntegrityError (or OSError) when it is unreadable."""
+        try:
+            return self._with_path(self._read_manifest(LATEST_NAME))
+        except FileNotFoundError:
+            return None
+
+    def latest_manifest(self) -> dict | None:
+        """The champion's manifest, recovering from an unreadable ``latest.json``.
+
+        ``latest.json`` when it is readable; otherwise the newest champion in the history
+        (not rolled back) whose own manifest is readable, so the gates, retention and
+        ``models promote/rollback`` keep working and can rewrite the pointer.
+        """
+        try:
+            return self.latest_pointer()
+        except (ArtifactIntegrityError, OSError):
+            pass
+        try:
+            history = self.history()
+        except ArtifactIntegrityError:
+            return None
+        for entry in reversed(history):
+            if not isinstance(entry, dict) or entry.get("rolled_back_at"):
+                continue
+            version = entry.get("version")
+            if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+                continue
+            try:
+                manifest = self._read_manifest(f"{version}.json")
+            except (ArtifactIntegrityError, OSError):
+                continue
+            if manifest.get("version") == version:
+                return self._with_path(manifest)
+        return None
+
+    def scan(self) -> tuple[list[dict], dict[str, str]]:
+        """(readable manifests oldest first, {version: problem} for unreadable ones).
+
+        A damaged manifest is reported, never raised: one bad file must not hide the others.
+        """
+        manifests, problems = [], {}
+        for name in sorted(self.files.names()):
+            version = version_of(name, ".json")
+            if version is None:
+                continue
+            try:
+                manifest = self._read_manifest(name)
+            except (ArtifactIntegrityError, OSError) as exc:
+                problems[version] = str(exc)
+                continue
+            if manifest.get("version") != version:
+                problems[version] = (
+                    f"manifest {self.files.describe(name)} describes version "
+                    f"{manifest.get('version')!r}"
+                )
+                continue
+            manifests.append(self._with_path(manifest))
+        return sorted(manifests, key=lambda m: m["version"]), problems
+
+    def versions(self) -> list[dict]:
+        """Manifests of every readable version, oldest first (``scan`` reports damaged ones)."""
+        return self.scan()[0]
+
+    def verify(self, manifest: dict) -> str | None:
+        """What is wrong with a saved version (signature, size, SHA-256), or None; never
+        unpickles."""
+        source = self.files.describe(f"{manifest.get('version')}.json")
+        try:
+            self._verified_bytes(manifest, source)
+        except (ArtifactIntegrityError, OSError) as exc:
+            return str(exc)
+        return None
+
+    def _verified_bytes(self, manifest: dict, source: object) -> bytes:
+        """The pickle's bytes, after its signature, size and SHA-256 checked out."""
+        verify_signature(manifest, self._key, source)
+        version = checked_version(manifest, source)
+        # The name is built from the validated version, never from the manifest's "file".
+        pkl = self.files.describe(f"{version}.pkl")
+        try:
+            data = self.files.read(f"{version}.pkl")
+        except FileNotFoundError as exc:
+            raise ArtifactIntegrityError(
+                f"model file {pkl} referenced by {source} is missing"
+            ) from exc
+        verify_checksum(manifest, data, source, pkl)
+        return data
+
+    def load_version(self, version: str) -> tuple[object, dict]:
+        """Load and verify a specific version. Raises ``ValueError`` for a malformed id."""
+        validate_version(version)
+        name = f"{version}.json"
+        try:
+            manifest = self._read_manifest(name)
+        except FileNotFoundError as exc:
+            raise NoModelError(f"model version {version} not found under {self.root}") from exc
+        if manifest.get("version") != version:
+            raise ArtifactIntegrityError(
+                f"manifest {self.files.describe(name)} describes version "
+                f"{manifest.get('version')!r}, not {version!r}"
+            )
+        model = pickle.loads(self._verified_bytes(manifest, self.files.describe(name)))
+        return model, self._with_path(manifest)
+
+    def load_latest(self) -> tuple[object, dict]:
+        """Load and verify the promoted (champion) model."""
+        manifest = self.latest_pointer()
+        if manifest is None:
+            raise NoModelError(
+                f"no model has been promoted yet under {self.root}; materialize model_artifact "
+                "first"
+            )
+        data = self._verified_bytes(manifest, self.files.describe(LATEST_NAME))
+        return pickle.loads(data), manifest
+
+    def latest_stamp(self) -> object:
+        """A value that changes whenever ``latest`` is replaced (serving's reload check);
+        NoModelError when nothing is promoted."""
+        try:
+            return self.files.stamp(LATEST_NAME)
+        except FileNotFoundError:
+            raise NoModelError(
+                f"no champion model under {self.root}; run the pipeline first"
+            ) from None
