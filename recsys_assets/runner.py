@@ -33,11 +33,6 @@ _EMBEDDED_DAGSTER_YAML = f"""\
 # For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
 telemetry:
   enabled: false
-# Dagster's SQLite event log, reusing its database connections (recsys_assets/instance_storage.py):
-# the same files, ~1 s less bookkeeping per training run.
-event_log_storage:
-  module: recsys_assets.instance_storage
-  class: PooledSqliteEventLogStorage
 # One training run at a time, as in deploy/dagster.yaml (every training_job run is tagged).
 concurrency:
   runs:
