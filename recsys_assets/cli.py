@@ -16,7 +16,6 @@ naming the cause; `--verbose` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 
 from recsys_assets.db import SchemaError
 from recsys_assets.resources.ratings_db import RatingsDatabase
+from recsys_assets.settings import Settings, SettingsError
 
 # MovieLens-like shapes for `demo-data --shape`: (users, movies, ratings). 25m is ML-25M's.
 DEMO_SHAPES = {
@@ -73,12 +73,13 @@ def open_db(create: bool = False) -> RatingsDatabase:
     from recsys_assets.db import MissingDatabaseError
 
     try:
-        database = RatingsDatabase.from_env()
-    except ValueError as exc:  # unknown RECSYS_SCHEMA
+        settings = Settings.from_env()
+        database = RatingsDatabase.from_env(settings)
+    except ValueError as exc:  # an invalid RECSYS_* value, e.g. an unknown RECSYS_SCHEMA
         raise UsageError(str(exc)) from exc
     where = f"{database.safe_url()} (schema preset {database.preset})"
     try:
-        if os.environ.get("RECSYS_DATABASE_URL"):
+        if settings.database_url_configured:
             database.engine()  # a configured SQLite file must exist: never created here
         if not create:
             database.check_ratings_tables()
@@ -131,7 +132,7 @@ def describe_error(exc: BaseException) -> str:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from recsys_assets.data.demo import generate_demo_ratings
 
-    configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
+    configured = Settings.from_env().database_url_configured
     # The embedded database (and its folder) may be created; a configured one must exist.
     database = open_db(create=not configured)
     refuse_app_tables(database, "insert demo data")
@@ -505,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except UsageError as exc:
+    except (UsageError, SettingsError) as exc:  # bad input: a command or a RECSYS_* value
         if args.verbose:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ import pytest
 
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
+from recsys_assets.resources.executor_layout import ExecutorLayout
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -58,6 +59,8 @@ def make_resources(home: Path, db: RatingsDatabase) -> dict[str, object]:
         "ratings_db": db,
         "model_store": ModelStore(root=str(home / "models" / "surprise")),
         "io_manager": PickleIOManager(base_dir=str(home / "storage")),
+        # dg.materialize and execute_in_process run every step in this process.
+        "executor_layout": ExecutorLayout(executor="in_process"),
     }
 
 

@@ -6,14 +6,13 @@ deployments point it at a different directory through config alone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from recsys_assets import settings
 from recsys_assets.ml import artifacts
+from recsys_assets.settings import Settings
 
 
 class ModelStore(dg.ConfigurableResource):
@@ -27,10 +26,10 @@ class ModelStore(dg.ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls) -> ModelStore:
-        """Store rooted at ``<RECSYS_HOME>/models/surprise`` (see ``settings.models_dir``)."""
-        key = os.environ.get(settings.SIGNING_KEY_ENV) or None
-        return cls(root=str(settings.models_dir()), signing_key=key)
+    def from_env(cls, settings: Settings | None = None) -> ModelStore:
+        """Store rooted at ``<RECSYS_HOME>/models/surprise`` (``Settings.models_dir``)."""
+        settings = settings or Settings.from_env()
+        return cls(root=str(settings.models_dir), signing_key=settings.signing_key)
 
     @property
     def root_path(self) -> Path:

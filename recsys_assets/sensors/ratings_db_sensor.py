@@ -11,7 +11,6 @@ import json
 import dagster as dg
 import sqlalchemy as sa
 
-from recsys_assets import settings
 from recsys_assets.db import RatingsWatermark
 from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets.sensors.ratings_events import (
@@ -21,6 +20,7 @@ from recsys_assets.sensors.ratings_events import (
     RATINGS,
     USER_IDS,
 )
+from recsys_assets.settings import Settings
 
 
 def _load_cursor(cursor: str | None) -> RatingsWatermark | None:
@@ -98,7 +98,8 @@ def build_ratings_db_sensor(
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="ratings_db_sensor",
-        minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
+        minimum_interval_seconds=minimum_interval_seconds
+        or Settings.from_env().sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Polls the ratings table (max id + inactive count) and reports new and "
         "deactivated ratings as materializations of `ratings`.",

@@ -24,13 +24,13 @@ from typing import NamedTuple
 import dagster as dg
 from dagster import DagsterRunStatus, RunsFilter
 
-from recsys_assets import settings
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.run_liveness import fail_dead_runs
 from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
+from recsys_assets.settings import Settings
 
 CHAMPION_MODEL = dg.AssetKey("champion_model")
 RATINGS_DF = dg.AssetKey("ratings_df")
@@ -222,7 +222,8 @@ def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition
         monitored_assets=[RATINGS],
         name="retrain_on_new_ratings",
         jobs=[training_job, refresh_predictions_job],
-        minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
+        minimum_interval_seconds=minimum_interval_seconds
+        or Settings.from_env().sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="On new `ratings` events: retrain when enough ratings changed since the "
         "last training (RetrainPolicy), and refresh the predictions of the users who rated.",
