@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from recsys_assets.asset_keys import USER_PREDICTIONS
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
@@ -21,8 +22,6 @@ from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ran
 from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
-
-USER_PREDICTIONS = dg.AssetKey("user_predictions")
 
 
 class RefreshPredictionsConfig(dg.Config):

@@ -11,13 +11,13 @@ import json
 import dagster as dg
 import sqlalchemy as sa
 
+from recsys_assets.asset_keys import RATINGS
 from recsys_assets.db import RatingsWatermark
 from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets.sensors.ratings_events import (
     CHANGED_RATINGS,
     DEACTIVATED,
     NEW_RATINGS,
-    RATINGS,
     USER_IDS,
 )
 from recsys_assets.settings import Settings
