@@ -25,9 +25,9 @@ import numpy as np
 
 from recsys_assets.cli import DEMO_SHAPES
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.ease import EASEModel, _weights_from_gram, gram
+from recsys_assets.ml.ease import EASEModel, gram, weights_from_gram
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
-from recsys_assets.ml.topn import SVDFactors
 
 
 def _peak_rss_mb() -> float:
@@ -60,7 +60,7 @@ def main() -> None:
     g, kept, pairs, n_u = gram(users, movies, args.max_items or None, dtype)
     t_gram = time.perf_counter() - t0
     t0 = time.perf_counter()
-    weights = _weights_from_gram(g, args.lam, overwrite=True)
+    weights = weights_from_gram(g, args.lam, overwrite=True)
     t_solve = time.perf_counter() - t0
     del g
     model = EASEModel(kept, weights, args.lam, pairs, n_u)

@@ -186,7 +186,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     assets:<a,b>   materialize those assets (upstream values loaded from storage)
     predictions    top-N for every user from the stored svd_model + the DB write (the
                    user_predictions computation without the CV-gated artifact export)
-    fold:<k>       one CV fold (`ml.training.run_fold`) on the stored surprise_dataset
+    fold:<k>       one CV fold (`ml.cross_validation.run_fold`) on the stored surprise_dataset
     """
     os.environ["RECSYS_HOME"] = str(home)
     os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
@@ -229,7 +229,8 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     elif phase == "predictions":
         import numpy as np
 
-        from recsys_assets.ml.topn import SVDFactors, top_n
+        from recsys_assets.ml.factors import SVDFactors
+        from recsys_assets.ml.topn import top_n
         from recsys_assets.resources.ratings_db import RatingsDatabase
 
         storage = home / "storage"
@@ -259,7 +260,8 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             pairs_per_s=pairs / (score + write),
         )
     elif phase.startswith("fold:"):
-        from recsys_assets.ml.training import SVDParams, run_fold
+        from recsys_assets.ml.cross_validation import run_fold
+        from recsys_assets.ml.training import SVDParams
 
         with open(home / "storage" / "surprise_dataset.pkl", "rb") as f:
             dataset = pickle.load(f)

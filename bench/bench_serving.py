@@ -24,12 +24,13 @@ import numpy as np
 from surprise import Dataset, Reader
 
 from recsys_assets.data.movielens import read_movielens
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ease import fit_ease
-from recsys_assets.ml.evaluation import Ratings, validation_split
+from recsys_assets.ml.evaluation import validation_split
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import DEFAULT_EASE, choose_lists
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.ml.training import (
     DEFAULT_MIN_USER_RATINGS,
     SVDParams,

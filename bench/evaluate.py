@@ -3,7 +3,7 @@ cv_report measures them.
 
     python bench/evaluate.py ../shared/datasets/ml-100k [--folds 4] [--jobs 2]
 
-Runs the pipeline's own cross-validation (`ml.training.cross_validate_svd`, seeded 4-fold,
+Runs the pipeline's own cross-validation (`ml.cross_validation.cross_validate_svd`, seeded 4-fold,
 seed's SVD hyperparameters) and prints RMSE/MAE of the SVD, BaselineOnly and the global mean,
 and precision/recall/NDCG@10 of every top-10 list per user: the shipped list (per fold, the
 better of the next two on validation), the EASE ranking model, the SVD blend, the SVD estimate
@@ -27,7 +27,8 @@ from recsys_assets.assets.training import (
     final_ranking_policy,
 )
 from recsys_assets.data.movielens import read_movielens
-from recsys_assets.ml.training import SVDParams, cross_validate_svd
+from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.training import SVDParams
 
 
 def main() -> None:

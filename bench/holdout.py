@@ -26,8 +26,11 @@ from surprise import Dataset, Reader
 from recsys_assets.assets.metadata import markdown_table
 from recsys_assets.assets.training import final_ranking_choice, final_ranking_policy
 from recsys_assets.data.movielens import read_movielens
+from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.ease import fit_ease
-from recsys_assets.ml.evaluation import Ratings, evaluate_factors
+from recsys_assets.ml.evaluation import evaluate_factors
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import DEFAULT_EASE
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
@@ -36,8 +39,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
-from recsys_assets.ml.topn import SVDFactors
-from recsys_assets.ml.training import SVDParams, cross_validate_svd, fit_svd
+from recsys_assets.ml.training import SVDParams, fit_svd
 
 
 def quarter_per_user(ratings: pd.DataFrame, seed: int) -> np.ndarray:

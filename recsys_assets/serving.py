@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_assets.ml.arrays import lookup
 from recsys_assets.ml.artifacts import LATEST_NAME, ArtifactIntegrityError, NoModelError
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_POPULAR,
@@ -33,7 +35,6 @@ from recsys_assets.ml.ranking import (
     RankingPolicy,
     ranking_model_of,
 )
-from recsys_assets.ml.topn import SVDFactors, _lookup
 from recsys_assets.resources.model_store import ModelStore
 
 __all__ = ["Recommendation", "Recommender"]
@@ -91,7 +92,7 @@ class _Champion:
             # EASE position of each catalogue movie (-1: not kept); B's columns reordered once
             # to the catalogue's kept movies, and the keys of the movies EASE does not rank
             # (`EASEModel.catalogue_keys`).
-            self.ease_pos = _lookup(self.ease.raw_iids, f.raw_iids)
+            self.ease_pos = lookup(self.ease.raw_iids, f.raw_iids)
             self.ease_inside = np.flatnonzero(self.ease_pos >= 0)
             self.all_kept = self.ease_inside.size == f.n_items
             self.ease_weights = np.ascontiguousarray(

@@ -11,8 +11,8 @@ from recsys_assets.assets.config import ArtifactConfig
 from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.search_result import SearchResult
 from recsys_assets.ml.training import fit_engine_of
-from recsys_assets.ml.tuning import SearchResult
 from recsys_assets.resources.model_store import ModelStore
 
 _PACKAGES = ("dagster", "scikit-surprise", "numpy", "numba", "pandas", "scipy")

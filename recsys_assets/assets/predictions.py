@@ -10,6 +10,7 @@ from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.popular import most_popular
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
@@ -20,7 +21,6 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_model_of,
 )
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 
@@ -52,11 +52,14 @@ def fallback_predictions(
         )
     with retry_only_transient_db_errors(context):
         start = time.perf_counter()
+        # Movies a user marked without a rating are not suggested either (as user_predictions).
+        unrated = ratings_db.read_unrated_pairs()
         frame = most_popular(
             ratings_df["user_id"].to_numpy(),
             ratings_df["movie_id"].to_numpy(),
             ratings_df["rating"].to_numpy(),
             n=config.top_n,
+            excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
         )
         rows = ratings_db.replace_predictions(frame, POPULAR_VERSION)
     users = int(frame["user_id"].nunique())

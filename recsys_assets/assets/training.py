@@ -13,16 +13,17 @@ from surprise import SVD, Dataset, Reader
 from recsys_assets.assets.config import CVConfig, DatasetConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, final_choice
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.training import (
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    n_ratings_of,
-    training_error,
+from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.list_choice import (
+    DEFAULT_EASE,
+    EaseSettings,
+    ListChoice,
+    choose_on_holdout,
+    final_choice,
 )
-from recsys_assets.ml.tuning import SearchResult
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.search_result import SearchResult
+from recsys_assets.ml.training import SVDParams, fit_svd, n_ratings_of, ratings_of, training_error
 from recsys_assets.resources.executor_layout import ExecutorLayout
 
 SURPRISE_COLUMNS = ["user_id", "movie_id", "rating"]
@@ -61,7 +62,7 @@ def surprise_dataset(
 
 # Figures users compare model vs baselines on: (row label, rmse col, mae col, ranking prefix).
 _COMPARISON = (
-    ("shipped list (the better of blend and EASE on validation, per fold)", None, None, "shipped"),
+    ("shipped list (the better of blend and EASE on validation)", None, None, "shipped"),
     ("EASE ranking model (λ chosen on validation)", None, None, "ease"),
     ("SVD, blend ranking", "rmse", "mae", "blend"),
     ("SVD, ranked by predicted rating", "rmse", "mae", "svd"),
@@ -148,6 +149,7 @@ class FoldTask:
     min_user_ratings: int
     ranking_users: int = 0
     ease: EaseSettings | None = DEFAULT_EASE
+    choice: ListChoice | None = None  # lists chosen on the search's V for every fold
 
 
 @dg.op(out=dg.DynamicOut(FoldTask))
@@ -171,6 +173,7 @@ def cv_fold_plan(
     else:
         per_step = config.n_folds if executor_layout.steps_share_one_process() else 1
     context.log.info("%d folds in steps of %d", config.n_folds, per_step)
+    choice = _choice_on_holdout(context, config, surprise_dataset, svd_hyperparameters)
     for first in range(1, config.n_folds + 1, per_step):
         folds = tuple(range(first, min(first + per_step, config.n_folds + 1)))
         task = FoldTask(
@@ -182,8 +185,47 @@ def cv_fold_plan(
             config.min_user_ratings,
             config.ranking_users,
             config.ease_settings(),
+            choice,
         )
         yield dg.DynamicOutput(task, mapping_key="folds_" + "_".join(map(str, folds)))
+
+
+def _choice_on_holdout(
+    context: dg.OpExecutionContext,
+    config: CVConfig,
+    dataset: Dataset,
+    search: SearchResult,
+) -> ListChoice | None:
+    """Blend weights, EASE's λ and the shipped list, chosen once on the search's validation
+    ratings V with its fit of the chosen configuration on every other rating; None when the
+    hyperparameters were fixed (each fold then chooses on an inner split of its own)."""
+    if search.factors is None or search.holdout.size == 0:
+        return None
+    start = time.perf_counter()
+    choice = choose_on_holdout(
+        ratings_of(dataset),
+        search.holdout,
+        search.factors,
+        RankingPolicy(min_user_ratings=config.min_user_ratings),
+        config.ease_settings(),
+        max_users=config.ranking_users or None,
+        seed=search.params.random_state,
+    )
+    seconds = time.perf_counter() - start
+    context.log.info(
+        "lists chosen on the search's %d validation ratings in %.1fs: blend NDCG@10 %.4f "
+        "(taste %.2f, rating %.2f)%s; ships %s",
+        search.holdout.size,
+        seconds,
+        choice.blend_ndcg,
+        choice.policy.taste_weight,
+        choice.policy.rating_weight,
+        f", EASE NDCG@10 {choice.ease_ndcg:.4f} (λ={choice.ease_lambda:g})"
+        if choice.ease_lambda is not None
+        else "",
+        "EASE" if choice.ranker == SOURCE_EASE else "the blend",
+    )
+    return choice
 
 
 @dg.op
@@ -195,7 +237,7 @@ def cv_fold(
 ) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
-    # The rows of the full run (`ml.training.cross_validate_svd` restricted to these folds):
+    # The rows of the full run (`ml.cross_validation.cross_validate_svd` restricted to these folds):
     # fold fit, baselines, ranking metrics, blend weights from inner models without the fold.
     table = cross_validate_svd(
         surprise_dataset,
@@ -209,6 +251,7 @@ def cv_fold(
         ranking_users=task.ranking_users,
         holdout=svd_hyperparameters.holdout,
         ease=task.ease,
+        choice=task.choice,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -315,7 +358,7 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
 
     The SVD is the configuration `svd_hyperparameters` chose. When it was searched, its
     validation ratings are in the training part of every fold and the k test folds partition
-    the other ratings (`ml.training.fold_split`): nothing reported here was used to choose.
+    the other ratings (`ml.folds.fold_split`): nothing reported here was used to choose.
 
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
     Celery executor runs them on workers; collected into one table.

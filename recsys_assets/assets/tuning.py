@@ -16,15 +16,13 @@ from surprise import Dataset
 
 from recsys_assets.assets.config import TUNING_MODES, TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
+from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
 from recsys_assets.ml.training import ratings_of
 from recsys_assets.ml.tuning import (
     SEARCHABLE,
     Candidate,
     SearchPlan,
-    SearchResult,
-    choose,
     evaluate_rung,
-    params_of_manifest,
     plan_fractions,
     sample_candidates,
     validation_split,

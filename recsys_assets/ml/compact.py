@@ -13,6 +13,8 @@ import copy
 
 import numpy as np
 
+from recsys_assets.ml.surprise_internals import raw2inner_items, raw2inner_users
+
 __all__ = ["PredictionTrainset", "strip_svd"]
 
 
@@ -20,8 +22,8 @@ class PredictionTrainset:
     """Stand-in for ``surprise.Trainset`` with the interface ``AlgoBase.predict`` uses."""
 
     def __init__(self, trainset: object) -> None:
-        self._raw2inner_id_users = dict(trainset._raw2inner_id_users)
-        self._raw2inner_id_items = dict(trainset._raw2inner_id_items)
+        self._raw2inner_id_users = dict(raw2inner_users(trainset))
+        self._raw2inner_id_items = dict(raw2inner_items(trainset))
         self.global_mean = float(trainset.global_mean)
         self.rating_scale = tuple(trainset.rating_scale)
         self.n_users = int(trainset.n_users)

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from surprise import Reader, Trainset
-from surprise.dataset import DatasetAutoFolds
+
+from recsys_assets.ml.surprise_internals import DatasetAutoFolds, set_id_maps
 
 __all__ = ["CompactDataset", "CompactTrainset", "compact_trainset", "shared_objects"]
 
@@ -75,11 +76,8 @@ class CompactTrainset(Trainset):
         self.n_items = int(n_items)
         self.n_ratings = int(self._users.size)
         self.rating_scale = rating_scale
-        self._raw2inner_id_users = raw2inner_id_users
-        self._raw2inner_id_items = raw2inner_id_items
+        set_id_maps(self, raw2inner_id_users, raw2inner_id_items)
         self._global_mean: float | None = None
-        self._inner2raw_id_users = None
-        self._inner2raw_id_items = None
         self._ur: dict | None = None
         self._ir: dict | None = None
         self._rating_lists: tuple[list, list, list] | None = None

@@ -26,14 +26,17 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
+from recsys_assets.ml.arrays import lookup
 from recsys_assets.ml.svd_sgd import njit_cached
-from recsys_assets.ml.topn import _lookup
+from recsys_assets.ml.workers import cpu_count
 
 __all__ = [
     "DEFAULT_LAMBDAS",
@@ -43,6 +46,7 @@ __all__ = [
     "fit_ease",
     "fit_ease_path",
     "gram",
+    "weights_from_gram",
     "kept_items",
 ]
 
@@ -87,12 +91,12 @@ class EASEModel:
         ``rated`` must have sorted column indices (``rated_rows`` builds it): the products then
         add the same rows of B in the same order for one user as for a block of users.
         """
-        return np.asarray(rated @ self.weights)  # weights are C-ordered (_weights_from_gram)
+        return np.asarray(rated @ self.weights)  # weights are C-ordered (weights_from_gram)
 
     def rated_rows(self, users: np.ndarray, rated_users: np.ndarray, rated_movies: np.ndarray):
         """Binary float32 CSR (``users`` x kept movies) of the rated pairs, indices sorted."""
-        row = _lookup(users, np.asarray(rated_users, dtype=np.int64))
-        col = _lookup(self.raw_iids, np.asarray(rated_movies, dtype=np.int64))
+        row = lookup(users, np.asarray(rated_users, dtype=np.int64))
+        col = lookup(self.raw_iids, np.asarray(rated_movies, dtype=np.int64))
         keep = (row >= 0) & (col >= 0)
         m = sp.csr_matrix(
             (np.ones(int(keep.sum()), dtype=np.float32), (row[keep], col[keep])),
@@ -110,7 +114,7 @@ class EASEModel:
         Kept movies: their EASE score; the others ``NOT_KEPT_FLOOR + popularity``, so they only
         fill lists longer than the kept movies a user has not rated. ``scores``: (rows, kept).
         """
-        pos = _lookup(self.raw_iids, np.asarray(catalogue, dtype=np.int64))
+        pos = lookup(self.raw_iids, np.asarray(catalogue, dtype=np.int64))
         inside = pos >= 0
         keys = np.empty((scores.shape[0], catalogue.size), dtype=np.float64)
         keys[:, ~inside] = NOT_KEPT_FLOOR + np.asarray(popularity, dtype=np.float64)[~inside]
@@ -135,7 +139,7 @@ def gram(
     """``XᵀX`` over the kept movies (dense), the kept ids, interactions and users counted."""
     users = np.asarray(users, dtype=np.int64)
     kept = kept_items(movies, max_items)
-    col = _lookup(kept, np.asarray(movies, dtype=np.int64))
+    col = lookup(kept, np.asarray(movies, dtype=np.int64))
     keep = col >= 0
     uids, row = np.unique(users[keep], return_inverse=True)
     x = sp.csr_matrix(
@@ -172,9 +176,11 @@ def gram_kernel() -> Callable[..., None]:
     return njit_cached(_gram_pairs, signatures, "the EASE Gram matrix")
 
 
-def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
+def weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
     """B from ``G = XᵀX`` (Cholesky inverse of ``G + λI``), as float32."""
-    a = g if overwrite else g.copy()
+    # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK then
+    # works on in place instead of copying it first.
+    a = (g if overwrite else g.copy()).T
     a[np.diag_indices_from(a)] += lam
     # G + λI is symmetric positive definite: Cholesky inverse, half the work of a general one.
     potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
@@ -184,20 +190,30 @@ def _weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray
     p, info = potri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverse failed (info {info})")
-    # potri fills the lower triangle only: mirror it, a band of rows at a time (index arrays
-    # of a whole 10K x 10K triangle would cost more memory than the matrix).
+    # C order: scipy's sparse @ dense would copy a Fortran-ordered B on every product (every
+    # request, in serving). One compiled pass reads potri's lower triangle, no mirrored copy.
+    weights = np.empty(p.shape, dtype=np.float32)
+    weights_kernel()(np.asfortranarray(p), weights)
+    return weights
+
+
+def _weights_from_lower_inverse(p: np.ndarray, out: np.ndarray) -> None:
+    """``out = B``: ``B[i, j] = -P[i, j] / P[j, j]`` off the diagonal, 0 on it, from the lower
+    triangle of a Fortran-ordered ``P`` (read down its columns, where it is contiguous)."""
     n = p.shape[0]
-    for start in range(0, n, 1024):
-        stop = min(start + 1024, n)
-        p[start:stop, stop:] = p[stop:, start:stop].T
-        band = p[start:stop, start:stop]
-        band[np.triu_indices(stop - start, 1)] = band.T[np.triu_indices(stop - start, 1)]
-    d = np.diag(p).copy()
-    p /= -d  # B[i, j] = -P[i, j] / P[j, j]
-    np.fill_diagonal(p, 0.0)
-    # C order: LAPACK hands back a Fortran-ordered matrix, and scipy's sparse @ dense would
-    # copy a Fortran-ordered B on every product (every request, in serving).
-    return np.ascontiguousarray(p, dtype=np.float32)
+    for j in range(n):
+        out[j, j] = 0.0
+        for i in range(j + 1, n):
+            v = p[i, j]  # = P[j, i]
+            out[i, j] = -v / p[j, j]
+            out[j, i] = -v / p[i, i]
+
+
+@functools.cache
+def weights_kernel() -> Callable[..., None]:
+    """`_weights_from_lower_inverse` compiled (cached on disk), for float64 and float32 ``P``."""
+    signatures = [f"void({t}[::1, :], float32[:, ::1])" for t in ("float64", "float32")]
+    return njit_cached(_weights_from_lower_inverse, signatures, "the EASE weights")
 
 
 def fit_ease(
@@ -227,11 +243,19 @@ def fit_ease_path(
     g, kept, n_pairs, n_users = gram(users, movies, max_items, dtype)
     if log is not None:
         log.info("ease: XᵀX of %d movies in %.1fs", kept.size, time.perf_counter() - t0)
-    models = []
-    for i, lam in enumerate(lambdas):
+
+    def solve(lam: float) -> EASEModel:
         t0 = time.perf_counter()
-        weights = _weights_from_gram(g, float(lam), overwrite=i == len(lambdas) - 1)
-        models.append(EASEModel(kept, weights, float(lam), n_pairs, n_users))
+        weights = weights_from_gram(g, float(lam), overwrite=len(lambdas) == 1)
         if log is not None:
             log.info("ease: λ=%g solved in %.1fs", lam, time.perf_counter() - t0)
-    return models
+        return EASEModel(kept, weights, float(lam), n_pairs, n_users)
+
+    n_threads = min(len(lambdas), cpu_count())
+    if n_threads == 1:
+        return [solve(lam) for lam in lambdas]
+    # The solves side by side, one BLAS thread each (LAPACK releases the GIL): several
+    # times faster than one after the other with OpenBLAS's threads, which spin against each
+    # other as soon as anything else runs on the machine. Each holds a copy of XᵀX.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(solve, lambdas))

@@ -1,28 +1,30 @@
 """Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
 
-Called by ``ml.training.cross_validate_svd`` after it fitted the fold's SVD, so every figure here is
-measured on the same folds as the SVD's RMSE:
+Called by ``ml.cross_validation.cross_validate_svd`` after it fitted the fold's SVD, so every figure
+here is measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
   and the shipped blend (``ml.ranking``), whose weights are chosen on validation ratings from
   the fold's *training* data with a second SVD fitted without them (``select_policy``, or
-  one inner model shared by two folds, see ``training.shared_inner_pairs``): the test fold
+  one inner model shared by two folds, see ``cross_validation.shared_inner_pairs``): the test fold
   is never used to pick anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from surprise import Trainset
 
+from recsys_assets.ml.arrays import Ratings, lookup, top_k_indices
+from recsys_assets.ml.baselines import baseline_factors, error
 from recsys_assets.ml.ease import EASEModel
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.ranking import (
     DEFAULT_GRID,
     RankingPolicy,
@@ -30,7 +32,6 @@ from recsys_assets.ml.ranking import (
     item_counts,
     popularity_feature,
 )
-from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs
 
 K = 10
 VALIDATION_FRACTION = 0.25
@@ -38,86 +39,9 @@ VALIDATION_FRACTION = 0.25
 MIN_RELATIVE_GAIN = 0.02
 
 
-@dataclass(frozen=True)
-class Ratings:
-    """Parallel raw-id arrays of (user, movie, rating)."""
-
-    users: np.ndarray
-    movies: np.ndarray
-    ratings: np.ndarray
-
-    @classmethod
-    def from_tuples(cls, raw: list[tuple]) -> Ratings:
-        n = len(raw)
-        return cls(
-            np.fromiter((r[0] for r in raw), dtype=np.int64, count=n),
-            np.fromiter((r[1] for r in raw), dtype=np.int64, count=n),
-            np.fromiter((r[2] for r in raw), dtype=np.float64, count=n),
-        )
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"user_id": self.users, "movie_id": self.movies})
-
-    def take(self, index: np.ndarray) -> Ratings:
-        return Ratings(self.users[index], self.movies[index], self.ratings[index])
-
-
-def baseline_als(
-    users: np.ndarray,
-    items: np.ndarray,
-    ratings: np.ndarray,
-    n_users: int,
-    n_items: int,
-    global_mean: float,
-    n_epochs: int = 10,
-    reg_u: float = 15.0,
-    reg_i: float = 10.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Surprise's ``BaselineOnly`` fit (``baseline_als``, its default options), vectorized.
-
-    Same alternating updates over inner ids as Surprise's Cython loop, with ``bincount`` sums:
-    equal to ``BaselineOnly().fit(trainset)``'s ``bu``/``bi`` up to summation order (tested).
-    """
-    bu, bi = np.zeros(n_users), np.zeros(n_items)
-    n_u = np.bincount(users, minlength=n_users)
-    n_i = np.bincount(items, minlength=n_items)
-    for _ in range(n_epochs):
-        bi = np.bincount(items, ratings - global_mean - bu[users], n_items) / (reg_i + n_i)
-        bu = np.bincount(users, ratings - global_mean - bi[items], n_users) / (reg_u + n_u)
-    return bu, bi
-
-
-def baseline_factors(factors: SVDFactors, train: Ratings, global_mean: float) -> SVDFactors:
-    """``BaselineOnly`` (``mu + bu + bi``) on ``train``, as zero-rank factors for ``score_pairs``.
-
-    ``factors`` (the SVD fitted on the same trainset) supplies the inner id order and scale.
-    """
-    users = _lookup(factors.raw_uids, train.users)
-    items = _lookup(factors.raw_iids, train.movies)
-    bu, bi = baseline_als(
-        users, items, train.ratings, factors.n_users, factors.n_items, global_mean
-    )
-    return SVDFactors(
-        global_mean=float(global_mean),
-        bu=bu,
-        bi=bi,
-        pu=np.zeros((factors.n_users, 0)),
-        qi=np.zeros((factors.n_items, 0)),
-        raw_uids=factors.raw_uids,
-        raw_iids=factors.raw_iids,
-        lower=factors.lower,
-        upper=factors.upper,
-    )
-
-
-def error(est: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    err = est - truth
-    return float(np.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
-
-
 def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sp.csr_matrix:
     """Binary users x movies matrix of (raw user, inner movie) pairs; users not listed dropped."""
-    r = _lookup(users, rows)
+    r = lookup(users, rows)
     keep = (r >= 0) & (cols >= 0)
     m = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float64), (r[keep], cols[keep])),
@@ -196,22 +120,22 @@ def ranking_evals(
     """
     users = sample_users(np.unique(np.concatenate([t.users for t in tests])), max_users, seed)
     block_size = block_size or _block_rows(factors.n_items)
-    inner_u = _lookup(factors.raw_uids, users)
+    inner_u = lookup(factors.raw_uids, users)
     known = inner_u >= 0
     safe_u = np.where(known, inner_u, 0)  # unknown users never use their (dummy) estimates
-    rated = _csr(users, train.users, _lookup(factors.raw_iids, train.movies), factors.n_items)
+    rated = _csr(users, train.users, lookup(factors.raw_iids, train.movies), factors.n_items)
     relevant = [
-        _csr(users, t.users, _lookup(factors.raw_iids, t.movies), factors.n_items) for t in tests
+        _csr(users, t.users, lookup(factors.raw_iids, t.movies), factors.n_items) for t in tests
     ]
     # Every distinct held-out movie counts as relevant, known to the model or not (as in
     # ranking_metrics). Users without any in a test set are not scored on it.
     n_rel = np.stack(
-        [_distinct_per_user(_lookup(users, t.users), t.movies, users.size) for t in tests]
+        [_distinct_per_user(lookup(users, t.users), t.movies, users.size) for t in tests]
     )
     scored = n_rel > 0
     n_rel = np.maximum(n_rel, 1)  # unscored users: any value, their scores are dropped
     per_user = np.bincount(
-        _lookup(users, train.users)[_lookup(users, train.users) >= 0], minlength=users.size
+        lookup(users, train.users)[lookup(users, train.users) >= 0], minlength=users.size
     )
     pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
     item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
@@ -245,7 +169,7 @@ def ranking_evals(
         rel = [r[rows].toarray() > 0 for r in relevant]
         popular_keys = np.broadcast_to(pop, seen.shape).copy()
         popular_keys[seen] = -np.inf
-        popular = score(_top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
+        popular = score(top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
         warm_rows: dict[int, tuple] = {}  # per min_user_ratings: the grid shares one slice
         for p, policy in enumerate(policies):
             result = popular.copy()
@@ -262,7 +186,7 @@ def ranking_evals(
                     keys += policy.popularity_weight * pop
                     keys += policy.rating_weight * est_w
                     keys[seen_w] = -np.inf
-                    top = _top_k_indices(keys, k, factors.raw_iids)
+                    top = top_k_indices(keys, k, factors.raw_iids)
                     result[:, w] = score(top, rel_w, rows[w])
             sums[:, p] += result.sum(axis=1)
         w = np.flatnonzero(ease_warm[rows])
@@ -273,7 +197,7 @@ def ranking_evals(
                     model.scores_of(rated_e[rows[w]]), factors.raw_iids, pop
                 )
                 keys[seen[w]] = -np.inf
-                top = _top_k_indices(keys, k, factors.raw_iids)
+                top = top_k_indices(keys, k, factors.raw_iids)
                 result[:, w] = score(top, [r[w] for r in rel], rows[w])
             sums[:, len(policies) + e] += result.sum(axis=1)
     means = sums / np.maximum(scored.sum(axis=1), 1)[:, None, None]

@@ -1,11 +1,18 @@
 """Which list users get: the SVD blend or EASE, chosen on validation ratings only.
 
-For each CV fold, an inner SVD and inner EASE models (one per λ) are fitted on part of the
-fold's *training* ratings and ranked for validation ratings carved from the same training
-data (``training._select_shared`` / ``_select_own``): the blend's weights and EASE's λ are each
-picked by validation NDCG@10, and the list with the higher validation NDCG is the fold's
-shipped list. The test fold only measures the result. The model trained on every rating ships
-the list whose validation NDCG, summed over the folds, is higher (``final_choice``).
+An SVD and EASE models (one per λ) fitted on training ratings are ranked for validation
+ratings held out of that training data: the blend's weights and EASE's λ are each picked by
+validation NDCG@10, and the list with the higher validation NDCG is shipped. The test folds
+of `cv_report` only measure the result. Two sources of validation ratings:
+
+* with the hyperparameter search on, its validation set V (in every CV fold's training
+  part, never a test fold): one choice for every fold and for the shipped model, made with
+  the search's own fit of the chosen configuration on every rating but V
+  (``choose_on_holdout``), so CV needs no inner fits;
+* with fixed hyperparameters (no V), per CV fold: inner models fitted on part of the fold's
+  training ratings, validated on the rest (``cross_validation._select_shared`` / ``_select_own``);
+  the model trained on every rating ships the list whose validation NDCG, summed over the
+  folds, is higher (``final_choice``).
 """
 
 from __future__ import annotations
@@ -16,11 +23,19 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, fit_ease_path
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_SVD, RankingPolicy
-from recsys_assets.ml.topn import SVDFactors
 
-__all__ = ["DEFAULT_EASE", "EaseSettings", "ListChoice", "choose_lists", "final_choice"]
+__all__ = [
+    "DEFAULT_EASE",
+    "EaseSettings",
+    "ListChoice",
+    "choose_lists",
+    "choose_on_holdout",
+    "final_choice",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +73,8 @@ class ListChoice:
 
 def choose_lists(
     factors: SVDFactors,
-    inner: evaluation.Ratings,
-    validations: Sequence[evaluation.Ratings],
+    inner: Ratings,
+    validations: Sequence[Ratings],
     base: RankingPolicy,
     ease: EaseSettings | None,
     max_users: int | None = None,
@@ -97,6 +112,33 @@ def choose_lists(
             ListChoice(policy, blend_ndcg, ease.lambdas[best], ndcgs[best], tried + ease_tried)
         )
     return choices
+
+
+def choose_on_holdout(
+    everything: Ratings,
+    holdout: np.ndarray,
+    factors: SVDFactors,
+    base: RankingPolicy,
+    ease: EaseSettings | None,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> ListChoice:
+    """``choose_lists`` validated on the ratings ``holdout`` indexes, with ``factors`` (and
+    EASE) fitted on every other rating of ``everything``."""
+    if holdout.size == 0:
+        raise ValueError("choosing on a holdout needs validation ratings")
+    inner = np.ones(everything.ratings.size, dtype=bool)
+    inner[holdout] = False
+    (choice,) = choose_lists(
+        factors,
+        everything.take(np.flatnonzero(inner)),
+        [everything.take(holdout)],
+        base,
+        ease,
+        max_users=max_users,
+        seed=seed,
+    )
+    return choice
 
 
 def _ndcg_of(policy: RankingPolicy, tried: list[dict]) -> float:

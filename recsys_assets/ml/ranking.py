@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys_assets.ml.arrays import lookup, top_k_indices
 from recsys_assets.ml.ease import EASEModel
-from recsys_assets.ml.topn import SVDFactors, _lookup, _top_k_indices, score_pairs, top_n
+from recsys_assets.ml.factors import SVDFactors, score_pairs
+from recsys_assets.ml.topn import top_n
 
 __all__ = [
     "DEFAULT_GRID",
@@ -107,7 +109,7 @@ def ranking_model_of(model: object, policy: RankingPolicy) -> EASEModel | None:
 
 def item_counts(raw_iids: np.ndarray, movies: np.ndarray) -> np.ndarray:
     """Ratings per movie among ``movies``, indexed like ``raw_iids`` (other movies ignored)."""
-    inner = _lookup(np.asarray(raw_iids, dtype=np.int64), np.asarray(movies, dtype=np.int64))
+    inner = lookup(np.asarray(raw_iids, dtype=np.int64), np.asarray(movies, dtype=np.int64))
     return np.bincount(inner[inner >= 0], minlength=len(raw_iids)).astype(np.int64)
 
 
@@ -129,8 +131,8 @@ def taste_vectors(
     factors: SVDFactors, users: np.ndarray, rated_users: np.ndarray, rated_movies: np.ndarray
 ) -> np.ndarray:
     """Unit-length mean item factors of each user's rated movies (rows follow ``users``)."""
-    row = _lookup(users, rated_users)
-    col = _lookup(factors.raw_iids, rated_movies)
+    row = lookup(users, rated_users)
+    col = lookup(factors.raw_iids, rated_movies)
     keep = (row >= 0) & (col >= 0)
     rated = sp.csr_matrix(
         (np.ones(int(keep.sum())), (row[keep], col[keep])), shape=(users.size, factors.n_items)
@@ -164,14 +166,14 @@ def rank_users(
     rated_users = np.asarray(rated_users, dtype=np.int64).ravel()
     rated_movies = np.asarray(rated_movies, dtype=np.int64).ravel()
     counts = np.asarray(counts, dtype=np.float64)
-    pos = _lookup(users, rated_users)
+    pos = lookup(users, rated_users)
     per_user = np.bincount(pos[pos >= 0], minlength=users.size)
     # The taste vectors and the cold-start rule use the training pairs; the lists skip both.
     seen_users, seen_movies = rated_users, rated_movies
     if excluded is not None:
         seen_users = np.concatenate([rated_users, np.asarray(excluded[0], np.int64).ravel()])
         seen_movies = np.concatenate([rated_movies, np.asarray(excluded[1], np.int64).ravel()])
-    known = _lookup(factors.raw_uids, users) >= 0
+    known = lookup(factors.raw_uids, users) >= 0
     warm = known & (per_user >= policy.min_user_ratings)
     parts = []
     if warm.any() and policy.ranker == SOURCE_EASE:
@@ -237,14 +239,14 @@ def ease_top_n(
     """
     n_items = factors.n_items
     pop = popularity_feature(counts)
-    kept_pos = _lookup(factors.raw_iids, model.raw_iids)  # catalogue position of kept movies
+    kept_pos = lookup(factors.raw_iids, model.raw_iids)  # catalogue position of kept movies
     in_cat = np.flatnonzero(kept_pos >= 0)
     cols = kept_pos[in_cat]
     sub_of = np.full(n_items, -1, dtype=np.int64)
     sub_of[cols] = np.arange(cols.size)
     rated_e = model.rated_rows(users, rated_users, rated_movies)
-    row = _lookup(users, rated_users)
-    col = _lookup(factors.raw_iids, np.asarray(rated_movies, dtype=np.int64))
+    row = lookup(users, rated_users)
+    col = lookup(factors.raw_iids, np.asarray(rated_movies, dtype=np.int64))
     keep = (row >= 0) & (col >= 0)
     rated = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.int8), (row[keep], col[keep])),
@@ -265,7 +267,7 @@ def ease_top_n(
         sub = sub_of[mask_cols]
         keys[mask_rows[sub >= 0], sub[sub >= 0]] = -np.inf
         k_sub = min(k, cols.size)
-        idx = cols[_top_k_indices(keys, k_sub, factors.raw_iids[cols])] if k_sub else None
+        idx = cols[top_k_indices(keys, k_sub, factors.raw_iids[cols])] if k_sub else None
         valid = (
             np.isfinite(np.take_along_axis(keys, sub_of[idx], axis=1))
             if k_sub
@@ -278,7 +280,7 @@ def ease_top_n(
             in_short[short] = np.arange(short.size)
             sel = in_short[mask_rows] >= 0
             full[in_short[mask_rows[sel]], mask_cols[sel]] = -np.inf
-            full_idx = _top_k_indices(full, k, factors.raw_iids)
+            full_idx = top_k_indices(full, k, factors.raw_iids)
             full_valid = np.isfinite(np.take_along_axis(full, full_idx, axis=1))
             if k_sub < k:
                 idx = np.zeros((stop - start, k), dtype=np.int64)

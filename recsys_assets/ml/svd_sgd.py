@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from surprise import SVD, Trainset
-from surprise.prediction_algorithms.algo_base import AlgoBase
-from surprise.utils import get_rng
 
 from recsys_assets.ml.compact_data import CompactTrainset
+from recsys_assets.ml.surprise_internals import AlgoBase, get_rng
 from recsys_assets.settings import recsys_home
 
 __all__ = [

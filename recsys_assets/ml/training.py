@@ -1,31 +1,23 @@
-"""Fitting and cross-validating Surprise's SVD, with progress reported through a logger."""
+"""Fitting Surprise's SVD (`fit_svd`, every fit of the project), with progress reported through a
+logger; the trainsets and rating arrays the fits and evaluations share."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
-import multiprocessing
-import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import chain
 
 import numpy as np
-import pandas as pd
 from surprise import SVD, Dataset, Trainset
 
-from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
-from recsys_assets.ml.ease import fit_ease
-from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.svd_sgd import fit_compiled, sgd_kernel
+from recsys_assets.ml.svd_sgd import fit_compiled
 from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
-from recsys_assets.ml.topn import SVDFactors, score_pairs
 
 # Users with fewer training ratings than this get the popularity list (cold start).
 DEFAULT_MIN_USER_RATINGS = 5
@@ -115,7 +107,7 @@ def _grouped(keys: np.ndarray, values: np.ndarray, ratings: np.ndarray, n: int) 
     return defaultdict(list, {k: pairs[bounds[k] : bounds[k + 1]] for k in range(n)})
 
 
-def build_trainset(dataset: Dataset, ratings: evaluation.Ratings, index: np.ndarray) -> Trainset:
+def build_trainset(dataset: Dataset, ratings: Ratings, index: np.ndarray) -> Trainset:
     """`dataset.construct_trainset([raw[i] for i in index])`, equal in every field, faster.
 
     `ratings` are `dataset.raw_ratings` as arrays. Surprise's builder is a per-rating Python
@@ -212,429 +204,16 @@ def training_error(model: SVD, trainset: Trainset, chunk: int = 8_192) -> tuple[
     return float(np.sqrt(squared / n)), absolute / n
 
 
-def fold_bounds(n_ratings: int, n_folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
-    """Shuffled rating indices and fold boundaries, exactly as `surprise...KFold(shuffle=True)`."""
-    if n_folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
-    if n_folds > n_ratings:
-        raise ValueError(f"{n_ratings} ratings are too few for {n_folds}-fold cross-validation")
-    indices = np.arange(n_ratings)
-    np.random.RandomState(seed).shuffle(indices)
-    bounds = [0]
-    for fold in range(n_folds):
-        bounds.append(bounds[-1] + n_ratings // n_folds + (1 if fold < n_ratings % n_folds else 0))
-    return indices, bounds
-
-
-def fold_split(
-    n_ratings: int, n_folds: int, seed: int, holdout: np.ndarray | None = None
-) -> tuple[np.ndarray, list[int]]:
-    """`fold_bounds` over the ratings not in `holdout`; `holdout` follows as a last segment.
-
-    The k test folds partition the other ratings exactly as KFold would partition them as a
-    list of their own; the extra segment is never a test fold, so `train_indices` puts the
-    holdout (the hyperparameter search's validation ratings) in every fold's training part.
-    Without a holdout this is `fold_bounds`.
-    """
-    if holdout is None or len(holdout) == 0:
-        return fold_bounds(n_ratings, n_folds, seed)
-    rest = np.setdiff1d(np.arange(n_ratings), holdout, assume_unique=True)
-    order, bounds = fold_bounds(rest.size, n_folds, seed)
-    indices = np.concatenate([rest[order], np.asarray(holdout, dtype=rest.dtype)])
-    return indices, [*bounds, indices.size]
-
-
 def n_ratings_of(dataset: Dataset) -> int:
     """Number of ratings, without materializing a CompactDataset's per-rating tuples."""
     return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
 
 
-def ratings_of(dataset: Dataset) -> evaluation.Ratings:
+def ratings_of(dataset: Dataset) -> Ratings:
     """Every rating of `dataset` as arrays (a CompactDataset's own, without tuples)."""
     if isinstance(dataset, CompactDataset):
         users, items, ratings = dataset.testset_arrays(slice(None))
-        return evaluation.Ratings(
+        return Ratings(
             users.astype(np.int64, copy=False), items.astype(np.int64, copy=False), ratings
         )
-    return evaluation.Ratings.from_tuples(dataset.raw_ratings)
-
-
-def run_fold(
-    dataset: Dataset,
-    fold: int,
-    n_folds: int,
-    seed: int,
-    params: SVDParams,
-    log: logging.Logger | None = None,
-) -> dict:
-    """Fit on all folds but `fold` (1-based) and score the held-out one: RMSE/MAE only.
-
-    The plain fold fit (benchmarks, equivalence tests); `cross_validate_svd` adds the
-    baselines and ranking metrics.
-    """
-    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)
-    start, stop = bounds[fold - 1], bounds[fold]
-    t0 = time.perf_counter()
-    if isinstance(dataset, CompactDataset):
-        # Straight from the arrays: no per-rating tuples (same trainset, see ml/compact_data.py).
-        train_index = np.concatenate([indices[:start], indices[stop:]])
-        trainset = dataset.trainset_of(train_index)
-        del train_index
-        test_users, test_items, test_ratings = dataset.testset_arrays(indices[start:stop])
-    else:
-        raw = dataset.raw_ratings
-        train = [raw[i] for i in chain(indices[:start], indices[stop:])]
-        trainset = dataset.construct_trainset(train)
-        test = [raw[i] for i in indices[start:stop]]
-        test_users = np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test))
-        test_items = np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test))
-        test_ratings = np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
-    del indices
-    build_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = fit_svd(trainset, params, log=log)
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
-    err = est - test_ratings
-    test_time = time.perf_counter() - t0
-    return _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
-
-
-def _fold_row(
-    fold: int, err: np.ndarray, fit: float, test: float, build: float, n_train: int
-) -> dict:
-    """A fold's error row from its held-out residuals (what `accuracy.rmse/mae` compute)."""
-    return {
-        "fold": fold,
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "fit_time": fit,
-        "test_time": test,
-        "trainset_time": build,
-        "n_train": n_train,
-        "n_test": int(err.size),
-    }
-
-
-def fold_indices(indices: np.ndarray, bounds: list[int], fold: int) -> np.ndarray:
-    """Rating indices of `fold` (1-based): its test set."""
-    return indices[bounds[fold - 1] : bounds[fold]]
-
-
-def train_indices(indices: np.ndarray, bounds: list[int], excluded: Iterable[int]) -> np.ndarray:
-    """Rating indices of every fold not in `excluded`, in KFold's trainset order."""
-    skip = set(excluded)
-    parts = [fold_indices(indices, bounds, f) for f in range(1, len(bounds)) if f not in skip]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=indices.dtype)
-
-
-def shared_inner_pairs(n_folds: int) -> list[tuple[int, int]]:
-    """Fold pairs (a, b) whose blend weights come from one inner model fitted without both.
-
-    Validated on fold a, that model picks b's weights (b's training data holds every fold but
-    b, so all the model and a); validated on b, it picks a's. One fit on (k-2)/k of the data
-    replaces two on ~(k-1)/k * 3/4. It needs a third fold to train on; an odd last fold keeps
-    its own inner split (`select_policy`).
-    """
-    if n_folds < 3:
-        return []
-    return [(a, a + 1) for a in range(1, n_folds, 2)]
-
-
-@dataclass(frozen=True)
-class _CVRun:
-    """What every CV task reads: forked workers inherit it (see `_RUN`), never pickled."""
-
-    dataset: Dataset
-    indices: np.ndarray
-    bounds: list[int]
-    seed: int
-    params: SVDParams
-    min_user_ratings: int | None
-    # Every rating as arrays, built once in the parent rather than once per fold.
-    everything: evaluation.Ratings
-    # Epoch progress of the fold fits, only when they run in this process (one-fold steps).
-    log: logging.Logger | None = None
-    # Ranking metrics and weight selection on a seeded sample of this many users (None: all).
-    ranking_users: int | None = None
-    # The EASE ranking model's validation grid (None: EASE is not evaluated).
-    ease: EaseSettings | None = None
-
-    def trainset(self, index: np.ndarray) -> Trainset:
-        return build_trainset(self.dataset, self.everything, index)
-
-
-# Forked workers inherit the run (dataset included) through this module global instead of
-# receiving a pickled copy: no serialisation, no re-import, copy-on-write memory.
-_RUN: _CVRun | None = None
-
-
-def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
-    """Fit on all folds but `fold` and score its ratings; the factors for the ranking eval."""
-    run = _RUN
-    assert run is not None
-    test_idx = fold_indices(run.indices, run.bounds, fold)
-    t0 = time.perf_counter()
-    trainset = run.trainset(train_indices(run.indices, run.bounds, [fold]))
-    test = run.everything.take(test_idx)
-    build_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = fit_svd(trainset, run.params, log=run.log)
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    factors = SVDFactors.from_svd(model)
-    # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    err = score_pairs(factors, test.users, test.movies) - test.ratings
-    test_time = time.perf_counter() - t0
-    row = _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
-    return row, (factors if run.min_user_ratings is not None else None)
-
-
-def _select_shared(
-    a: int, b: int, wanted: tuple[int, ...] | None = None
-) -> tuple[dict[int, ListChoice], float]:
-    """Blend weights, EASE λ and shipped list for folds a and b from inner models fitted on
-    the other folds (`ml.list_choice.choose_lists`).
-
-    `wanted`: the folds whose weights are needed (a fold step of the Dagster fan-out that has
-    only one of the pair fits the same inner model and validates on the other fold only).
-    """
-    run = _RUN
-    assert run is not None and run.min_user_ratings is not None
-    t0 = time.perf_counter()
-    inner_idx = train_indices(run.indices, run.bounds, [a, b])
-    factors = SVDFactors.from_svd(fit_svd(run.trainset(inner_idx), run.params))
-    inner = run.everything.take(inner_idx)
-    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
-    # Validated on a, the model picks b's weights; validated on b, a's (one ranking pass).
-    wanted = (a, b) if wanted is None else wanted
-    # Fold a's weights are validated on b and b's on a.
-    on = [f for f in (a, b) if (b if f == a else a) in wanted]
-    validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in on]
-    chosen = choose_lists(
-        factors, inner, validations, base, run.ease, max_users=run.ranking_users, seed=run.seed
-    )
-    choices = {(b if f == a else a): choice for f, choice in zip(on, chosen, strict=True)}
-    return choices, time.perf_counter() - t0
-
-
-def _select_own(fold: int) -> tuple[dict[int, ListChoice], float]:
-    """Blend weights, EASE λ and shipped list for `fold` from an inner split of its own
-    training ratings (`evaluation.select_policy`'s split)."""
-    run = _RUN
-    assert run is not None and run.min_user_ratings is not None
-    t0 = time.perf_counter()
-    train_idx = train_indices(run.indices, run.bounds, [fold])
-    fit_idx, val_idx = evaluation.validation_split(train_idx.size, run.seed + fold)
-    factors = SVDFactors.from_svd(fit_svd(run.trainset(train_idx[fit_idx]), run.params))
-    train = run.everything.take(train_idx)
-    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
-    (choice,) = choose_lists(
-        factors,
-        train.take(fit_idx),
-        [train.take(val_idx)],
-        base,
-        run.ease,
-        max_users=run.ranking_users,
-        seed=run.seed + fold,
-    )
-    return {fold: choice}, time.perf_counter() - t0
-
-
-def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
-    """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`), with the EASE
-    model fitted on the fold's training ratings (λ chosen on validation) and the shipped list:
-    the one that ranked better on validation."""
-    run = _RUN
-    assert run is not None
-    t0 = time.perf_counter()
-    train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
-    test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
-    ease = None
-    if run.ease is not None and choice.ease_lambda is not None:
-        ease = fit_ease(train.users, train.movies, choice.ease_lambda, run.ease.max_items)
-    row = evaluation.evaluate_factors(
-        factors, train, test, choice.policy, max_users=run.ranking_users, seed=run.seed, ease=ease
-    )
-    row["blend_validation_ndcg"] = choice.blend_ndcg
-    if ease is not None:
-        row["ease_lambda"] = choice.ease_lambda
-        row["ease_validation_ndcg"] = choice.ease_ndcg
-    shipped = "ease" if choice.ranker == SOURCE_EASE else "blend"
-    row["shipped_ease"] = float(shipped == "ease")
-    for metric in ("precision", "recall", "ndcg"):
-        row[f"shipped_{metric}"] = row[f"{shipped}_{metric}"]
-    row["eval_time"] = time.perf_counter() - t0
-    return row
-
-
-class _InlineExecutor:
-    """`submit` runs the task at once: the serial path shares the scheduling code."""
-
-    def submit(self, fn: Callable, *args: object) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-def _run_tasks(
-    pool: ProcessPoolExecutor | _InlineExecutor,
-    n_folds: int,
-    ranking: bool,
-    folds: Sequence[int] | None = None,
-) -> Iterator[dict]:
-    """Schedule fits, weight selections and evaluations; yield each fold's row when complete.
-
-    A fold's evaluation is submitted as soon as both its model and its weights are ready, so
-    the workers stay busy with whatever is runnable. `folds`: a subset (a fan-out step's);
-    its rows are those of the full run.
-    """
-    folds = list(range(1, n_folds + 1) if folds is None else folds)
-    pending: dict[Future, tuple[str, int]] = {}
-    if ranking:
-        # Weight selections first: each unlocks two evaluations, and long tasks first pack
-        # the workers better.
-        pairs = shared_inner_pairs(n_folds)
-        for a, b in pairs:
-            wanted = tuple(f for f in (a, b) if f in folds)
-            if wanted:
-                pending[pool.submit(_select_shared, a, b, wanted)] = ("select", a)
-        for fold in sorted(set(folds) - {f for pair in pairs for f in pair}):
-            pending[pool.submit(_select_own, fold)] = ("select", fold)
-    for fold in folds:
-        pending[pool.submit(_fit_fold, fold)] = ("fit", fold)
-    rows: dict[int, dict] = {}
-    factors: dict[int, SVDFactors] = {}
-    policies: dict[int, ListChoice] = {}
-    select_time: dict[int, float] = {}
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            kind, fold = pending.pop(future)
-            if kind == "fit":
-                rows[fold], factors[fold] = future.result()
-                if not ranking:
-                    yield rows[fold]
-            elif kind == "select":
-                chosen, seconds = future.result()
-                policies.update(chosen)
-                select_time.update({f: seconds / len(chosen) for f in chosen})
-            else:
-                row = rows[fold] | future.result()
-                # The row's eval_time includes its share of the weight selection.
-                row["eval_time"] += select_time[fold]
-                yield row
-            ready = [f for f in factors if f in policies]
-            for f in ready:
-                pending[pool.submit(_evaluate, f, factors.pop(f), policies[f])] = ("eval", f)
-
-
-def default_jobs(n_folds: int) -> int:
-    return max(1, min(n_folds, os.cpu_count() or 1))
-
-
-def cross_validate_svd(
-    dataset: Dataset,
-    params: SVDParams,
-    n_folds: int = 4,
-    seed: int = 42,
-    n_jobs: int | None = None,
-    log: logging.Logger | None = None,
-    min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
-    folds: Sequence[int] | None = None,
-    ranking_users: int | None = None,
-    holdout: np.ndarray | None = None,
-    ease: EaseSettings | None = DEFAULT_EASE,
-) -> pd.DataFrame:
-    """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
-
-    Each SVD fit is single-threaded, so fits, blend-weight selections and evaluations run as
-    tasks in `n_jobs` forked worker processes. With `min_user_ratings` set, each row also has
-    `ml.evaluation.evaluate_factors`' baselines and ranking metrics; the blend's weights come
-    from inner models that never saw the fold (`shared_inner_pairs`, `_select_own`).
-
-    `folds` (1-based) restricts the run to some of the folds, with the rows the full run
-    would give them: the Dagster fan-out gives each step its share. A step holding one fold
-    of a shared pair fits the pair's inner model itself. `ranking_users`: rank for a seeded
-    sample of that many users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
-    `holdout`: rating indices kept out of every test fold and in every fold's training part
-    (the hyperparameter search's validation ratings, see `fold_split`).
-    `ease`: also evaluate the EASE ranking model (λ from this grid, chosen on validation) and
-    report the shipped list, the better of blend and EASE on validation (`ml.list_choice`).
-    """
-    global _RUN
-    # Before forking.
-    indices, bounds = fold_split(n_ratings_of(dataset), n_folds, seed, holdout)
-    folds = list(range(1, n_folds + 1) if folds is None else folds)
-    if not folds or min(folds) < 1 or max(folds) > n_folds:
-        raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
-    ranking = min_user_ratings is not None
-    # A lone fold with ranking still has two independent fits (its own and the inner one).
-    n_jobs = default_jobs(max(len(folds), 2 if ranking else 1)) if n_jobs is None else n_jobs
-    everything = ratings_of(dataset)
-    rows = []
-
-    def report(row: dict) -> None:
-        rows.append(row)
-        if log is not None:
-            log.info(
-                "cv fold %d/%d: rmse=%.4f mae=%.4f fit=%.2fs test=%.2fs (%d done)",
-                row["fold"],
-                n_folds,
-                row["rmse"],
-                row["mae"],
-                row["fit_time"],
-                row["test_time"],
-                len(rows),
-            )
-            if "blend_ndcg" in row:
-                log.info(
-                    "cv fold %d/%d: NDCG@10 shipped=%.4f (%s) blend=%.4f ease=%.4f "
-                    "svd-only=%.4f most-popular=%.4f; baseline rmse=%.4f (eval %.2fs)",
-                    row["fold"],
-                    n_folds,
-                    row["shipped_ndcg"],
-                    "ease" if row["shipped_ease"] else "blend",
-                    row["blend_ndcg"],
-                    row.get("ease_ndcg", float("nan")),
-                    row["svd_ndcg"],
-                    row["popular_ndcg"],
-                    row["baseline_rmse"],
-                    row["eval_time"],
-                )
-
-    inline = (
-        n_jobs <= 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-        # A daemonic process (e.g. some pool workers) may not start children.
-        or multiprocessing.current_process().daemon
-    )
-    if params.engine == "compiled":
-        # Loaded (from the on-disk cache) once here, before forking: the workers inherit it.
-        sgd_kernel()
-    _RUN = _CVRun(
-        dataset,
-        indices,
-        bounds,
-        seed,
-        params,
-        min_user_ratings,
-        everything,
-        log if inline and len(folds) == 1 else None,
-        ranking_users or None,
-        ease,
-    )
-    try:
-        if inline:
-            for row in _run_tasks(_InlineExecutor(), n_folds, ranking, folds):
-                report(row)
-        else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-                for row in _run_tasks(pool, n_folds, ranking, folds):
-                    report(row)
-    finally:
-        _RUN = None
-    return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
+    return Ratings.from_tuples(dataset.raw_ratings)

@@ -4,7 +4,7 @@ How the numbers stay honest. A seeded validation set V (`validation_split`: a fr
 each user's ratings, users with enough ratings) is set aside first. Every candidate is fitted
 on the ratings not in V and scored on V; the configuration is chosen on V only. The CV that
 `cv_report` reports then splits the ratings *not* in V into its k folds and adds V to every
-fold's training part (`training.fold_split`): no reported test fold is ever scored by the
+fold's training part (`folds.fold_split`): no reported test fold is ever scored by the
 search. (The search's models do see the test folds' ratings as training data, as the shipped
 model does; what is never used is an error measured on them.)
 
@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
-import pandas as pd
 from surprise import Dataset, Trainset
 
-from recsys_assets.ml import evaluation
+from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.topn import SVDFactors, score_pairs
 from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
+from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
 # What may be searched (SVDParams fields). Per-parameter rates are left out: lr_all/reg_all
 # set all four, and the grid would grow fourfold per parameter.
@@ -55,6 +53,7 @@ DEFAULT_PARAM_GRID: dict[str, tuple[float | int, ...]] = {
 }
 SEED = "seed"
 CHAMPION = "champion"
+FACTORS = "factors"  # a row's fitted factors (full-size rung only); never in the table
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ class _Rung:
     """What the forked evaluation workers share (see `_RUNG`), never pickled."""
 
     trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
-    val: evaluation.Ratings
+    val: Ratings
 
 
 _RUNG: _Rung | None = None
@@ -222,7 +221,7 @@ _RUNG: _Rung | None = None
 
 def rung_data(
     dataset: Dataset, holdout: np.ndarray, fraction: float, seed: int
-) -> tuple[evaluation.Ratings, np.ndarray, np.ndarray]:
+) -> tuple[Ratings, np.ndarray, np.ndarray]:
     """Every rating as arrays, and the rung's training and validation indices."""
     everything = ratings_of(dataset)
     in_v = np.zeros(everything.ratings.size, dtype=bool)
@@ -231,21 +230,25 @@ def rung_data(
     return everything, np.flatnonzero(sample & ~in_v), np.flatnonzero(sample & in_v)
 
 
-def _evaluate(params: SVDParams) -> dict:
+def _evaluate(params: SVDParams, keep_factors: bool) -> dict:
     run = _RUNG
     assert run is not None
     trainset = run.trainset
     t0 = time.perf_counter()
     model = fit_svd(trainset, params)
     fit = time.perf_counter() - t0
+    factors = SVDFactors.from_svd(model)
     # Validation users/movies the sampled trainset never saw are scored as SVD.predict would.
-    err = score_pairs(SVDFactors.from_svd(model), run.val.users, run.val.movies) - run.val.ratings
+    err = score_pairs(factors, run.val.users, run.val.movies) - run.val.ratings
     return {
         "rmse": float(np.sqrt(np.mean(err**2))) if err.size else float("nan"),
         "mae": float(np.mean(np.abs(err))) if err.size else float("nan"),
         "fit_seconds": fit,
         "n_train": int(trainset.n_ratings),
         "n_validation": int(err.size),
+        # Full-size fits (every rating but V): the chosen one's factors pick the shipped list
+        # on V (`SearchResult.factors`), so CV needs no inner fits of its own.
+        FACTORS: factors if keep_factors else None,
     }
 
 
@@ -273,19 +276,15 @@ def evaluate_rung(
     if _uses_compiled(candidates):
         sgd_kernel()  # compiled (or loaded) once here, not once per forked worker
     fraction = plan.fractions[rung]
+    keep_factors = fraction >= 1.0
     done = {r["label"]: {**r, "rung": rung, "reused": True} for r in reuse}
     candidates = [c for c in candidates if c.label not in done]
     everything, train_idx, val_idx = rung_data(dataset, plan.holdout, fraction, plan.seed)
     order = {c.label: i for i, c in enumerate(plan.candidates)}
     todo = [c for c in candidates if c.mandatory or not plan.over_time()]
     skipped = [c for c in candidates if c not in todo]
-    n_jobs = n_jobs or min(len(todo), multiprocessing.cpu_count() or 1)
-    inline = (
-        n_jobs <= 1
-        or len(todo) <= 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-        or multiprocessing.current_process().daemon
-    )
+    n_jobs = n_jobs or min(len(todo), cpu_count())
+    inline = runs_inline(n_jobs, len(todo))
     _RUNG = _Rung(
         build_trainset(dataset, everything, train_idx) if todo else None,
         everything.take(val_idx),
@@ -322,13 +321,12 @@ def evaluate_rung(
                 if not candidate.mandatory and plan.over_time():
                     skipped.append(candidate)
                     continue
-                rows.append(row(candidate, _evaluate(candidate.params)))
+                rows.append(row(candidate, _evaluate(candidate.params, keep_factors)))
         else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+            with fork_pool(n_jobs) as pool:
                 # Longest first (epochs x factors) packs the workers better.
                 todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
-                futures = [(c, pool.submit(_evaluate, c.params)) for c in todo]
+                futures = [(c, pool.submit(_evaluate, c.params, keep_factors)) for c in todo]
                 for candidate, future in futures:
                     rows.append(row(candidate, future.result()))
     finally:
@@ -348,82 +346,9 @@ def evaluate_rung(
                 "fit_seconds": 0.0,
                 "n_train": 0,
                 "n_validation": 0,
+                FACTORS: None,
                 "skipped": True,
                 "reused": False,
             }
         )
     return sorted([*rows, *done.values()], key=lambda r: r["order"])
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The chosen hyperparameters and how they were chosen: one source for CV and the fit."""
-
-    params: SVDParams
-    mode: str  # "search" or "fixed"
-    holdout: np.ndarray  # V (empty when fixed): in every CV fold's training part
-    table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    record: dict = field(default_factory=dict)  # the manifest's `hyperparameter_search`
-
-    @classmethod
-    def fixed(cls, params: SVDParams) -> SearchResult:
-        record = {"mode": "fixed", **_chosen(params)}
-        return cls(params, "fixed", np.zeros(0, dtype=np.int64), record=record)
-
-
-def _chosen(params: SVDParams) -> dict:
-    return {"chosen": {k: getattr(params, k) for k in SEARCHABLE}}
-
-
-def choose(plan: SearchPlan, rows: Sequence[dict]) -> SearchResult:
-    """The configuration with the lowest validation RMSE at full size (ties: the earlier, so
-    the seed's wins a tie)."""
-    table = pd.DataFrame(list(rows)).sort_values(["rung", "order"]).reset_index(drop=True)
-    last = plan.n_rungs - 1
-    full = table[(table["rung"] == last) & ~table["skipped"]]
-    if full.empty:  # pragma: no cover - the seed always runs at full size
-        raise ValueError("no configuration was evaluated at full size")
-    best = full.sort_values(["rmse", "order"]).iloc[0]
-    by_label = {c.label: c for c in plan.candidates}
-    params = by_label[best["label"]].params
-
-    def full_rmse(label: str) -> float | None:
-        hit = full[full["label"] == label]
-        return float(hit["rmse"].iloc[0]) if not hit.empty else None
-
-    champion_rmse = full_rmse(CHAMPION)
-    if champion_rmse is None and plan.champion_version is not None:
-        # The champion's configuration equals the seed's: same candidate, same figure.
-        champion_rmse = full_rmse(SEED)
-    record = {
-        "mode": "search",
-        **_chosen(params),
-        "chosen_label": str(best["label"]),
-        "chosen_validation_rmse": float(best["rmse"]),
-        "seed_validation_rmse": full_rmse(SEED),
-        "seed": {k: getattr(plan.candidates[0].params, k) for k in SEARCHABLE},
-        "champion_version": plan.champion_version,
-        "champion_validation_rmse": champion_rmse,
-        "space": plan.space,
-        "budget": {
-            "n_iter": sum(1 for c in plan.candidates if not c.mandatory),
-            "max_seconds": plan.max_seconds,
-            "eta": plan.eta,
-            "rung_fractions": list(plan.fractions),
-        },
-        "validation_ratings": int(plan.holdout.size),
-        "configurations_evaluated": int(table.loc[~table["skipped"], "label"].nunique()),
-        "fits": int((~table["skipped"] & ~table["reused"]).sum()),
-        "fit_seconds": float(table.loc[~table["reused"], "fit_seconds"].sum()),
-    }
-    return SearchResult(params, "search", plan.holdout, table, record)
-
-
-def params_of_manifest(manifest: Mapping | None, base: SVDParams) -> SVDParams | None:
-    """`base` with the searched hyperparameters a stored model was fitted with (None if its
-    manifest records none). The rest (random_state, engine) stays this run's."""
-    hyper = (manifest or {}).get("hyperparameters")
-    if not isinstance(hyper, Mapping) or not all(k in hyper for k in SEARCHABLE):
-        return None
-    types = {k: type(getattr(base, k)) for k in SEARCHABLE}
-    return replace(base, **{k: types[k](hyper[k]) for k in SEARCHABLE})

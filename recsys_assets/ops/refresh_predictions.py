@@ -18,8 +18,8 @@ from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.ml.artifacts import NoModelError
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ranking_model_of
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
 

@@ -12,8 +12,8 @@ from surprise import SVD, Dataset
 
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.definitions import all_assets, all_checks, defs
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.ml.training import SVDParams
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
 

@@ -11,10 +11,11 @@ import pytest
 from recsys_assets.checks import RankingGateConfig, shipped_ranking_not_worse_than_champion
 from recsys_assets.cli import main
 from recsys_assets.definitions import all_assets, all_checks
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import EASEModel
-from recsys_assets.ml.evaluation import Ratings, ranking_evals
+from recsys_assets.ml.evaluation import ranking_evals
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import ranking_metrics
-from recsys_assets.ml.topn import SVDFactors
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources

@@ -7,15 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_assets.assets.config import training_run_config
-from recsys_assets.ml.training import (
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    fold_indices,
-    fold_split,
-    n_ratings_of,
-)
+from recsys_assets.assets.config import CVConfig, training_run_config
+from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.folds import fold_indices, fold_split
+from recsys_assets.ml.list_choice import choose_on_holdout
+from recsys_assets.ml.ranking import RankingPolicy
+from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, n_ratings_of, ratings_of
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
 # A small search around FAST_SVD: 7 grid points besides the seed's, 3 of them sampled.
@@ -78,6 +76,32 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
         dataset, chosen.params, n_folds=4, seed=42, holdout=chosen.holdout
     )
     assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(expected["rmse"].mean())
+
+    # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
+    # search's own fit of the chosen configuration on every rating but V, for every fold.
+    everything = ratings_of(dataset)
+    outside_v = np.setdiff1d(np.arange(n), chosen.holdout)
+    refit = SVDFactors.from_svd(
+        fit_svd(build_trainset(dataset, everything, outside_v), chosen.params)
+    )
+    for name in ("pu", "qi", "bu", "bi"):
+        assert np.array_equal(getattr(chosen.factors, name), getattr(refit, name))
+    cv = CVConfig()
+    choice = choose_on_holdout(
+        everything,
+        chosen.holdout,
+        refit,
+        RankingPolicy(min_user_ratings=cv.min_user_ratings),
+        cv.ease_settings(),
+        max_users=cv.ranking_users,
+        seed=42,
+    )
+    folds = report[~report["fold"].isin(["mean", "std"])]
+    assert (folds["ease_lambda"] == choice.ease_lambda).all()
+    assert (folds["taste_weight"] == choice.policy.taste_weight).all()
+    assert (folds["blend_validation_ndcg"] == choice.blend_ndcg).all()
+    assert (folds["ease_validation_ndcg"] == choice.ease_ndcg).all()
+    assert report.attrs["ranking"]["ranker"] == choice.ranker
 
     # svd_model: the chosen configuration on every rating (V included).
     model = search_run.output_for_node("svd_model")
@@ -182,12 +206,25 @@ def test_champion_configuration_is_compared_on_todays_ratings(run, store, demo_d
 def test_first_run_failing_a_gate_publishes_most_popular_then_a_passing_model_replaces_it(
     run, store, demo_db
 ):
+    # A movie marked without a rating (NULL): never on that user's shelf, and not a rating.
+    before = demo_db.read_ratings()
+    user = int(before["user_id"].iloc[0])
+    top = before.groupby("movie_id").size().sort_values(ascending=False).index
+    marked = int(
+        next(m for m in top if m not in set(before.loc[before.user_id == user, "movie_id"]))
+    )
+    demo_db.insert_ratings(
+        pd.DataFrame(
+            {"user_id": [user], "movie_id": [marked], "rating": [np.nan], "timestamp": [0]}
+        )
+    )
     bad = run(fixed_config(BAD_SVD))
     assert not bad.success
     assert not checks_of(bad)["beats_baseline"].passed
     assert store.latest_manifest() is None
-    ratings = demo_db.read_ratings()
+    ratings = demo_db.read_ratings().dropna(subset=["rating"])
     table = demo_db.read_predictions()
+    assert marked not in set(table.loc[table["user_id"] == user, "movie_id"])
     # Every user has a shelf: their 10 most-rated unrated movies.
     assert set(table["user_id"]) == set(ratings["user_id"])
     assert (table.groupby("user_id").size() == 10).all()

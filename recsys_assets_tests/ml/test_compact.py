@@ -9,7 +9,7 @@ from surprise import SVD, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact import PredictionTrainset, strip_svd
-from recsys_assets.ml.topn import SVDFactors
+from recsys_assets.ml.factors import SVDFactors
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,8 @@ from surprise import BaselineOnly, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.training import (
-    SVDParams,
-    cross_validate_svd,
-    fit_svd,
-    run_fold,
-    training_error,
-)
+from recsys_assets.ml.cross_validation import cross_validate_svd, run_fold
+from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 
 PARAMS = SVDParams(n_epochs=3, n_factors=8)
 

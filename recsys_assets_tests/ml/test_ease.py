@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from surprise import SVD, Dataset, Reader
 
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, gram, kept_items
-from recsys_assets.ml.evaluation import Ratings, ranking_evals
+from recsys_assets.ml.evaluation import ranking_evals
+from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_POPULAR,
@@ -18,7 +20,6 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
-from recsys_assets.ml.topn import SVDFactors, score_pairs
 
 
 def direct_ease(x: np.ndarray, lam: float) -> np.ndarray:

@@ -10,14 +10,10 @@ import pytest
 from surprise import SVD, BaselineOnly, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.evaluation import (
-    Ratings,
-    baseline_als,
-    grid_ndcg,
-    grid_ndcgs,
-    ranking_eval,
-    ranking_evals,
-)
+from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.baselines import baseline_als
+from recsys_assets.ml.evaluation import grid_ndcg, grid_ndcgs, ranking_eval, ranking_evals
+from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import (
     RankingPolicy,
     choose_policy,
@@ -26,7 +22,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
-from recsys_assets.ml.topn import SVDFactors, top_n
+from recsys_assets.ml.topn import top_n
 
 
 def test_ranking_metrics_hand_computed():

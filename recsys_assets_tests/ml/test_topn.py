@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from surprise import SVD, Dataset, Reader
 
-from recsys_assets.ml.topn import SVDFactors, top_n
+from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.topn import top_n
 
 N_USERS, N_MOVIES, N_RATINGS = 60, 80, 1500
 UNKNOWN_USER = 10_001  # not in the trainset: scored as mu + bi
@@ -277,13 +278,13 @@ def test_non_integer_raw_ids_are_refused():
 
 @pytest.mark.parametrize("offset", [0, 10**12, -(10**9)], ids=["dense", "huge", "negative"])
 def test_raw_id_lookup_dense_and_sparse(offset):
-    from recsys_assets.ml.topn import _lookup
+    from recsys_assets.ml.arrays import lookup
 
     rng = np.random.default_rng(3)
     raw = rng.choice(5000, size=300, replace=False).astype(np.int64) + offset
     query = np.concatenate([raw[::-1], rng.integers(-10, 6000, 500) + offset, [-(2**62), 2**62]])
     expected = {int(r): i for i, r in enumerate(raw)}
-    got = _lookup(raw, query)
+    got = lookup(raw, query)
     assert got.tolist() == [expected.get(int(q), -1) for q in query]
 
 
@@ -325,7 +326,7 @@ def test_ties_wider_than_the_candidate_margin_fall_back_to_exact(ratings):
 
 
 def test_sampled_threshold_selection_equals_argpartition():
-    from recsys_assets.ml.topn import _top_m_columns
+    from recsys_assets.ml.candidates import top_m_columns
 
     rng = np.random.default_rng(5)
     scores = rng.normal(size=(64, 20_000)).astype(np.float32)
@@ -333,7 +334,7 @@ def test_sampled_threshold_selection_equals_argpartition():
     scores[4, ::2] = -np.inf  # and one who rated half
     scores[5, :] = 1.0  # a flat row: everything tied
     m = 66
-    got = _top_m_columns(scores, m)
+    got = top_m_columns(scores, m)
     want = np.argpartition(scores, scores.shape[1] - m, axis=1)[:, -m:]
     assert got.shape == (64, m)
     for r in range(64):

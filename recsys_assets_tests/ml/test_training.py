@@ -6,8 +6,9 @@ import pytest
 from surprise import Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.training import SVDParams, cross_validate_svd, fit_svd, training_error
+from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 
 PARAMS = SVDParams(n_epochs=5, n_factors=8, random_state=3)
 
@@ -104,7 +105,7 @@ def test_fast_fit_is_identical_to_surprise_and_leaves_no_trace(dataset):
 
 
 def test_fold_bounds_match_surprise_kfold(dataset):
-    from recsys_assets.ml.training import fold_bounds
+    from recsys_assets.ml.folds import fold_bounds
 
     indices, bounds = fold_bounds(len(dataset.raw_ratings), 3, 7)
     for k, (_, testset) in enumerate(
@@ -119,19 +120,14 @@ def test_fold_bounds_match_surprise_kfold(dataset):
     [(2, []), (3, [(1, 2)]), (4, [(1, 2), (3, 4)]), (5, [(1, 2), (3, 4)])],
 )
 def test_shared_inner_pairs(n_folds, pairs):
-    from recsys_assets.ml.training import shared_inner_pairs
+    from recsys_assets.ml.folds import shared_inner_pairs
 
     assert shared_inner_pairs(n_folds) == pairs
 
 
 @pytest.mark.parametrize("n_folds", [3, 4, 5])
 def test_shared_inner_models_never_train_on_the_folds_they_serve(n_folds):
-    from recsys_assets.ml.training import (
-        fold_bounds,
-        fold_indices,
-        shared_inner_pairs,
-        train_indices,
-    )
+    from recsys_assets.ml.folds import fold_bounds, fold_indices, shared_inner_pairs, train_indices
 
     indices, bounds = fold_bounds(1003, n_folds, 5)
     for a, b in shared_inner_pairs(n_folds):
@@ -148,10 +144,10 @@ def test_shared_inner_models_never_train_on_the_folds_they_serve(n_folds):
 
 def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
     """The weights a fold is evaluated with were chosen without any of its test ratings."""
-    from recsys_assets.ml import evaluation, training
+    from recsys_assets.ml import cross_validation, evaluation, folds
 
     fits, grids = [], []
-    real_fit = training.fit_svd
+    real_fit = cross_validation.fit_svd
 
     def pairs(users, movies) -> set:
         return set(zip(np.asarray(users).tolist(), np.asarray(movies).tolist(), strict=True))
@@ -170,17 +166,17 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
     def tagging_grids(factors, train, validations, base, *args, **kwargs):
         return [tagging_grid(factors, train, v, base) for v in validations]
 
-    monkeypatch.setattr(training, "fit_svd", spy_fit)
+    monkeypatch.setattr(cross_validation, "fit_svd", spy_fit)
     monkeypatch.setattr(evaluation, "grid_ndcg", tagging_grid)
     monkeypatch.setattr(evaluation, "grid_ndcgs", tagging_grids)
     n_folds, seed = 5, 2
     report = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1)
-    indices, bounds = training.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
+    indices, bounds = folds.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
     raw = dataset.raw_ratings
     assert len(fits) == n_folds + 3  # + 2 shared inner fits (folds 1-2, 3-4) + fold 5's own
     assert len(grids) == 5 and sorted(report["taste_weight"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     for fold, call in zip(report["fold"], report["taste_weight"], strict=True):
-        test = {raw[i][:2] for i in training.fold_indices(indices, bounds, fold)}
+        test = {raw[i][:2] for i in folds.fold_indices(indices, bounds, fold)}
         inner, validation = grids[int(call) - 1]
         assert not (inner | validation) & test
         assert not inner & validation and inner in fits  # the inner model saw only `inner`
@@ -189,7 +185,7 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
 
 
 def test_build_trainset_equals_surprise(dataset):
-    from recsys_assets.ml.evaluation import Ratings
+    from recsys_assets.ml.arrays import Ratings
     from recsys_assets.ml.training import build_trainset
 
     raw = dataset.raw_ratings
@@ -215,14 +211,14 @@ def test_build_trainset_equals_surprise(dataset):
 def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, monkeypatch):
     """Each fold's λ (and so its shipped list) comes from EASE models and validation ratings
     that exclude its test fold; its evaluated EASE model is fitted on its training folds."""
-    from recsys_assets.ml import evaluation, list_choice, training
+    from recsys_assets.ml import cross_validation, evaluation, folds, list_choice
     from recsys_assets.ml.list_choice import EaseSettings
 
     lambdas = (1.0, 2.0, 3.0, 4.0, 5.0)
     validations, fold_fits = [], []
     real_fit_path, real_fit, real_evals = (
         list_choice.fit_ease_path,
-        training.fit_ease,
+        cross_validation.fit_ease,
         evaluation.ranking_evals,
     )
 
@@ -252,18 +248,18 @@ def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, 
 
     monkeypatch.setattr(list_choice, "fit_ease_path", spy_path)
     monkeypatch.setattr(evaluation, "ranking_evals", tagging_evals)
-    monkeypatch.setattr(training, "fit_ease", spy_fit)
+    monkeypatch.setattr(cross_validation, "fit_ease", spy_fit)
     n_folds, seed = 5, 2
     report = cross_validate_svd(
         dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1, ease=EaseSettings(lambdas)
     )
-    indices, bounds = training.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
+    indices, bounds = folds.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
     raw = dataset.raw_ratings
     assert sorted(report["ease_lambda"]) == list(lambdas)  # one validation set per fold
     assert (report["shipped_ease"] == 1.0).all()  # EASE "won" every validation (planted)
     for fold, lam in zip(report["fold"], report["ease_lambda"], strict=True):
-        test = {raw[i][:2] for i in training.fold_indices(indices, bounds, fold)}
-        train = {raw[i][:2] for i in training.train_indices(indices, bounds, [fold])}
+        test = {raw[i][:2] for i in folds.fold_indices(indices, bounds, fold)}
+        train = {raw[i][:2] for i in folds.train_indices(indices, bounds, [fold])}
         inner, validation = validations[int(lam) - 1]
         assert not (inner | validation) & test and not inner & validation
         assert (lam, train) in fold_fits  # the evaluated model: the fold's training ratings

@@ -10,23 +10,15 @@ from surprise import Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.topn import SVDFactors, score_pairs
-from recsys_assets.ml.training import (
-    SVDParams,
-    build_trainset,
-    fit_svd,
-    fold_bounds,
-    fold_indices,
-    fold_split,
-    ratings_of,
-    train_indices,
-)
+from recsys_assets.ml.factors import SVDFactors, score_pairs
+from recsys_assets.ml.folds import fold_bounds, fold_indices, fold_split, train_indices
+from recsys_assets.ml.search_result import choose
+from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
 from recsys_assets.ml.tuning import (
     CHAMPION,
     SEED,
     Candidate,
     SearchPlan,
-    choose,
     evaluate_rung,
     plan_fractions,
     sample_candidates,

@@ -1,0 +1,75 @@
+"""Array helpers the model modules share: raw-id lookups, ordered top-k, rating triples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Ratings", "lookup", "top_k_indices"]
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Parallel raw-id arrays of (user, movie, rating)."""
+
+    users: np.ndarray
+    movies: np.ndarray
+    ratings: np.ndarray
+
+    @classmethod
+    def from_tuples(cls, raw: list[tuple]) -> Ratings:
+        n = len(raw)
+        return cls(
+            np.fromiter((r[0] for r in raw), dtype=np.int64, count=n),
+            np.fromiter((r[1] for r in raw), dtype=np.int64, count=n),
+            np.fromiter((r[2] for r in raw), dtype=np.float64, count=n),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": self.users, "movie_id": self.movies})
+
+    def take(self, index: np.ndarray) -> Ratings:
+        return Ratings(self.users[index], self.movies[index], self.ratings[index])
+
+
+def lookup(raw_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Map raw ids in ``query`` to positions in ``raw_ids`` (-1 where absent)."""
+    if raw_ids.size == 0 or query.size == 0:
+        return np.full(query.shape, -1, dtype=np.int64)
+    lo, hi = int(raw_ids.min()), int(raw_ids.max())
+    if lo >= 0 and hi <= 4 * raw_ids.size + 1_000_000:
+        # Typical database ids are small and dense: a direct table beats binary search.
+        table = np.full(hi + 1, -1, dtype=np.int64)
+        table[raw_ids] = np.arange(raw_ids.size)
+        in_range = (query >= 0) & (query <= hi)
+        out = np.full(query.shape, -1, dtype=np.int64)
+        out[in_range] = table[query[in_range]]
+        return out
+    order = np.argsort(raw_ids, kind="stable")
+    sorted_ids = raw_ids[order]
+    pos = np.searchsorted(sorted_ids, query)
+    pos_clipped = np.minimum(pos, sorted_ids.size - 1)
+    found = sorted_ids[pos_clipped] == query
+    return np.where(found, order[pos_clipped], -1).astype(np.int64)
+
+
+def top_k_indices(scores: np.ndarray, k: int, raw_iids: np.ndarray) -> np.ndarray:
+    """Column indices of each row's k best scores, ordered by (score desc, movie id asc)."""
+    n_rows, n_items = scores.shape
+    if k < n_items:
+        # argpartition is O(n_items) per row but picks arbitrarily among values tied with
+        # the k-th best; rows where such a tie straddles the cut are redone exactly below.
+        idx = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
+        kth = np.take_along_axis(scores, idx, axis=1).min(axis=1)
+        n_ge = (scores >= kth[:, None]).sum(axis=1)
+        # kth == -inf means fewer than k unrated movies: every finite one is already in.
+        ambiguous = np.nonzero((n_ge > k) & np.isfinite(kth))[0]
+        for r in ambiguous:
+            idx[r] = np.lexsort((raw_iids, -scores[r]))[:k]
+    else:
+        idx = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    vals = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((raw_iids[idx], -vals), axis=1)
+    return np.take_along_axis(idx, order, axis=1)
