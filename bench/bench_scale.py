@@ -209,7 +209,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             result = dg.materialize(
                 definitions.all_assets,
                 selection=names,
-                resources=definitions.build_resources(),
+                resources=definitions.build_resources(executor="in_process"),
                 run_config=config,
                 instance=instance,
             )

@@ -214,7 +214,23 @@ def not_worse_than_champion(
         and search.get("champion_validation_rmse") is not None
     )
     if same_data:
-        rmse = float(search["chosen_validation_rmse"])
+        chosen = search.get("chosen_validation_rmse")
+        if chosen is None:
+            # The search scored the champion but recorded nothing for its own choice: the
+            # candidate was not compared on today's data, so it cannot pass.
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=ERROR,
+                description=f"candidate {model_artifact.get('version')}'s search recorded "
+                f"champion {champion['version']}'s validation RMSE but none for its chosen "
+                "configuration (hyperparameter_search.chosen_validation_rmse): not compared, "
+                "not promoted",
+                metadata={
+                    "version": str(model_artifact.get("version")),
+                    "champion_version": champion["version"],
+                },
+            )
+        rmse = float(chosen)
         champion_rmse = float(search["champion_validation_rmse"])
         measure = "validation RMSE on today's ratings"
         champion_label = f"champion {champion['version']}'s configuration"

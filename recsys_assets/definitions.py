@@ -1,6 +1,7 @@
 """The one place that wires assets, checks, jobs, schedules, sensors, resources and the executor.
 
-The executor comes from `RECSYS_EXECUTOR`:
+Settings come from the environment once per build (`settings.Settings`). The executor comes
+from `RECSYS_EXECUTOR`:
 
 * ``multiprocess`` (default; Dagster's own default): each step in its own process, CV fold
   steps side by side (one per core); processes are forked from a forkserver that has
@@ -9,17 +10,19 @@ The executor comes from `RECSYS_EXECUTOR`:
 * ``celery``: steps are queued on a Celery broker (`RECSYS_CELERY_BROKER_URL`, e.g.
   ``redis://host:6379/0``; results on `RECSYS_CELERY_BACKEND_URL`, default the broker) and
   run by `dagster-celery` workers, on this machine or others (see the README).
+
+The same choice sets the `executor_layout` resource, from which the fan-out steps (CV folds,
+search candidates) decide how much work one step takes.
 """
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from recsys_assets import checks, jobs, settings
+from recsys_assets import checks, jobs
 from recsys_assets.assets.ratings import ratings
 from recsys_assets.loggers import brief_console_logger
+from recsys_assets.resources.executor_layout import ExecutorLayout, ExecutorName
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets.resources.model_store import ModelStore
 from recsys_assets.resources.ratings_db import RatingsDatabase
@@ -27,44 +30,59 @@ from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.schedules import build_daily_training_schedule
 from recsys_assets.sensors.ratings_db_sensor import build_ratings_db_sensor
 from recsys_assets.sensors.retrain_sensor import build_retrain_sensor
-from recsys_assets.sensors.run_failure_sensor import run_failure_alert
+from recsys_assets.sensors.run_failure_sensor import build_run_failure_sensor
+from recsys_assets.settings import (
+    CELERY_BACKEND_ENV,
+    CELERY_BROKER_ENV,
+    DATABASE_URL_ENV,
+    SIGNING_KEY_ENV,
+    Settings,
+)
 
 # The materializable assets (tests materialize exactly these); the external `ratings` table
 # is added to the definitions beside them.
 all_assets = jobs.training_assets
 all_checks = dg.load_asset_checks_from_modules([checks])
 
-EXECUTORS = ("multiprocess", "in_process", "celery")
+# Launched runs (UI, schedule, sensors) when RECSYS_EXECUTOR is unset.
+DEFAULT_EXECUTOR: ExecutorName = "multiprocess"
 
 
-def _database_url() -> str | dg.EnvVar:
-    # EnvVar keeps a URL with a password out of the UI; the default is a local SQLite file.
-    if os.environ.get("RECSYS_DATABASE_URL"):
-        return dg.EnvVar("RECSYS_DATABASE_URL")
-    return settings.default_database_url()
-
-
-def _signing_key() -> dg.EnvVar | None:
-    # Only when set: an EnvVar for an unset variable fails resource init.
-    return dg.EnvVar(settings.SIGNING_KEY_ENV) if os.environ.get(settings.SIGNING_KEY_ENV) else None
-
-
-def build_resources() -> dict[str, object]:
+def build_resources(
+    settings: Settings | None = None, executor: ExecutorName | None = None
+) -> dict[str, object]:
+    """The resources from `settings` (else the environment now); `executor` overrides
+    RECSYS_EXECUTOR for `executor_layout` (e.g. ``in_process`` under `dg.materialize`)."""
+    settings = settings or Settings.from_env()
+    # EnvVar keeps a URL with a password, and the signing key, out of the UI; an EnvVar for an
+    # unset variable fails resource init, hence the plain defaults.
+    database_url = (
+        dg.EnvVar(DATABASE_URL_ENV)
+        if settings.database_url_configured
+        else settings.default_database_url
+    )
+    signing_key = dg.EnvVar(SIGNING_KEY_ENV) if settings.signing_key else None
     return {
         "ratings_db": RatingsDatabase(
-            url=_database_url(),
-            preset=settings.schema_preset(),
-            **{f"django_{k}": v for k, v in settings.django_layout().items()},
+            url=database_url,
+            preset=settings.schema_preset,
+            **{f"django_{k}": v for k, v in settings.django_layout.items()},
         ),
-        "model_store": ModelStore(root=settings.model_store_root(), signing_key=_signing_key()),
-        "io_manager": PickleIOManager(base_dir=settings.io_manager_base()),
-        "retrain_policy": RetrainPolicy.from_env(),
+        "model_store": ModelStore(root=settings.model_store_root, signing_key=signing_key),
+        "io_manager": PickleIOManager(base_dir=settings.io_manager_base),
+        "retrain_policy": RetrainPolicy.from_env(settings),
+        "executor_layout": ExecutorLayout(
+            executor=executor or settings.executor or DEFAULT_EXECUTOR
+        ),
     }
 
 
-def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
-    """The executor named by `name` or `RECSYS_EXECUTOR` (see the module docstring)."""
-    name = name or os.environ.get("RECSYS_EXECUTOR") or "multiprocess"
+def build_executor(
+    name: ExecutorName | None = None, settings: Settings | None = None
+) -> dg.ExecutorDefinition:
+    """The executor named by `name` or RECSYS_EXECUTOR (see the module docstring)."""
+    settings = settings or Settings.from_env()
+    name = name or settings.executor or DEFAULT_EXECUTOR
     if name == "multiprocess":
         # Step processes forked from a server that has imported this project once, instead
         # of each spawning a fresh interpreter that imports dagster, pandas, surprise and the
@@ -86,35 +104,39 @@ def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
         # Imported only here: the celery extra is optional for single-machine deployments.
         from dagster_celery import celery_executor
 
-        if not os.environ.get("RECSYS_CELERY_BROKER_URL"):
-            raise ValueError("RECSYS_EXECUTOR=celery needs RECSYS_CELERY_BROKER_URL")
+        if not settings.celery_broker_url:
+            raise ValueError(f"RECSYS_EXECUTOR=celery needs {CELERY_BROKER_ENV}")
         # {"env": ...}: resolved where the run starts, and never shown in the UI.
-        backend_var = (
-            "RECSYS_CELERY_BACKEND_URL"
-            if os.environ.get("RECSYS_CELERY_BACKEND_URL")
-            else "RECSYS_CELERY_BROKER_URL"
-        )
+        backend_var = CELERY_BACKEND_ENV if settings.celery_backend_url else CELERY_BROKER_ENV
         return celery_executor.configured(
-            {"broker": {"env": "RECSYS_CELERY_BROKER_URL"}, "backend": {"env": backend_var}},
+            {"broker": {"env": CELERY_BROKER_ENV}, "backend": {"env": backend_var}},
             name="celery",
         )
-    raise ValueError(f"RECSYS_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
+    raise ValueError(f"executor {name!r} is not one of multiprocess, in_process, celery")
 
 
-def build_defs() -> dg.Definitions:
-    """Definitions with settings read from the environment now (the CLI calls this per run).
+def build_defs(
+    settings: Settings | None = None, executor: ExecutorName | None = None
+) -> dg.Definitions:
+    """Definitions from `settings` (else the environment, read now; the CLI builds per run).
 
-    The executor (`build_executor`) is the default of every job that does not set its own:
-    `training_job`; the refresh job keeps Dagster's default executor (jobs.py).
+    `executor` overrides RECSYS_EXECUTOR. It is the default of every job that does not set its
+    own: `training_job`; the refresh job keeps Dagster's default executor (jobs.py).
     """
+    settings = settings or Settings.from_env()
+    executor = executor or settings.executor or DEFAULT_EXECUTOR
     return dg.Definitions(
         assets=[ratings, *all_assets],
         asset_checks=all_checks,
         jobs=[jobs.training_job, jobs.refresh_predictions_job],
-        schedules=[build_daily_training_schedule()],
-        sensors=[build_ratings_db_sensor(), build_retrain_sensor(), run_failure_alert],
-        resources=build_resources(),
-        executor=build_executor(),
+        schedules=[build_daily_training_schedule(settings.timezone)],
+        sensors=[
+            build_ratings_db_sensor(settings.sensor_interval_seconds),
+            build_retrain_sensor(settings.sensor_interval_seconds),
+            build_run_failure_sensor(settings.alert_webhook_url),
+        ],
+        resources=build_resources(settings, executor),
+        executor=build_executor(executor, settings),
         # Dagster's console logger stays the default; `recsys run` selects the brief one.
         loggers={"console": dg.colored_console_logger, "brief_console": brief_console_logger},
     )
@@ -123,10 +145,11 @@ def build_defs() -> dg.Definitions:
 defs = build_defs()
 
 
-def training_job() -> dg.JobDefinition:
-    """The job, rebuilt from the environment: the target of `dg.reconstructable`.
+def build_training_job(executor: ExecutorName | None = None) -> dg.JobDefinition:
+    """`training_job` resolved from definitions built now: the target of `dg.reconstructable`.
 
     Executors that run steps in other processes (multiprocess, Celery workers) re-import this
-    module there and call this function, so every process sees the same job.
+    module there and call this function, so every process sees the same job. `executor`
+    overrides RECSYS_EXECUTOR (``in_process`` for `execute_in_process`).
     """
-    return build_defs().resolve_job_def("training_job")
+    return build_defs(executor=executor).resolve_job_def(jobs.training_job.name)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys_assets import settings
+from recsys_assets.settings import Settings
 
 
 @dataclass
@@ -33,11 +33,6 @@ _EMBEDDED_DAGSTER_YAML = f"""\
 # For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
 telemetry:
   enabled: false
-# Dagster's SQLite event log, reusing its database connections (recsys_assets/instance_storage.py):
-# the same files, ~1 s less bookkeeping per training run.
-event_log_storage:
-  module: recsys_assets.instance_storage
-  class: PooledSqliteEventLogStorage
 # One training run at a time, as in deploy/dagster.yaml (every training_job run is tagged).
 concurrency:
   runs:
@@ -57,12 +52,12 @@ run_monitoring:
 """
 
 
-def prepare_dagster_home() -> str:
+def prepare_dagster_home(settings: Settings | None = None) -> str:
     """Create the instance directory (and a minimal dagster.yaml) and export DAGSTER_HOME.
 
     `recsys run` and `recsys ui` use the same directory, so runs started here show in the UI.
     """
-    home = settings.dagster_home()
+    home = (settings or Settings.from_env()).dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     # Ours to write when missing, and to update when an older version of this project wrote
@@ -76,7 +71,7 @@ def prepare_dagster_home() -> str:
     return str(home)
 
 
-def _embedded_database_is_new(database_file: Path) -> bool:
+def _embedded_database_is_new(database_file: Path, models_dir: str) -> bool:
     """The embedded database counts as new when its file did not exist, or nothing was ever
     trained in this RECSYS_HOME (no model version saved): demo data cannot replace a real
     model there."""
@@ -84,11 +79,11 @@ def _embedded_database_is_new(database_file: Path) -> bool:
 
     if not database_file.exists():
         return True
-    versions, broken = ArtifactStore(settings.model_store_root()).scan()
+    versions, broken = ArtifactStore(models_dir).scan()
     return not versions and not broken
 
 
-def _ensure_ratings(create_demo: bool) -> str | None:
+def _ensure_ratings(settings: Settings, create_demo: bool) -> str | None:
     """Check there are ratings to train on; demo ratings only into a new embedded database.
 
     Demo data is never written into a database named by RECSYS_DATABASE_URL, and a database
@@ -98,9 +93,9 @@ def _ensure_ratings(create_demo: bool) -> str | None:
     from recsys_assets.data.demo import generate_demo_ratings
     from recsys_assets.usage import UsageError, open_db
 
-    configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
-    database_file = Path(settings.default_database_url().removeprefix("sqlite:///"))
-    new = not configured and _embedded_database_is_new(database_file)
+    configured = settings.database_url_configured
+    database_file = Path(settings.default_database_url.removeprefix("sqlite:///"))
+    new = not configured and _embedded_database_is_new(database_file, settings.model_store_root)
     db = open_db(create=not configured)
     if db.count_ratings() > 0:
         return None
@@ -152,13 +147,14 @@ def run_pipeline(
     from recsys_assets.usage import UsageError
 
     start = time.perf_counter()
-    prepare_dagster_home()
+    settings = Settings.from_env()
+    prepare_dagster_home(settings)
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(training_lock(settings.recsys_home(), wait=wait, on_wait=_note))
+            stack.enter_context(training_lock(settings.recsys_home, wait=wait, on_wait=_note))
         except TrainingLockBusy as exc:
             raise UsageError(str(exc)) from exc
-        note = _ensure_ratings(create_demo)
+        note = _ensure_ratings(settings, create_demo)
 
         import dagster as dg
 
@@ -175,7 +171,9 @@ def run_pipeline(
             log_level=log_level,
             verbose=verbose,
         )
-        executor = os.environ.get("RECSYS_EXECUTOR", "in_process")
+        # In process unless RECSYS_EXECUTOR says otherwise (launched runs default to
+        # multiprocess): the quickest path for one run on one machine.
+        executor = settings.executor or "in_process"
         with dg.DagsterInstance.get() as instance:
             for run_id in fail_dead_runs(instance):
                 _note(f"marked run {run_id} failed: its `recsys run` process is gone")
@@ -231,11 +229,11 @@ def execute_training(instance, run_config: dict, executor: str, tags: dict | Non
     from recsys_assets import definitions
 
     if executor == "in_process":
-        return definitions.training_job().execute_in_process(
+        return definitions.build_training_job("in_process").execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False, tags=tags
         )
     return dg.execute_job(
-        dg.reconstructable(definitions.training_job),
+        dg.reconstructable(definitions.build_training_job),
         instance=instance,
         run_config=run_config,
         raise_on_error=False,

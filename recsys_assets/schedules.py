@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_assets import settings
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.jobs import training_job
+from recsys_assets.settings import Settings
 
 DAILY_TRAINING_CRON = "0 2 * * *"
 DAILY_TRAINING_EPOCHS = 20
@@ -15,11 +15,13 @@ DAILY_TRAINING_EPOCHS = 20
 def build_daily_training_schedule(timezone: str | None = None) -> dg.ScheduleDefinition:
     """The schedule in `timezone` (default: RECSYS_TIMEZONE, else UTC), running by default so
     a fresh deployment trains every night without a click in the UI."""
+    if timezone is None:
+        timezone = Settings.from_env().timezone
     return dg.ScheduleDefinition(
         name="daily_training",
         job=training_job,
         cron_schedule=DAILY_TRAINING_CRON,
-        execution_timezone=timezone or settings.timezone(),
+        execution_timezone=timezone,
         run_config=training_run_config(n_epochs=DAILY_TRAINING_EPOCHS),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Full retrain every night at 02:00 (n_epochs=20).",

@@ -1,39 +1,31 @@
-"""Environment-driven settings shared by the Dagster definitions and the `recsys` CLI.
+"""The environment, read in one place: `Settings.from_env()` parses and validates every variable.
 
-Everything has an embedded default (files under RECSYS_HOME) so a fresh clone runs without setup.
+Everything has an embedded default (files under RECSYS_HOME) so a fresh clone runs without
+setup. The definitions read the settings once when the code location loads and hand them to
+the resources, executor, schedule and sensors; the CLI reads them once per command. An invalid
+value is a `SettingsError` (a ValueError) naming the variable and the value.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_PRESETS = ("native", "django")
-# HMAC key for model manifests; read through dg.EnvVar in the definitions, never logged.
+EXECUTORS = ("multiprocess", "in_process", "celery")
+# Read by Dagster itself (dg.EnvVar) when the definitions pass the value on, so that it never
+# shows in the UI.
+DATABASE_URL_ENV = "RECSYS_DATABASE_URL"
 SIGNING_KEY_ENV = "RECSYS_MODEL_SIGNING_KEY"
-
-
-def recsys_home() -> Path:
-    """Root of everything the project writes: ratings DB, models, IO-manager storage."""
-    return Path(os.environ.get("RECSYS_HOME", ".recsys")).expanduser().resolve()
-
-
-def default_database_url() -> str:
-    return f"sqlite:///{recsys_home() / 'ratings.db'}"
-
-
-def database_url() -> str:
-    return os.environ.get("RECSYS_DATABASE_URL") or default_database_url()
-
-
-def schema_preset() -> str:
-    preset = os.environ.get("RECSYS_SCHEMA", "native")
-    if preset not in SCHEMA_PRESETS:
-        raise ValueError(f"RECSYS_SCHEMA={preset!r} is not one of {', '.join(SCHEMA_PRESETS)}")
-    return preset
-
-
-# The `django` preset's layout: the env var, and the seed app's value as the default.
+CELERY_BROKER_ENV = "RECSYS_CELERY_BROKER_URL"
+CELERY_BACKEND_ENV = "RECSYS_CELERY_BACKEND_URL"
+# The `django` preset's layout: field -> (variable, the seed app's value); `db.DjangoSchema`
+# names the variable when a value is not a usable table name.
 DJANGO_SETTINGS = {
     "content_type": ("RECSYS_DJANGO_CONTENT_TYPE", "movies.movie"),
     "ratings_table": ("RECSYS_DJANGO_RATINGS_TABLE", "ratings_rating"),
@@ -42,90 +34,175 @@ DJANGO_SETTINGS = {
 }
 
 
-def django_layout() -> dict[str, str]:
-    """The `django` preset's table names and rated content type from the environment
-    (unset or empty → the seed app's); validated by `db.DjangoSchema`."""
-    return {
-        field: (os.environ.get(var) or "").strip() or default
-        for field, (var, default) in DJANGO_SETTINGS.items()
-    }
+class SettingsError(ValueError):
+    """One or more environment variables hold unusable values (each one named)."""
 
 
-def models_dir() -> Path:
-    # The seed's `ml/models/surprise/<name>.pkl` layout, rooted at RECSYS_HOME.
-    return recsys_home() / "models" / "surprise"
+class Settings(BaseModel):
+    """Every environment variable the project reads, typed, with the README's defaults.
+
+    Field aliases are the variable names. Secrets (URLs that may hold a password, the signing
+    key) are kept out of `repr`.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    home: Path = Field(default=Path(".recsys"), alias="RECSYS_HOME")
+    dagster_home_dir: Path | None = Field(default=None, alias="DAGSTER_HOME")
+    database_url_value: str | None = Field(default=None, alias=DATABASE_URL_ENV, repr=False)
+    schema_preset: Literal["native", "django"] = Field(default="native", alias="RECSYS_SCHEMA")
+    # The `django` preset's layout (ignored by `native`); defaults are the seed app's.
+    django_content_type: str = Field(
+        default=DJANGO_SETTINGS["content_type"][1], alias=DJANGO_SETTINGS["content_type"][0]
+    )
+    django_ratings_table: str = Field(
+        default=DJANGO_SETTINGS["ratings_table"][1], alias=DJANGO_SETTINGS["ratings_table"][0]
+    )
+    django_movies_table: str = Field(
+        default=DJANGO_SETTINGS["movies_table"][1], alias=DJANGO_SETTINGS["movies_table"][0]
+    )
+    django_content_type_table: str = Field(
+        default=DJANGO_SETTINGS["content_type_table"][1],
+        alias=DJANGO_SETTINGS["content_type_table"][0],
+    )
+    io_base: str | None = Field(default=None, alias="RECSYS_IO_BASE")
+    model_store: str | None = Field(default=None, alias="RECSYS_MODEL_STORE")
+    signing_key: str | None = Field(default=None, alias=SIGNING_KEY_ENV, repr=False)
+    timezone: str = Field(default="UTC", alias="RECSYS_TIMEZONE")
+    sensor_interval_seconds: int = Field(default=60, ge=1, alias="RECSYS_SENSOR_INTERVAL_SECONDS")
+    retrain_min_new_ratings: int = Field(default=1000, ge=1, alias="RECSYS_RETRAIN_MIN_NEW_RATINGS")
+    retrain_min_new_fraction: float = Field(
+        default=0.0, ge=0.0, alias="RECSYS_RETRAIN_MIN_NEW_FRACTION"
+    )
+    retrain_min_interval_seconds: int = Field(
+        default=3600, ge=0, alias="RECSYS_RETRAIN_MIN_INTERVAL_SECONDS"
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, alias="RECSYS_ALERT_WEBHOOK_URL", repr=False
+    )
+    db_max_retries: int = Field(default=3, ge=0, alias="RECSYS_DB_MAX_RETRIES")
+    db_retry_delay_seconds: float = Field(
+        default=5.0, ge=0.0, alias="RECSYS_DB_RETRY_DELAY_SECONDS"
+    )
+    # None: the caller's default (`multiprocess` for launched runs, `in_process` for `recsys run`).
+    executor: Literal["multiprocess", "in_process", "celery"] | None = Field(
+        default=None, alias="RECSYS_EXECUTOR"
+    )
+    celery_broker_url: str | None = Field(default=None, alias=CELERY_BROKER_ENV, repr=False)
+    celery_backend_url: str | None = Field(default=None, alias=CELERY_BACKEND_ENV, repr=False)
+
+    @field_validator(
+        "django_content_type",
+        "django_ratings_table",
+        "django_movies_table",
+        "django_content_type_table",
+        "timezone",
+        "schema_preset",
+        "executor",
+        mode="before",
+    )
+    @classmethod
+    def _strip(cls, value: object) -> object:
+        # Names, not secrets: surrounding blanks are a typo, never meant.
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known IANA timezone (e.g. UTC, Europe/Berlin)") from None
+        return name
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse `environ` (default `os.environ`); unset or empty variables take the default."""
+        environ = os.environ if environ is None else environ
+        names = {field.alias for field in cls.model_fields.values()}
+        # Blank counts as unset; values are kept as given (a signing key may hold spaces).
+        values = {k: environ[k] for k in names if k in environ and environ[k].strip()}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, values)) from None
+
+    # --- derived places ------------------------------------------------------------------
+
+    @property
+    def recsys_home(self) -> Path:
+        """Root of everything the project writes: ratings DB, models, IO-manager storage."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def default_database_url(self) -> str:
+        return f"sqlite:///{self.recsys_home / 'ratings.db'}"
+
+    @property
+    def database_url_configured(self) -> bool:
+        """RECSYS_DATABASE_URL is set: a database the project must never create or fill."""
+        return self.database_url_value is not None
+
+    @property
+    def database_url(self) -> str:
+        return self.database_url_value or self.default_database_url
+
+    @property
+    def django_layout(self) -> dict[str, str]:
+        """The `django` preset's table names and content type (validated by `db.DjangoSchema`)."""
+        return {field: getattr(self, f"django_{field}") for field in DJANGO_SETTINGS}
+
+    @property
+    def models_dir(self) -> Path:
+        # The seed's `ml/models/surprise/<name>.pkl` layout, rooted at RECSYS_HOME.
+        return self.recsys_home / "models" / "surprise"
+
+    @property
+    def model_store_root(self) -> str:
+        """Where model versions go: RECSYS_MODEL_STORE (a directory or any fsspec URL, e.g.
+        s3://bucket/models), else `models_dir`."""
+        return self.model_store or str(self.models_dir)
+
+    @property
+    def io_manager_base(self) -> str:
+        """Where asset values are pickled; any fsspec URL (s3://, gs://, file://) works."""
+        return self.io_base or str(self.recsys_home / "storage")
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME if set, else an embedded SQLite instance under RECSYS_HOME."""
+        return (self.dagster_home_dir or self.recsys_home / "dagster_home").resolve()
 
 
-def model_store_root() -> str:
-    """Where model versions go: RECSYS_MODEL_STORE (a directory or any fsspec URL, e.g.
-    s3://bucket/models), else `models_dir()`."""
-    return os.environ.get("RECSYS_MODEL_STORE") or str(models_dir())
+# pydantic's error types, said the way the rest of the project says them.
+_MESSAGES = {
+    "int_parsing": "is not a valid int",
+    "int_from_float": "is not a valid int",
+    "float_parsing": "is not a valid float",
+    "greater_than_equal": "must be >= {ge}",
+    "literal_error": "is not one of {expected}",
+}
 
 
-def io_manager_base() -> str:
-    """Where asset values are pickled; any fsspec URL (s3://, gs://, file://) works."""
-    return os.environ.get("RECSYS_IO_BASE") or str(recsys_home() / "storage")
+def _describe(exc: ValidationError, values: Mapping[str, str]) -> str:
+    """'RECSYS_X='raw' is not a valid int; ...': every bad variable with its value."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "value_error":
+            reason = str(ctx.get("error", error["msg"]))
+        elif error["type"] == "literal_error":
+            reason = _MESSAGES["literal_error"].format(
+                expected=ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+            )
+        else:
+            reason = _MESSAGES.get(error["type"], error["msg"]).format(**ctx)
+        problems.append(f"{name}={values.get(name)!r} {reason}")
+    return "; ".join(problems)
 
 
-def dagster_home() -> Path:
-    """DAGSTER_HOME if set, else an embedded SQLite instance under RECSYS_HOME."""
-    return Path(os.environ.get("DAGSTER_HOME") or recsys_home() / "dagster_home").resolve()
-
-
-# --- automation (schedule, sensors, alerts) ------------------------------------------------
-
-
-def _env_number(name: str, default: float, cast: type, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
-    return value
-
-
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    """Integer from the environment (unset or empty → `default`); bad values name the variable."""
-    return int(_env_number(name, default, int, minimum))
-
-
-def env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    return float(_env_number(name, default, float, minimum))
-
-
-def timezone() -> str:
-    """IANA timezone of the schedules (`RECSYS_TIMEZONE`, default UTC); checked on load."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    name = os.environ.get("RECSYS_TIMEZONE") or "UTC"
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"RECSYS_TIMEZONE={name!r} is not a known IANA timezone (e.g. UTC, Europe/Berlin)"
-        ) from None
-    return name
-
-
-def sensor_interval_seconds() -> int:
-    """How often the ratings sensors tick (`RECSYS_SENSOR_INTERVAL_SECONDS`, default 60)."""
-    return env_int("RECSYS_SENSOR_INTERVAL_SECONDS", 60, minimum=1)
-
-
-def alert_webhook_url() -> str | None:
-    """Where the run failure sensor POSTs a JSON alert (`RECSYS_ALERT_WEBHOOK_URL`), if set."""
-    return os.environ.get("RECSYS_ALERT_WEBHOOK_URL") or None
-
-
-def db_retry_delay_seconds() -> float:
-    """First retry delay after a transient DB error (`RECSYS_DB_RETRY_DELAY_SECONDS`, 5 s);
-    later retries back off exponentially."""
-    return env_float("RECSYS_DB_RETRY_DELAY_SECONDS", 5.0)
-
-
-def db_max_retries() -> int:
-    return env_int("RECSYS_DB_MAX_RETRIES", 3)
+def recsys_home() -> Path:
+    """`Settings.from_env().recsys_home`, for plain-Python code that needs only the root
+    (ml/svd_sgd.py's numba cache)."""
+    return Settings.from_env().recsys_home

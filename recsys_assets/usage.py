@@ -6,9 +6,8 @@ each other.
 
 from __future__ import annotations
 
-import os
-
 from recsys_assets.db import MissingDatabaseError, RatingsStore, SchemaError
+from recsys_assets.settings import Settings
 
 
 class UsageError(Exception):
@@ -34,13 +33,14 @@ def open_db(create: bool = False) -> RatingsStore:
     import sqlalchemy.exc
 
     try:
-        database = RatingsStore.from_env()
-    except ValueError as exc:  # unknown RECSYS_SCHEMA, bad Django layout
+        settings = Settings.from_env()
+        database = RatingsStore.from_env(settings)
+    except ValueError as exc:  # an invalid RECSYS_* value, e.g. an unknown RECSYS_SCHEMA
         raise UsageError(str(exc)) from exc
     preset = database.preset.name
     where = f"{database.safe_url()} (schema preset {preset})"
     try:
-        if os.environ.get("RECSYS_DATABASE_URL"):
+        if settings.database_url_configured:
             database.engine()  # a configured SQLite file must exist: never created here
         if not create:
             database.check_ratings_tables()

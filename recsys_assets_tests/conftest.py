@@ -12,6 +12,7 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore
+from recsys_assets.resources.executor_layout import ExecutorLayout
 from recsys_assets.resources.io_manager import PickleIOManager
 from recsys_assets_tests.servers import Postgres, postgres_server
 
@@ -66,6 +67,8 @@ def make_resources(home: Path, db: RatingsStore) -> dict[str, object]:
         "ratings_db": db,
         "model_store": ArtifactStore(home / "models" / "surprise"),
         "io_manager": PickleIOManager(base_dir=str(home / "storage")),
+        # dg.materialize and execute_in_process run every step in this process.
+        "executor_layout": ExecutorLayout(executor="in_process"),
     }
 
 

@@ -215,7 +215,9 @@ def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_pa
     } <= set(delegated)
 
     # The same job in process gives the same numbers and the same predictions.
-    result = definitions.training_job().execute_in_process(run_config=SEARCH_CONFIG)
+    result = definitions.build_training_job("in_process").execute_in_process(
+        run_config=SEARCH_CONFIG
+    )
     local_cv = result.asset_materializations_for_node("cv_report")[0].metadata
     for name in ("rmse_mean", "mae_mean", "rmse_std"):
         assert celery_cv[name].value == local_cv[name].value

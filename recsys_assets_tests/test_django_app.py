@@ -30,7 +30,7 @@ from recsys_assets import db
 from recsys_assets.cli import main
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
-from recsys_assets.sensors.ratings_events import RATINGS, USER_IDS
+from recsys_assets.sensors.ratings_events import USER_IDS
 from recsys_assets_tests.conftest import FAST_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -247,13 +247,10 @@ def test_the_django_app_reads_its_suggestions_and_its_tables_stay_untouched(
         assert event.metadata[USER_IDS].value == [1, 2]
         assert event.metadata["deactivated"].value == 0  # the TV-show re-rating is not counted
         retrain = defs.resolve_sensor_def("retrain_on_new_ratings")
-        context = dg.build_multi_asset_sensor_context(
-            monitored_assets=[RATINGS],
-            instance=instance,
-            definitions=defs,
-            resources=definitions.build_resources(),
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources=definitions.build_resources()
         )
-        (request,) = retrain(context)
+        (request,) = retrain.evaluate_tick(context).run_requests
         assert request.job_name == "refresh_predictions_job"
         refreshed = defs.resolve_job_def("refresh_predictions_job").execute_in_process(
             run_config=request.run_config, instance=instance

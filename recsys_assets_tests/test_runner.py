@@ -69,7 +69,7 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
     import dagster as dg
 
     from recsys_assets.cli import build_parser
-    from recsys_assets.definitions import training_job
+    from recsys_assets.definitions import build_training_job
     from recsys_assets.runner import cli_run_config
 
     args = build_parser().parse_args(
@@ -79,10 +79,10 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
     config = cli_run_config(
         max_drop_fraction=args.max_drop_fraction, rmse_tolerance=args.rmse_tolerance
     )
-    ops = dg.validate_run_config(training_job(), config)["ops"]
+    ops = dg.validate_run_config(build_training_job(), config)["ops"]
     assert ops["ratings_df_ratings_volume"]["config"]["max_drop_fraction"] == 0.8
     assert ops["model_artifact_not_worse_than_champion"]["config"]["rmse_tolerance"] == 0.05
     assert "brief_console" in config["loggers"]
     assert "console" in cli_run_config(verbose=True)["loggers"]
-    dg.validate_run_config(training_job(), cli_run_config(verbose=True))
+    dg.validate_run_config(build_training_job(), cli_run_config(verbose=True))
     assert build_parser().parse_args(["run"]).max_drop_fraction is None  # check's default

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from recsys_assets.asset_keys import RATINGS
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
@@ -15,7 +16,7 @@ from recsys_assets.db import RatingsStore
 # The ratings table is written by the web app, not by Dagster: an external asset. The ratings
 # sensor (and any app calling Dagster's API) reports a materialization when it changes.
 ratings = dg.AssetSpec(
-    "ratings",
+    RATINGS,
     group_name="app_db",
     description="The app's ratings table (RECSYS_DATABASE_URL; `ratings` or `ratings_rating`). "
     "Written by the web app; changes are reported by the `ratings_db_sensor` or the app itself.",

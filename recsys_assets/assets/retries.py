@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import dagster as dg
 import sqlalchemy.exc
 
-from recsys_assets import settings
+from recsys_assets.settings import Settings
 
 # Errors the database driver raises when the server or the network, not the query, failed.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -26,11 +26,16 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def db_retry_policy() -> dg.RetryPolicy:
-    """Retries with exponential backoff and jitter (RECSYS_DB_MAX_RETRIES, ..._DELAY_SECONDS)."""
+def db_retry_policy(settings: Settings | None = None) -> dg.RetryPolicy:
+    """Retries with exponential backoff and jitter (RECSYS_DB_MAX_RETRIES, ..._DELAY_SECONDS).
+
+    Called where the asset and op modules are imported: a retry policy is part of an asset's
+    definition, so this reads the settings then rather than when the definitions are built.
+    """
+    settings = settings or Settings.from_env()
     return dg.RetryPolicy(
-        max_retries=settings.db_max_retries(),
-        delay=settings.db_retry_delay_seconds(),
+        max_retries=settings.db_max_retries,
+        delay=settings.db_retry_delay_seconds,
         backoff=dg.Backoff.EXPONENTIAL,
         jitter=dg.Jitter.PLUS_MINUS,
     )

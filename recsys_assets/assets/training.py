@@ -24,6 +24,7 @@ from recsys_assets.ml.list_choice import (
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.search_result import SearchResult
 from recsys_assets.ml.training import SVDParams, fit_svd, n_ratings_of, ratings_of, training_error
+from recsys_assets.resources.executor_layout import ExecutorLayout
 
 SURPRISE_COLUMNS = ["user_id", "movie_id", "rating"]
 
@@ -151,28 +152,13 @@ class FoldTask:
     choice: ListChoice | None = None  # lists chosen on the search's V for every fold
 
 
-def _steps_share_one_process(context: dg.OpExecutionContext) -> bool:
-    """True when this run executes its steps one after another in a single process.
-
-    There, one fold per step would run the folds serially; one step that forks a worker per
-    fold uses every core instead. Under the multiprocess or Celery executor a step per fold
-    lets the executor spread them (over cores or over machines).
-    """
-    name = context.job_def.executor_def.name
-    if name in ("execute_in_process_executor", "in_process"):
-        return True
-    if name == "multi_or_in_process_executor":
-        execution = (context.run.run_config or {}).get("execution") or {}
-        return "in_process" in (execution.get("config") or {})
-    return False
-
-
 @dg.op(out=dg.DynamicOut(FoldTask))
 def cv_fold_plan(
     context: dg.OpExecutionContext,
     config: CVConfig,
     surprise_dataset: Dataset,
     svd_hyperparameters: SearchResult,
+    executor_layout: ExecutorLayout,
 ) -> Iterator[dg.DynamicOutput[FoldTask]]:
     """Split the k folds into steps: one per fold, or all in one when steps share a process."""
     params = svd_hyperparameters.params
@@ -185,7 +171,7 @@ def cv_fold_plan(
     if config.folds_per_step:
         per_step = config.folds_per_step
     else:
-        per_step = config.n_folds if _steps_share_one_process(context) else 1
+        per_step = config.n_folds if executor_layout.steps_share_one_process() else 1
     context.log.info("%d folds in steps of %d", config.n_folds, per_step)
     choice = _choice_on_holdout(context, config, surprise_dataset, svd_hyperparameters)
     for first in range(1, config.n_folds + 1, per_step):

@@ -16,7 +16,6 @@ from surprise import Dataset
 
 from recsys_assets.assets.config import TUNING_MODES, TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
-from recsys_assets.assets.training import _steps_share_one_process
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
 from recsys_assets.ml.training import ratings_of
@@ -29,6 +28,7 @@ from recsys_assets.ml.tuning import (
     sample_candidates,
     validation_split,
 )
+from recsys_assets.resources.executor_layout import ExecutorLayout
 
 # Rungs of the successive halving: fixed, because each is a stage of the graph.
 N_RUNGS = 3
@@ -57,12 +57,15 @@ def search_plan(
     config: TuningConfig,
     surprise_dataset: Dataset,
     model_store: dg.ResourceParam[ArtifactStore],
+    executor_layout: ExecutorLayout,
 ) -> SearchStep:
     """Seed and champion configurations, `n_iter` sampled ones, the validation split V."""
     if config.tuning not in TUNING_MODES:
         raise dg.Failure(f"tuning must be one of {', '.join(TUNING_MODES)}, got {config.tuning!r}")
     seed_params = config.params()
-    per_step, n_jobs = config.candidates_per_step, config.n_jobs or None
+    # Unset: one candidate per step, or all of a rung's in one (0) when steps share a process.
+    per_step = config.candidates_per_step or (0 if executor_layout.steps_share_one_process() else 1)
+    n_jobs = config.n_jobs or None
     if config.tuning == "fixed":
         context.log.info("tuning fixed: %s", seed_params)
         return SearchStep(None, SearchResult.fixed(seed_params), per_step, n_jobs)
@@ -139,10 +142,7 @@ def _rung_tasks(
     reuse = step.plan.reusable(rung, candidates, rows)
     reused = {r["label"] for r in reuse}
     to_fit = [c for c in candidates if c.label not in reused]
-    if step.candidates_per_step:
-        per_step = step.candidates_per_step
-    else:
-        per_step = len(to_fit) if _steps_share_one_process(context) else 1
+    per_step = step.candidates_per_step or len(to_fit)
     context.log.info(
         "rung %d/%d: %s in steps of %d%s",
         rung + 1,

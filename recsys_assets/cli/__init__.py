@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from recsys_assets.cli.data import DEMO_SHAPES
 from recsys_assets.cli.parser import build_parser, cmd_run, cmd_ui
+from recsys_assets.settings import SettingsError
 from recsys_assets.usage import UsageError, db_error
 
 __all__ = ["DEMO_SHAPES", "build_parser", "cmd_run", "cmd_ui", "describe_error", "main"]
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except UsageError as exc:
+    except (UsageError, SettingsError) as exc:  # bad input: a command or a RECSYS_* value
         if args.verbose:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
+from recsys_assets.settings import Settings
 from recsys_assets.usage import UsageError, open_db, refuse_app_tables
 
 # MovieLens-like shapes for `demo-data --shape`: (users, movies, ratings). 25m is ML-25M's.
@@ -20,7 +20,7 @@ DEMO_SHAPES = {
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from recsys_assets.data.demo import generate_demo_ratings
 
-    configured = bool(os.environ.get("RECSYS_DATABASE_URL"))
+    configured = Settings.from_env().database_url_configured
     # The embedded database (and its folder) may be created; a configured one must exist.
     database = open_db(create=not configured)
     refuse_app_tables(database, "insert demo data")

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from recsys_assets import settings
 from recsys_assets.db import changes, predictions, presets, ratings
 from recsys_assets.db.changes import RatingsChanges, RatingsWatermark
 from recsys_assets.db.engines import make_engine, safe_url
 from recsys_assets.db.schema import DjangoSchema
+from recsys_assets.settings import Settings
 
 
 class RatingsStore:
@@ -31,12 +31,13 @@ class RatingsStore:
         self.preset = presets.preset_of(preset)
 
     @classmethod
-    def from_env(cls) -> RatingsStore:
+    def from_env(cls, settings: Settings | None = None) -> RatingsStore:
         """RECSYS_DATABASE_URL / RECSYS_SCHEMA / RECSYS_DJANGO_* (embedded SQLite under
         RECSYS_HOME and the native preset by default)."""
-        layout = DjangoSchema(**settings.django_layout())
-        preset = presets.preset_of(settings.schema_preset()).with_layout(layout)
-        return cls(settings.database_url(), preset)
+        settings = settings or Settings.from_env()
+        layout = DjangoSchema(**settings.django_layout)
+        preset = presets.preset_of(settings.schema_preset).with_layout(layout)
+        return cls(settings.database_url, preset)
 
     def __repr__(self) -> str:
         return f"RatingsStore({self.safe_url()!r}, preset={self.preset.name!r})"

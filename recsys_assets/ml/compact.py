@@ -2,7 +2,7 @@
 
 A fitted ``surprise.SVD`` keeps a reference to its whole ``Trainset`` (every rating, twice:
 by user and by item), which made the seed's pickles ~4.9 MB on ml-100k. ``strip_svd`` swaps
-it for a ``CompactTrainset`` that keeps the raw->inner id maps, ``global_mean`` and
+it for a ``PredictionTrainset`` that keeps the raw->inner id maps, ``global_mean`` and
 ``rating_scale`` (all ``SVD.predict``/``estimate`` read), plus what serving needs to rank
 without a database: ratings per movie (popularity) and each user's rated movies as CSR arrays.
 """
@@ -15,10 +15,10 @@ import numpy as np
 
 from recsys_assets.ml.surprise_internals import raw2inner_items, raw2inner_users
 
-__all__ = ["CompactTrainset", "strip_svd"]
+__all__ = ["PredictionTrainset", "strip_svd"]
 
 
-class CompactTrainset:
+class PredictionTrainset:
     """Stand-in for ``surprise.Trainset`` with the interface ``AlgoBase.predict`` uses."""
 
     def __init__(self, trainset: object) -> None:
@@ -74,9 +74,17 @@ class CompactTrainset:
 
 
 def strip_svd(model: object) -> object:
-    """A copy of a fitted SVD whose ``trainset`` is a ``CompactTrainset`` (same predictions)."""
+    """A copy of a fitted SVD whose ``trainset`` is a ``PredictionTrainset`` (same predictions)."""
     if getattr(model, "trainset", None) is None:
         raise ValueError("model is not fitted")
     stripped = copy.copy(model)
-    stripped.trainset = CompactTrainset(model.trainset)
+    stripped.trainset = PredictionTrainset(model.trainset)
     return stripped
+
+
+def __getattr__(name: str) -> object:
+    # Saved models pickled this class under its former name (ml/compact_data.py's array-backed
+    # Trainset has that name now); unpickling looks it up here.
+    if name == "CompactTrainset":
+        return PredictionTrainset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

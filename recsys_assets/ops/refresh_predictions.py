@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from recsys_assets.asset_keys import USER_PREDICTIONS
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
@@ -20,8 +21,6 @@ from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore, NoModelError
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ranking_model_of
-
-USER_PREDICTIONS = dg.AssetKey("user_predictions")
 
 
 class RefreshPredictionsConfig(dg.Config):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
-from recsys_assets import db, settings
+from recsys_assets import db
 from recsys_assets.db import RatingsStore
+from recsys_assets.settings import SCHEMA_PRESETS, Settings
 
 
 class RatingsDatabase(dg.ConfigurableResource):
@@ -25,7 +26,7 @@ class RatingsDatabase(dg.ConfigurableResource):
     )
     preset: str = Field(
         default="native",
-        description=f"Table layout: one of {', '.join(settings.SCHEMA_PRESETS)}",
+        description=f"Table layout: one of {', '.join(SCHEMA_PRESETS)}",
     )
 
     # The django preset's layout (ignored by `native`); defaults are the seed app's.
@@ -55,11 +56,12 @@ class RatingsDatabase(dg.ConfigurableResource):
         return self
 
     @classmethod
-    def from_env(cls) -> RatingsDatabase:
+    def from_env(cls, settings: Settings | None = None) -> RatingsDatabase:
         """Build from RECSYS_DATABASE_URL / RECSYS_SCHEMA / RECSYS_DJANGO_* (embedded SQLite
-        and the native preset by default)."""
-        layout = {f"django_{k}": v for k, v in settings.django_layout().items()}
-        return cls(url=settings.database_url(), preset=settings.schema_preset(), **layout)
+        and the native preset by default), as parsed into `settings` (else read now)."""
+        settings = settings or Settings.from_env()
+        layout = {f"django_{k}": v for k, v in settings.django_layout.items()}
+        return cls(url=settings.database_url, preset=settings.schema_preset, **layout)
 
     def django_schema(self) -> db.DjangoSchema:
         return db.DjangoSchema(

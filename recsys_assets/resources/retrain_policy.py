@@ -1,7 +1,7 @@
 """When new ratings justify a full retrain: the retrain sensor's configuration, as a resource.
 
-Set in `definitions.py` (and visible on the UI's resource page); the environment variables
-RECSYS_RETRAIN_MIN_NEW_RATINGS, RECSYS_RETRAIN_MIN_NEW_FRACTION and
+Set in `definitions.py` (and visible on the UI's resource page) from the settings: the
+environment variables RECSYS_RETRAIN_MIN_NEW_RATINGS, RECSYS_RETRAIN_MIN_NEW_FRACTION and
 RECSYS_RETRAIN_MIN_INTERVAL_SECONDS override the defaults.
 """
 
@@ -12,7 +12,7 @@ import math
 import dagster as dg
 from pydantic import Field
 
-from recsys_assets import settings
+from recsys_assets.settings import Settings
 
 
 class RetrainPolicy(dg.ConfigurableResource):
@@ -42,18 +42,13 @@ class RetrainPolicy(dg.ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls) -> RetrainPolicy:
-        defaults = cls.model_fields
+    def from_env(cls, settings: Settings | None = None) -> RetrainPolicy:
+        """The policy the environment sets (`settings`, else read now)."""
+        settings = settings or Settings.from_env()
         return cls(
-            min_new_ratings=settings.env_int(
-                "RECSYS_RETRAIN_MIN_NEW_RATINGS", defaults["min_new_ratings"].default, minimum=1
-            ),
-            min_new_fraction=settings.env_float(
-                "RECSYS_RETRAIN_MIN_NEW_FRACTION", defaults["min_new_fraction"].default
-            ),
-            min_interval_seconds=settings.env_int(
-                "RECSYS_RETRAIN_MIN_INTERVAL_SECONDS", defaults["min_interval_seconds"].default
-            ),
+            min_new_ratings=settings.retrain_min_new_ratings,
+            min_new_fraction=settings.retrain_min_new_fraction,
+            min_interval_seconds=settings.retrain_min_interval_seconds,
         )
 
     def threshold(self, trained_ratings: int | None) -> int:

@@ -11,15 +11,15 @@ import json
 import dagster as dg
 import sqlalchemy as sa
 
-from recsys_assets import settings
+from recsys_assets.asset_keys import RATINGS
 from recsys_assets.db import RatingsStore, RatingsWatermark
 from recsys_assets.sensors.ratings_events import (
     CHANGED_RATINGS,
     DEACTIVATED,
     NEW_RATINGS,
-    RATINGS,
     USER_IDS,
 )
+from recsys_assets.settings import Settings
 
 
 def _load_cursor(cursor: str | None) -> RatingsWatermark | None:
@@ -97,7 +97,8 @@ def build_ratings_db_sensor(
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="ratings_db_sensor",
-        minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
+        minimum_interval_seconds=minimum_interval_seconds
+        or Settings.from_env().sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Polls the ratings table (max id + inactive count) and reports new and "
         "deactivated ratings as materializations of `ratings`.",

@@ -10,8 +10,6 @@ from typing import Any
 
 import dagster as dg
 
-RATINGS = dg.AssetKey("ratings")
-
 # Metadata keys of a `ratings` event.
 NEW_RATINGS = "new_ratings"  # active ratings inserted
 DEACTIVATED = "deactivated"  # ratings switched to active = false (negative: reactivated)

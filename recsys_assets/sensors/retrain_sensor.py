@@ -1,6 +1,8 @@
-"""`retrain_on_new_ratings`: an asset sensor on `ratings` events that retrains or refreshes.
+"""`retrain_on_new_ratings`: a sensor on `ratings` events that retrains or refreshes.
 
-Every `ratings` materialization counts — the ones `ratings_db_sensor` reports and the ones an
+A plain `@dg.sensor` that reads the event log itself (public `DagsterInstance` API) and keeps
+its own cursor: the storage id of the newest `ratings` event it has handled. Every `ratings`
+materialization counts — the ones `ratings_db_sensor` reports and the ones an
 application reports through Dagster's API. Per tick:
 
 * Retrain (training_job) when the ratings changed since the last successful training reach
@@ -17,24 +19,22 @@ retried tick or a restarted daemon cannot start the same run twice, and never cl
 an older run.
 """
 
+import json
 import time
-import warnings
 from typing import NamedTuple
 
 import dagster as dg
 from dagster import DagsterRunStatus, RunsFilter
 
-from recsys_assets import settings
+from recsys_assets.asset_keys import CHAMPION_MODEL, RATINGS, RATINGS_DF, USER_PREDICTIONS
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
 from recsys_assets.run_liveness import fail_dead_runs
-from recsys_assets.sensors.ratings_events import RATINGS, changed_ratings, user_ids
+from recsys_assets.sensors.ratings_events import changed_ratings, user_ids
+from recsys_assets.settings import Settings
 
-CHAMPION_MODEL = dg.AssetKey("champion_model")
-RATINGS_DF = dg.AssetKey("ratings_df")
-USER_PREDICTIONS = dg.AssetKey("user_predictions")
 ACTIVE_STATUSES = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -86,7 +86,8 @@ def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
     return default
 
 
-def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int) -> list:
+def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int | None) -> list:
+    """`ratings` materializations after `storage_id` (None: from the first), oldest first."""
     return list(
         instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=RATINGS, after_storage_id=storage_id),
@@ -120,13 +121,35 @@ def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> st
     return None
 
 
+def load_cursor(cursor: str | None) -> int | None:
+    """The storage id of the last handled `ratings` event (None: nothing handled yet).
+
+    Also reads the cursor this sensor kept while it was a `multi_asset_sensor` (JSON keyed by
+    asset, `[partition, storage id, ...]`), so an upgraded deployment does not handle its
+    events again.
+    """
+    if not cursor:
+        return None
+    if cursor.isdigit():
+        return int(cursor)
+    try:
+        legacy = json.loads(cursor)
+    except ValueError:
+        return None
+    for value in legacy.values() if isinstance(legacy, dict) else ():
+        if isinstance(value, list) and len(value) > 1 and isinstance(value[1], int):
+            return value[1]
+    return None
+
+
 def evaluate_retrain(
-    context: dg.MultiAssetSensorEvaluationContext,
+    context: dg.SensorEvaluationContext,
     retrain_policy: RetrainPolicy,
     model_store: ArtifactStore,
-) -> list[dg.RunRequest] | dg.SkipReason:
+) -> dg.SensorResult | dg.SkipReason:
     instance = context.instance
-    new_events = list(context.materialization_records_for_key(RATINGS, limit=EVENT_PAGE))
+    handled = load_cursor(context.cursor)
+    new_events = _ratings_events_after(instance, handled)
     mark = last_training_mark(instance)
     pending_events = _ratings_events_after(instance, mark.storage_id)
     for record in new_events:
@@ -135,8 +158,9 @@ def evaluate_retrain(
             context.log.warning("ratings event %d: %s", record.storage_id, warning)
     pending = sum(changed_ratings(r.asset_materialization.metadata)[0] for r in pending_events)
     threshold = retrain_policy.threshold(mark.trained_ratings)
-    if new_events:
-        context.advance_cursor({RATINGS: new_events[-1]})
+    # Every event read on this tick is handled by it (counted, and its users refreshed).
+    last = new_events[-1].storage_id if new_events else handled
+    cursor = str(last) if last is not None else None
 
     notes = [f"{pending} ratings changed since the last training (retrain at {threshold})"]
     requests: list[dg.RunRequest] = []
@@ -144,10 +168,6 @@ def evaluate_retrain(
         blocker = _training_blocker(instance, retrain_policy)
         if blocker is None:
             newest = pending_events[-1].storage_id
-            if not new_events:
-                # A deferred retrain, unblocked with no new event: Dagster fails a tick that
-                # requests a run without updating the cursor (nothing new to mark consumed).
-                context.advance_all_cursors()
             context.log.info("requesting training: %s", notes[0])
             requests.append(
                 dg.RunRequest(
@@ -168,12 +188,12 @@ def evaluate_retrain(
         if refresh is not None:
             requests.append(refresh)
     if requests:
-        return requests
-    return dg.SkipReason("; ".join(notes))
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(notes)), cursor=cursor)
 
 
 def _refresh_request(
-    context: dg.MultiAssetSensorEvaluationContext,
+    context: dg.SensorEvaluationContext,
     new_events: list,
     model_store: ArtifactStore,
     notes: list[str],
@@ -205,33 +225,23 @@ def _refresh_request(
     )
 
 
-# Dagster steers "react to upstream assets" towards Declarative Automation, but says to use a
-# multi_asset_sensor when specific jobs are targeted with side conditions, as here. Silence
-# just that notice (it is repeated whenever the definitions are loaded or copied).
-warnings.filterwarnings(
-    "ignore", message=".*MultiAssetSensorDefinition.*", category=dg.SupersessionWarning
-)
-
-
 def build_retrain_sensor(minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
-    return _retrain_sensor(minimum_interval_seconds)
+    """The sensor, ticking every `minimum_interval_seconds` (RECSYS_SENSOR_INTERVAL_SECONDS)."""
 
-
-def _retrain_sensor(minimum_interval_seconds: int | None) -> dg.SensorDefinition:
-    @dg.multi_asset_sensor(
-        monitored_assets=[RATINGS],
+    @dg.sensor(
         name="retrain_on_new_ratings",
         jobs=[training_job, refresh_predictions_job],
-        minimum_interval_seconds=minimum_interval_seconds or settings.sensor_interval_seconds(),
+        minimum_interval_seconds=minimum_interval_seconds
+        or Settings.from_env().sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="On new `ratings` events: retrain when enough ratings changed since the "
         "last training (RetrainPolicy), and refresh the predictions of the users who rated.",
     )
     def retrain_on_new_ratings(
-        context: dg.MultiAssetSensorEvaluationContext,
+        context: dg.SensorEvaluationContext,
         retrain_policy: RetrainPolicy,
         model_store: dg.ResourceParam[ArtifactStore],
-    ) -> list[dg.RunRequest] | dg.SkipReason:
+    ) -> dg.SensorResult | dg.SkipReason:
         return evaluate_retrain(context, retrain_policy, model_store)
 
     return retrain_on_new_ratings

@@ -3,8 +3,9 @@
 "Why" includes every failed asset check of the run with its description and metadata (a
 blocking check's step error alone only says that a check failed).
 
-The webhook (RECSYS_ALERT_WEBHOOK_URL, read on every tick) receives one JSON object per failed
-run — e.g. a Slack/Teams incoming-webhook relay or an internal alerting endpoint.
+The webhook (RECSYS_ALERT_WEBHOOK_URL, read with the other settings when the definitions load)
+receives one JSON object per failed run — e.g. a Slack/Teams incoming-webhook relay or an
+internal alerting endpoint.
 """
 
 import json
@@ -14,8 +15,6 @@ from typing import Any
 
 import dagster as dg
 
-from recsys_assets import settings
-
 WEBHOOK_TIMEOUT_SECONDS = 10
 
 
@@ -23,11 +22,14 @@ def _error_text(error: Any) -> str:
     if error is None:
         return "unknown error"
     message = error.message.strip()
-    # SerializableErrorInfo prefixes the exception class ("dagster...Failure: no usable ...").
-    prefix = f"{error.cls_name}: " if error.cls_name else ""
-    for candidate in (prefix, f"dagster._core.definitions.events.{prefix}"):
-        if candidate and message.startswith(candidate):
-            return message[len(candidate) :]
+    # SerializableErrorInfo prefixes the exception class: bare, or with its module path for
+    # Dagster's own (dagster...Failure: no usable ...). Drop it; a user exception keeps its
+    # module path, which says where it came from.
+    head, sep, text = message.partition(": ")
+    if sep and error.cls_name:
+        bare = head == error.cls_name
+        if bare or (head.startswith("dagster.") and head.endswith(f".{error.cls_name}")):
+            return text
     return message
 
 
@@ -105,9 +107,12 @@ def post_json(url: str, payload: dict[str, Any]) -> int:
         return response.status
 
 
-def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
-    """Log the failure; POST it to RECSYS_ALERT_WEBHOOK_URL if set. Returns the report, with
-    `webhook_status` (HTTP status, or the error text if the POST failed) when one was sent."""
+def alert_failed_run(
+    context: dg.RunFailureSensorContext, webhook_url: str | None = None
+) -> dict[str, Any]:
+    """Log the failure; POST it to `webhook_url` (RECSYS_ALERT_WEBHOOK_URL) if set. Returns the
+    report, with `webhook_status` (HTTP status, or the error text if the POST failed) when one
+    was sent."""
     report = failure_report(context)
     failed = (
         ", ".join(f"{s['asset']}: {s['error'].splitlines()[0]}" for s in report["failed_steps"])
@@ -121,7 +126,7 @@ def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
             f"{check['description']}" + (f" [{figures}]" if figures else "")
         )
     context.log.error("run %s of %s failed — %s", report["run_id"], report["job"], failed)
-    url = settings.alert_webhook_url()
+    url = webhook_url
     if not url:
         return report
     try:
@@ -134,11 +139,16 @@ def alert_failed_run(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     return {**report, "webhook_status": status}
 
 
-@dg.run_failure_sensor(
-    name="run_failure_alert",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Logs the failed asset and error of every failed run; POSTs JSON to "
-    "RECSYS_ALERT_WEBHOOK_URL when set.",
-)
-def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
-    alert_failed_run(context)
+def build_run_failure_sensor(webhook_url: str | None = None) -> dg.SensorDefinition:
+    """`run_failure_alert`, posting to `webhook_url` (RECSYS_ALERT_WEBHOOK_URL) when given."""
+
+    @dg.run_failure_sensor(
+        name="run_failure_alert",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Logs the failed asset and error of every failed run; POSTs JSON to "
+        "RECSYS_ALERT_WEBHOOK_URL when set.",
+    )
+    def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+        alert_failed_run(context, webhook_url)
+
+    return run_failure_alert

@@ -179,6 +179,28 @@ def test_candidate_without_cv_rmse_fails_both_gates(store):
         assert not result.passed and "no CV RMSE" in result.description
 
 
+@pytest.mark.parametrize("chosen", [None, "absent"])
+def test_search_without_the_candidates_validation_rmse_fails_the_gate(store, chosen):
+    """The search scored the champion on today's data but has no figure for its own choice:
+    a failed check naming what is missing, not a TypeError from formatting None."""
+    champion = _candidate(store, 0.90, promote_it=True)["version"]
+    search = {"champion_version": champion, "champion_validation_rmse": 0.91}
+    if chosen != "absent":
+        search["chosen_validation_rmse"] = chosen
+    candidate = store.save(
+        {"model": "c"},
+        {
+            "cv_metrics": {"rmse_mean": 0.90, "baseline_rmse_mean": 1.0},
+            "hyperparameter_search": search,
+        },
+        promote=False,
+    )
+    result = not_worse_than_champion(PromotionConfig(), candidate, store)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert "none for its chosen configuration" in result.description
+    assert champion in result.description and candidate["version"] in result.description
+
+
 def test_model_artifact_retention_keeps_the_newest_and_every_champion(run, store, recsys_home):
     """Retention as `model_artifact` runs it, even with a damaged manifest on disk."""
     assert run(config()).success

@@ -299,7 +299,10 @@ def test_executor_from_environment(monkeypatch, name, expected):
         monkeypatch.delenv("RECSYS_EXECUTOR", raising=False)
     else:
         monkeypatch.setenv("RECSYS_EXECUTOR", name)
-    assert definitions.training_job().executor_def.name == expected
+    job = definitions.build_training_job()
+    assert job.executor_def.name == expected
+    # The fan-out steps learn the same choice from a resource, not from the executor.
+    assert definitions.build_resources()["executor_layout"].executor == expected
 
 
 def test_celery_executor_needs_a_broker(monkeypatch):
@@ -308,9 +311,9 @@ def test_celery_executor_needs_a_broker(monkeypatch):
     monkeypatch.setenv("RECSYS_EXECUTOR", "celery")
     monkeypatch.delenv("RECSYS_CELERY_BROKER_URL", raising=False)
     with pytest.raises(ValueError, match="RECSYS_CELERY_BROKER_URL"):
-        definitions.training_job()
+        definitions.build_training_job()
     monkeypatch.setenv("RECSYS_CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
-    assert definitions.training_job().executor_def.name == "celery"
+    assert definitions.build_training_job().executor_def.name == "celery"
     monkeypatch.setenv("RECSYS_EXECUTOR", "threads")
-    with pytest.raises(ValueError, match="not one of"):
-        definitions.training_job()
+    with pytest.raises(ValueError, match="RECSYS_EXECUTOR='threads' is not one of"):
+        definitions.build_training_job()

@@ -8,7 +8,7 @@ import pytest
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.compact import CompactTrainset, strip_svd
+from recsys_assets.ml.compact import PredictionTrainset, strip_svd
 from recsys_assets.ml.factors import SVDFactors
 
 
@@ -24,7 +24,7 @@ def model_and_ratings():
 def test_stripped_model_predicts_like_the_full_one(model_and_ratings):
     model, ratings = model_and_ratings
     stripped = pickle.loads(pickle.dumps(strip_svd(model), protocol=5))
-    assert isinstance(stripped.trainset, CompactTrainset)
+    assert isinstance(stripped.trainset, PredictionTrainset)
     users = [*ratings["user_id"].unique()[:20].tolist(), 99_999]  # 99_999: unknown user
     movies = [*ratings["movie_id"].unique()[:20].tolist(), 88_888]  # unknown movie
     for u in users:
@@ -67,10 +67,27 @@ def test_strip_reads_an_array_backed_trainset_without_its_tuples(model_and_ratin
     reader = Reader(rating_scale=(1, 5))
     surprise_ts = Dataset.load_from_df(frame, reader).build_full_trainset()
     array_ts = CompactDataset.from_df(frame, reader).build_full_trainset()
-    from_tuples, from_arrays = CompactTrainset(surprise_ts), CompactTrainset(array_ts)
+    from_tuples, from_arrays = PredictionTrainset(surprise_ts), PredictionTrainset(array_ts)
     assert array_ts._ur is None  # ur was never built
     for name in ("user_indptr", "user_items", "item_counts"):
         ours, theirs = getattr(from_arrays, name), getattr(from_tuples, name)
         assert ours.dtype == theirs.dtype and (ours == theirs).all(), name
     assert from_arrays._raw2inner_id_users == from_tuples._raw2inner_id_users
     assert from_arrays._raw2inner_id_items == from_tuples._raw2inner_id_items
+
+
+def test_model_pickled_before_the_rename_still_loads(model_and_ratings):
+    """Saved models name the stand-in `recsys_assets.ml.compact.CompactTrainset`."""
+    model, ratings = model_and_ratings
+    stripped = strip_svd(model)
+    # Pickle it under the former class name, exactly as models saved before the rename are.
+    PredictionTrainset.__qualname__ = "CompactTrainset"
+    try:
+        old = pickle.dumps(stripped, protocol=5)
+    finally:
+        PredictionTrainset.__qualname__ = "PredictionTrainset"
+    assert b"CompactTrainset" in old and b"PredictionTrainset" not in old
+    loaded = pickle.loads(old)
+    assert isinstance(loaded.trainset, PredictionTrainset)
+    u, m = ratings["user_id"].iloc[0], ratings["movie_id"].iloc[0]
+    assert loaded.predict(u, m).est == model.predict(u, m).est

@@ -8,12 +8,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from recsys_assets.asset_keys import RATINGS
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.assets.ratings import ratings
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.resources.retrain_policy import RetrainPolicy
-from recsys_assets.sensors.ratings_events import RATINGS
 from recsys_assets.sensors.retrain_sensor import _training_blocker, build_retrain_sensor
 from recsys_assets_tests.assets.test_gates import BAD_SVD
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
@@ -41,16 +41,16 @@ class Harness:
         )
 
     def tick(self):
-        context = dg.build_multi_asset_sensor_context(
-            monitored_assets=[RATINGS],
+        """One tick as the daemon evaluates it: the run requests, or the skip reason."""
+        context = dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
             definitions=self.defs,
             resources=self.resources,
         )
-        result = SENSOR(context)
-        self.cursor = context.cursor  # what the daemon would persist after the tick
-        return result
+        data = SENSOR.evaluate_tick(context)
+        self.cursor = data.cursor  # what the daemon persists after the tick
+        return list(data.run_requests) or dg.SkipReason(data.skip_message)
 
     def train(self, run_config=FAST_CONFIG, tags=None):
         result = self.defs.resolve_job_def("training_job").execute_in_process(
@@ -349,3 +349,26 @@ def test_run_whose_process_died_is_failed_and_never_defers_a_retrain(harness):
     assert blocker == f"training run {alive.run_id} is STARTED"
     harness.instance.report_run_failed(alive, "test over")
     assert _only(harness.tick()).job_name == "training_job"
+
+
+def test_cursor_is_the_newest_handled_event_and_an_old_cursor_is_honoured(harness):
+    harness.train()
+    harness.report(new_ratings=3, user_ids=[5])
+    assert _only(harness.tick()).job_name == "refresh_predictions_job"
+    newest = harness.instance.fetch_materializations(RATINGS, limit=1).records[0].storage_id
+    assert harness.cursor == str(newest)
+    # What the sensor kept while it was a multi_asset_sensor, written by Dagster itself: a
+    # daemon upgraded to this version does not handle the same events again.
+    legacy = dg.build_multi_asset_sensor_context(
+        monitored_assets=[RATINGS],
+        instance=harness.instance,
+        definitions=harness.defs,
+        cursor_from_latest_materializations=True,
+    ).cursor
+    assert legacy != str(newest)
+    harness.cursor = legacy
+    assert isinstance(harness.tick(), dg.SkipReason)
+    assert harness.cursor == str(newest)
+    harness.report(new_ratings=2, user_ids=[6])
+    request = _only(harness.tick())
+    assert request.run_config["ops"]["refresh_user_predictions"]["config"]["user_ids"] == [6]

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from recsys_assets.assets.config import training_run_config
-from recsys_assets.definitions import all_assets, all_checks
-from recsys_assets.sensors.run_failure_sensor import alert_failed_run, run_failure_alert
+from recsys_assets.definitions import all_assets, all_checks, build_defs
+from recsys_assets.sensors.run_failure_sensor import alert_failed_run
 from recsys_assets_tests.assets.test_gates import BAD_SVD
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 
@@ -58,10 +58,12 @@ def _failed_run_context(instance, home, database):
 def test_failed_run_is_posted_to_the_webhook(recsys_home, ratings_db, webhook, monkeypatch):
     url, received = webhook
     monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", url)
+    # The sensor as the definitions build it, with the URL from the environment.
+    sensor = build_defs().resolve_sensor_def("run_failure_alert")
     with dg.instance_for_test() as instance:
         # An empty ratings table: ratings_df fails with a message that says so.
         context = _failed_run_context(instance, recsys_home, ratings_db)
-        run_failure_alert(context)
+        sensor(context)
     (alert,) = received
     assert alert["path"] == "/alerts"
     body = alert["body"]
@@ -71,8 +73,7 @@ def test_failed_run_is_posted_to_the_webhook(recsys_home, ratings_db, webhook, m
     assert "no usable ratings" in step["error"]
 
 
-def test_without_webhook_it_only_logs(recsys_home, ratings_db, monkeypatch, capfd):
-    monkeypatch.delenv("RECSYS_ALERT_WEBHOOK_URL", raising=False)
+def test_without_webhook_it_only_logs(recsys_home, ratings_db, capfd):
     with dg.instance_for_test() as instance:
         context = _failed_run_context(instance, recsys_home, ratings_db)
         capfd.readouterr()
@@ -84,12 +85,11 @@ def test_without_webhook_it_only_logs(recsys_home, ratings_db, monkeypatch, capf
     assert "failed — ratings_df: no usable ratings" in logged
 
 
-def test_dead_webhook_does_not_break_the_sensor(recsys_home, ratings_db, monkeypatch):
+def test_dead_webhook_does_not_break_the_sensor(recsys_home, ratings_db):
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/nothing-listens")
     with dg.instance_for_test() as instance:
         context = _failed_run_context(instance, recsys_home, ratings_db)
-        report = alert_failed_run(context)
+        report = alert_failed_run(context, "http://127.0.0.1:9/nothing-listens")
     assert "refused" in report["webhook_status"].lower()
 
 
@@ -97,7 +97,6 @@ def test_failed_gate_alert_carries_the_check_reason_and_figures(
     recsys_home, demo_db, webhook, monkeypatch, capfd
 ):
     url, received = webhook
-    monkeypatch.setenv("RECSYS_ALERT_WEBHOOK_URL", url)
     with dg.instance_for_test() as instance:
         # A model worse than BaselineOnly: the blocking beats_baseline gate fails.
         result = dg.materialize(
@@ -115,7 +114,7 @@ def test_failed_gate_alert_carries_the_check_reason_and_figures(
             dagster_run=result.dagster_run,
         ).for_run_failure()
         capfd.readouterr()
-        report = alert_failed_run(context)
+        report = alert_failed_run(context, url)
     (check,) = report["failed_checks"]
     assert (check["asset"], check["check"], check["severity"]) == (
         "model_artifact",

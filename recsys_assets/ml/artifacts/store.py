@@ -30,6 +30,7 @@ from recsys_assets.ml.artifacts.manifest import (
     version_of,
     version_time,
 )
+from recsys_assets.settings import Settings
 
 PICKLE_PROTOCOL = 5
 _MAX_VERSION_CLASHES = 100
@@ -51,11 +52,11 @@ class ArtifactStore:
         self._key: bytes | None = key or None
 
     @classmethod
-    def from_env(cls) -> ArtifactStore:
-        """The store under ``<RECSYS_HOME>/models/surprise``, key from the environment."""
-        from recsys_assets import settings
-
-        return cls(settings.model_store_root(), os.environ.get(settings.SIGNING_KEY_ENV) or None)
+    def from_env(cls, settings: Settings | None = None) -> ArtifactStore:
+        """The store at RECSYS_MODEL_STORE (else ``<RECSYS_HOME>/models/surprise``), signing
+        key from RECSYS_MODEL_SIGNING_KEY."""
+        settings = settings or Settings.from_env()
+        return cls(settings.model_store_root, settings.signing_key)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r}, signed={self._key is not None})"
