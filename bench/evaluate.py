@@ -20,14 +20,11 @@ import time
 
 from surprise import Dataset, Reader
 
+from recsys_assets.assets.cv_tables import comparison_table
 from recsys_assets.assets.metadata import markdown_table
-from recsys_assets.assets.training import (
-    comparison_table,
-    final_ranking_choice,
-    final_ranking_policy,
-)
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.list_choice import final_ranking_choice, final_ranking_policy
 from recsys_assets.ml.training import SVDParams
 
 

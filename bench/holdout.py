@@ -24,14 +24,13 @@ import pandas as pd
 from surprise import Dataset, Reader
 
 from recsys_assets.assets.metadata import markdown_table
-from recsys_assets.assets.training import final_ranking_choice, final_ranking_policy
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.ease import fit_ease
 from recsys_assets.ml.evaluation import evaluate_factors
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.list_choice import DEFAULT_EASE
+from recsys_assets.ml.list_choice import DEFAULT_EASE, final_ranking_choice, final_ranking_policy
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_SVD,

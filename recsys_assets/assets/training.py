@@ -11,6 +11,12 @@ import pandas as pd
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.assets.config import CVConfig, DatasetConfig
+from recsys_assets.assets.cv_tables import (
+    RANKING_METRICS,
+    RANKING_NAMES,
+    comparison_table,
+    summary_rows,
+)
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.cross_validation import cross_validate_svd
@@ -19,7 +25,8 @@ from recsys_assets.ml.list_choice import (
     EaseSettings,
     ListChoice,
     choose_on_holdout,
-    final_choice,
+    final_ranking_choice,
+    final_ranking_policy,
 )
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.search_result import SearchResult
@@ -57,83 +64,6 @@ def surprise_dataset(
             "seconds": seconds,
             "peak_rss_mb": peak_rss_mb(),
         },
-    )
-
-
-# Figures users compare model vs baselines on: (row label, rmse col, mae col, ranking prefix).
-_COMPARISON = (
-    ("shipped list (the better of blend and EASE on validation)", None, None, "shipped"),
-    ("EASE ranking model (λ chosen on validation)", None, None, "ease"),
-    ("SVD, blend ranking", "rmse", "mae", "blend"),
-    ("SVD, ranked by predicted rating", "rmse", "mae", "svd"),
-    ("BaselineOnly (mu + bu + bi)", "baseline_rmse", "baseline_mae", None),
-    ("global mean", "global_mean_rmse", "global_mean_mae", None),
-    ("most popular", None, None, "popular"),
-)
-_RANKING_METRICS = ("precision", "recall", "ndcg")
-# Metadata names for the ranking columns, e.g. shipped_ndcg -> ndcg_at_10.
-_RANKING_NAMES = {
-    "shipped": "",
-    "blend": "_blend",
-    "ease": "_ease",
-    "svd": "_svd_only",
-    "popular": "_most_popular",
-}
-
-
-def _summary_rows(folds: pd.DataFrame) -> pd.DataFrame:
-    metrics = [c for c in folds.columns if c != "fold"]
-    table = folds[["fold", *metrics]].astype({"fold": str})
-    mean = {"fold": "mean", **{m: float(folds[m].mean()) for m in metrics}}
-    std = {"fold": "std", **{m: float(folds[m].std(ddof=0)) for m in metrics}}
-    return pd.concat([table, pd.DataFrame([mean, std])], ignore_index=True)
-
-
-def comparison_table(folds: pd.DataFrame) -> pd.DataFrame:
-    """Model vs baselines, means over folds (NaN where a figure does not apply)."""
-    rows = []
-    for label, rmse, mae, ranking in _COMPARISON:
-        if ranking and f"{ranking}_ndcg" not in folds:
-            continue  # e.g. no EASE columns (CV without the ranking model)
-        row = {
-            "model": label,
-            "RMSE": float(folds[rmse].mean()) if rmse else float("nan"),
-            "MAE": float(folds[mae].mean()) if mae else float("nan"),
-        }
-        for metric in _RANKING_METRICS:
-            col = f"{ranking}_{metric}"
-            value = float(folds[col].mean()) if ranking and col in folds else float("nan")
-            row[f"{metric}@10"] = value
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def final_ranking_policy(folds: pd.DataFrame, min_user_ratings: int) -> RankingPolicy:
-    """The shipped ranking of the model fitted on everything, from the folds' choices.
-
-    Blend weights: the median of the per-fold choices. Ranker: EASE when its validation NDCG
-    summed over the folds beats the blend's (`ml.list_choice.final_choice`). Each fold chose
-    on a validation split of its own training ratings, so this never looked at a test fold.
-    """
-    if "taste_weight" not in folds:
-        return RankingPolicy(min_user_ratings=min_user_ratings)
-    blend = RankingPolicy(
-        popularity_weight=1.0,
-        taste_weight=float(folds["taste_weight"].median()),
-        rating_weight=float(folds["rating_weight"].median()),
-        min_user_ratings=min_user_ratings,
-    )
-    return final_ranking_choice(folds, blend)[0]
-
-
-def final_ranking_choice(
-    folds: pd.DataFrame, blend: RankingPolicy
-) -> tuple[RankingPolicy, float | None]:
-    """(policy with its ranker, EASE's λ or None) from the folds' validation figures."""
-    if "ease_validation_ndcg" not in folds:
-        return blend, None
-    return final_choice(
-        folds["blend_validation_ndcg"], folds["ease_validation_ndcg"], folds["ease_lambda"], blend
     )
 
 
@@ -277,7 +207,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     folds = folds.sort_values("fold").reset_index(drop=True)
     if len(folds) != task.n_folds:  # pragma: no cover - a lost step fails the run first
         raise dg.Failure(f"expected {task.n_folds} fold results, got {len(folds)}")
-    report = _summary_rows(folds)
+    report = summary_rows(folds)
     policy = final_ranking_policy(folds, task.min_user_ratings)
     _, ease_lambda = final_ranking_choice(folds, policy)
     report.attrs["svd_params"] = task.params.as_dict()
@@ -292,8 +222,8 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     comparison = comparison_table(folds)
     ranking_meta = {
         f"{metric}_at_10{suffix}": float(folds[f"{prefix}_{metric}"].mean())
-        for prefix, suffix in _RANKING_NAMES.items()
-        for metric in _RANKING_METRICS
+        for prefix, suffix in RANKING_NAMES.items()
+        for metric in RANKING_METRICS
         if f"{prefix}_{metric}" in folds
     }
     validation_meta = {

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
@@ -35,6 +36,8 @@ __all__ = [
     "choose_lists",
     "choose_on_holdout",
     "final_choice",
+    "final_ranking_choice",
+    "final_ranking_policy",
 ]
 
 
@@ -168,3 +171,32 @@ def final_choice(
     lam = float(np.median(np.asarray(lambdas, dtype=np.float64)))
     better = float(ease.sum()) > float(np.sum(folds_blend_ndcg))
     return replace(policy, ranker=SOURCE_EASE if better else SOURCE_SVD), lam
+
+
+def final_ranking_policy(folds: pd.DataFrame, min_user_ratings: int) -> RankingPolicy:
+    """The shipped ranking of the model fitted on everything, from the folds' choices.
+
+    Blend weights: the median of the per-fold choices. Ranker: EASE when its validation NDCG
+    summed over the folds beats the blend's (`ml.list_choice.final_choice`). Each fold chose
+    on a validation split of its own training ratings, so this never looked at a test fold.
+    """
+    if "taste_weight" not in folds:
+        return RankingPolicy(min_user_ratings=min_user_ratings)
+    blend = RankingPolicy(
+        popularity_weight=1.0,
+        taste_weight=float(folds["taste_weight"].median()),
+        rating_weight=float(folds["rating_weight"].median()),
+        min_user_ratings=min_user_ratings,
+    )
+    return final_ranking_choice(folds, blend)[0]
+
+
+def final_ranking_choice(
+    folds: pd.DataFrame, blend: RankingPolicy
+) -> tuple[RankingPolicy, float | None]:
+    """(policy with its ranker, EASE's λ or None) from the folds' validation figures."""
+    if "ease_validation_ndcg" not in folds:
+        return blend, None
+    return final_choice(
+        folds["blend_validation_ndcg"], folds["ease_validation_ndcg"], folds["ease_lambda"], blend
+    )
