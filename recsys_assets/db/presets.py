@@ -12,7 +12,7 @@ The queries (`ratings.py`, `changes.py`) read a preset's attributes and call its
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,15 @@ from recsys_assets.db.predictions import upgrade_predictions
 from recsys_assets.db.schema import DEFAULT_DJANGO_SCHEMA, DjangoSchema, SchemaError
 from recsys_assets.db.values import is_numeric
 from recsys_assets.settings import SCHEMA_PRESETS
+
+
+class RatingRows(NamedTuple):
+    """Ratings to insert: ids and values as DBAPI-ready lists, timestamps as unix seconds."""
+
+    user_ids: list[Any]
+    movie_ids: list[Any]
+    values: list[Any]
+    seconds: pd.Series
 
 
 class SchemaPreset:
@@ -61,14 +70,7 @@ class SchemaPreset:
         """Numpy-typed rows for the bulk path, or None when they must go value by value."""
         return None
 
-    def rating_columns(
-        self,
-        conn: Connection,
-        user_ids: list[Any],
-        movie_ids: list[Any],
-        values: list[Any],
-        seconds: pd.Series,
-    ) -> dict[str, list[Any]]:
+    def rating_columns(self, conn: Connection, rows: RatingRows) -> dict[str, list[Any]]:
         """Parallel column lists for `batched_insert` into `ratings` (active rows)."""
         raise NotImplementedError
 
@@ -115,20 +117,13 @@ class NativePreset(SchemaPreset):
             }
         )
 
-    def rating_columns(
-        self,
-        conn: Connection,
-        user_ids: list[Any],
-        movie_ids: list[Any],
-        values: list[Any],
-        seconds: pd.Series,
-    ) -> dict[str, list[Any]]:
+    def rating_columns(self, conn: Connection, rows: RatingRows) -> dict[str, list[Any]]:
         return {
-            "user_id": user_ids,
-            "movie_id": movie_ids,
-            "rating": values,
-            "active": [True] * len(user_ids),
-            "created_at": seconds.tolist(),
+            "user_id": rows.user_ids,
+            "movie_id": rows.movie_ids,
+            "rating": rows.values,
+            "active": [True] * len(rows.user_ids),
+            "created_at": rows.seconds.tolist(),
         }
 
     def delete_ratings(self, conn: Connection) -> int:
@@ -232,22 +227,15 @@ class DjangoPreset(SchemaPreset):
             ct_id = conn.execute(self.content_type_id_query).scalar_one()
         return ct_id
 
-    def rating_columns(
-        self,
-        conn: Connection,
-        user_ids: list[Any],
-        movie_ids: list[Any],
-        values: list[Any],
-        seconds: pd.Series,
-    ) -> dict[str, list[Any]]:
-        n = len(user_ids)
+    def rating_columns(self, conn: Connection, rows: RatingRows) -> dict[str, list[Any]]:
+        n = len(rows.user_ids)
         ct_id = self.content_type_id(conn, create=True)
         # Django's DateTimeField(auto_now_add) has no DB default, so we always send a value.
-        stamps = pd.DatetimeIndex(pd.to_datetime(seconds.to_numpy(), unit="s", utc=True))
+        stamps = pd.DatetimeIndex(pd.to_datetime(rows.seconds.to_numpy(), unit="s", utc=True))
         return {
-            "user_id": user_ids,
-            "object_id": movie_ids,
-            "value": values,
+            "user_id": rows.user_ids,
+            "object_id": rows.movie_ids,
+            "value": rows.values,
             "content_type_id": [ct_id] * n,
             "active": [True] * n,
             "timestamp": list(stamps.to_pydatetime()),

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from recsys_assets.db import bulk
 from recsys_assets.db.predictions import in_chunks
-from recsys_assets.db.presets import Preset, preset_of
+from recsys_assets.db.presets import Preset, RatingRows, preset_of
 from recsys_assets.db.values import check_columns, db_values, id_values, to_unix_seconds
 
 # Rows per fetch/convert step in read_ratings when no chunksize is given.
@@ -156,11 +156,14 @@ def insert_ratings(
         with engine.begin() as conn, bulk.indexes_rebuilt_if_empty(conn, table, len(frame)):
             return bulk.insert_frame(conn, table, frame, constants={"active": True})
     # Anything else goes value by value through SQLAlchemy's type checks.
-    user_ids = id_values(ratings_df["user_id"])
-    movie_ids = id_values(ratings_df["movie_id"])
-    values = db_values(ratings_df["rating"])
+    rows = RatingRows(
+        user_ids=id_values(ratings_df["user_id"]),
+        movie_ids=id_values(ratings_df["movie_id"]),
+        values=db_values(ratings_df["rating"]),
+        seconds=seconds,
+    )
     with engine.begin() as conn:
-        columns = layout.rating_columns(conn, user_ids, movie_ids, values, seconds)
+        columns = layout.rating_columns(conn, rows)
         return bulk.batched_insert(conn, layout.ratings, columns, batch_size)
 
 

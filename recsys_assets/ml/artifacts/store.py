@@ -73,7 +73,7 @@ class ArtifactStore:
         """
         clash = RESERVED_KEYS.intersection(manifest)
         if clash:
-            raise ValueError(f"manifest keys {sorted(clash)} are set by save_artifact itself")
+            raise ValueError(f"manifest keys {sorted(clash)} are set by the store itself")
         self.files.makedirs()
         data = pickle.dumps(model, protocol=PICKLE_PROTOCOL)
         sha256 = hashlib.sha256(data).hexdigest()
