@@ -145,11 +145,12 @@ def build_defs(
 defs = build_defs()
 
 
-def build_training_job(executor: ExecutorName | None = None) -> dg.JobDefinition:
-    """`training_job` resolved from definitions built now: the target of `dg.reconstructable`.
+def build_training_job() -> dg.JobDefinition:
+    """`training_job` resolved from definitions built now: the target of `dg.reconstructable`
+    (which calls it without arguments).
 
     Executors that run steps in other processes (multiprocess, Celery workers) re-import this
-    module there and call this function, so every process sees the same job. `executor`
-    overrides RECSYS_EXECUTOR (``in_process`` for `execute_in_process`).
+    module there and call this function, so every process sees the same job. For
+    `execute_in_process`, resolve it from `build_defs(executor="in_process")` instead.
     """
-    return build_defs(executor=executor).resolve_job_def(jobs.training_job.name)
+    return build_defs().resolve_job_def(jobs.training_job.name)

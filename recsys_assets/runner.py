@@ -229,7 +229,8 @@ def execute_training(instance, run_config: dict, executor: str, tags: dict | Non
     from recsys_assets import definitions
 
     if executor == "in_process":
-        return definitions.build_training_job("in_process").execute_in_process(
+        job = definitions.build_defs(executor="in_process").resolve_job_def("training_job")
+        return job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False, tags=tags
         )
     return dg.execute_job(

@@ -185,7 +185,7 @@ SEARCH_CONFIG = training_run_config(
 def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_path):
     with dg.DagsterInstance.get() as instance:
         with dg.execute_job(
-            dg.reconstructable(definitions.training_job),
+            dg.reconstructable(definitions.build_training_job),
             instance=instance,
             run_config=SEARCH_CONFIG,
             raise_on_error=False,
@@ -215,9 +215,8 @@ def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_pa
     } <= set(delegated)
 
     # The same job in process gives the same numbers and the same predictions.
-    result = definitions.build_training_job("in_process").execute_in_process(
-        run_config=SEARCH_CONFIG
-    )
+    local = definitions.build_defs(executor="in_process").resolve_job_def("training_job")
+    result = local.execute_in_process(run_config=SEARCH_CONFIG)
     local_cv = result.asset_materializations_for_node("cv_report")[0].metadata
     for name in ("rmse_mean", "mae_mean", "rmse_std"):
         assert celery_cv[name].value == local_cv[name].value

@@ -146,7 +146,9 @@ def evaluate_retrain(
     context: dg.SensorEvaluationContext,
     retrain_policy: RetrainPolicy,
     model_store: ArtifactStore,
-) -> dg.SensorResult | dg.SkipReason:
+) -> dg.SensorResult:
+    """This tick's run requests, or why there are none, with the cursor moved past the events
+    it handled (the same cursor when there were none)."""
     instance = context.instance
     handled = load_cursor(context.cursor)
     new_events = _ratings_events_after(instance, handled)
@@ -241,7 +243,7 @@ def build_retrain_sensor(minimum_interval_seconds: int | None = None) -> dg.Sens
         context: dg.SensorEvaluationContext,
         retrain_policy: RetrainPolicy,
         model_store: dg.ResourceParam[ArtifactStore],
-    ) -> dg.SensorResult | dg.SkipReason:
+    ) -> dg.SensorResult:
         return evaluate_retrain(context, retrain_policy, model_store)
 
     return retrain_on_new_ratings
