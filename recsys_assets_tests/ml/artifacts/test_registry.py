@@ -13,14 +13,11 @@ from recsys_assets.ml.artifacts import (
     ArtifactStore,
     NoModelError,
 )
-
-KEY = b"test-signing-key"
+from recsys_assets_tests.ml.artifacts.versions import KEY, save_version
 
 
 def _save(root, k, promote_it=True, key=None):
-    return ArtifactStore(root, key).save(
-        {"k": k}, {"cv_metrics": {"rmse_mean": 1.0 - k / 100}}, promote_it
-    )
+    return save_version(root, k, promote_it, key)
 
 
 def test_signed_round_trip(tmp_path):

@@ -21,14 +21,11 @@ from recsys_assets.ml.artifacts import (
     ArtifactStore,
     clean_stale_temp_files,
 )
-
-KEY = b"test-signing-key"
+from recsys_assets_tests.ml.artifacts.versions import KEY, save_version
 
 
 def _save(root, k, promote_it=False, key=None):
-    return ArtifactStore(root, key).save(
-        {"k": k}, {"cv_metrics": {"rmse_mean": 1.0 - k / 100}}, promote_it
-    )
+    return save_version(root, k, promote_it, key)
 
 
 def _dead_pid() -> int:
