@@ -180,7 +180,7 @@ def _select_shared(
 
 def _select_own(fold: int) -> tuple[dict[int, ListChoice], float]:
     """Blend weights, EASE λ and shipped list for `fold` from an inner split of its own
-    training ratings (`evaluation.select_policy`'s split)."""
+    training ratings (`evaluation.validation_split`: a quarter validates)."""
     run = _RUN
     assert run is not None and run.min_user_ratings is not None
     t0 = time.perf_counter()

@@ -5,21 +5,20 @@ here is measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
-* precision/recall/NDCG@k of three rankings: SVD estimate only (the seed's), most popular,
-  and the shipped blend (``ml.ranking``), whose weights are chosen on validation ratings from
-  the fold's *training* data with a second SVD fitted without them (``select_policy``, or
-  one inner model shared by two folds, see ``cross_validation.shared_inner_pairs``): the test fold
-  is never used to pick anything.
+* precision/recall/NDCG@k of the lists: SVD estimate only (the seed's), most popular, the
+  blend (``ml.ranking``) and EASE, whose weights and λ are chosen on validation ratings from
+  the fold's *training* data (``ml.list_choice``): the search's V, or with fixed
+  hyperparameters an inner split of the fold's own training ratings. The test fold is never
+  used to pick anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
-from surprise import Trainset
 
 from recsys_assets.ml.arrays import Ratings, lookup, top_k_indices
 from recsys_assets.ml.baselines import baseline_factors, error
@@ -272,46 +271,6 @@ def validation_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[n_val:], order[:n_val]
 
 
-def select_policy(
-    trainset_builder: Callable[[list[tuple]], Trainset],
-    fit: Callable[[Trainset], object],
-    train_raw: list[tuple],
-    seed: int,
-    min_user_ratings: int,
-    train: Ratings | None = None,
-    max_users: int | None = None,
-) -> tuple[RankingPolicy, list[dict]]:
-    """Pick blend weights on a validation split of ``train_raw`` (never the test fold).
-
-    ``train``: the same ratings as arrays, if the caller has them already. ``max_users``:
-    validate on a sample of that many users (``ranking_evals``).
-    """
-    fit_idx, val_idx = validation_split(len(train_raw), seed)
-    inner = [train_raw[i] for i in fit_idx]
-    factors = SVDFactors.from_svd(fit(trainset_builder(inner)))
-    everything = train if train is not None else Ratings.from_tuples(train_raw)
-    base = RankingPolicy(min_user_ratings=min_user_ratings)
-    return grid_ndcg(
-        factors,
-        everything.take(fit_idx),
-        everything.take(val_idx),
-        base,
-        max_users=max_users,
-        seed=seed,
-    )
-
-
-def evaluate_fold(
-    model: object,
-    trainset: Trainset,
-    train: Ratings,
-    test: Ratings,
-    policy: RankingPolicy,
-) -> dict:
-    """Baseline errors and ranking metrics on one fold; keys are flat floats for a table row."""
-    return evaluate_factors(SVDFactors.from_svd(model), train, test, policy)
-
-
 def evaluate_factors(
     factors: SVDFactors,
     train: Ratings,
@@ -321,7 +280,8 @@ def evaluate_factors(
     seed: int = 0,
     ease: EASEModel | None = None,
 ) -> dict:
-    """``evaluate_fold`` from the fold model's factors (small enough to pass between processes).
+    """Baseline errors and ranking metrics of one fold, from the fold model's factors (small
+    enough to pass between processes); keys are flat floats for a table row.
 
     ``factors.global_mean`` is the fold trainset's mean, the global-mean baseline. Rating
     errors use every test rating; ranking metrics a sample of ``max_users`` users if set.

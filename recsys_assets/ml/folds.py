@@ -60,7 +60,7 @@ def shared_inner_pairs(n_folds: int) -> list[tuple[int, int]]:
     Validated on fold a, that model picks b's weights (b's training data holds every fold but
     b, so all the model and a); validated on b, it picks a's. One fit on (k-2)/k of the data
     replaces two on ~(k-1)/k * 3/4. It needs a third fold to train on; an odd last fold keeps
-    its own inner split (`select_policy`).
+    its own inner split (`cross_validation._select_own`).
     """
     if n_folds < 3:
         return []
