@@ -71,15 +71,15 @@ def prepare_dagster_home(settings: Settings | None = None) -> str:
     return str(home)
 
 
-def _embedded_database_is_new(database_file: Path, models_dir: str) -> bool:
+def _embedded_database_is_new(database_file: Path, model_store: str) -> bool:
     """The embedded database counts as new when its file did not exist, or nothing was ever
-    trained in this RECSYS_HOME (no model version saved): demo data cannot replace a real
-    model there."""
+    trained into this model store (no version saved): demo data cannot replace a real model
+    there."""
     from recsys_assets.ml.artifacts import ArtifactStore
 
     if not database_file.exists():
         return True
-    versions, broken = ArtifactStore(models_dir).scan()
+    versions, broken = ArtifactStore(model_store).scan()
     return not versions and not broken
 
 

@@ -11,7 +11,6 @@ import dagster as dg
 from pydantic import Field
 
 from recsys_assets.ml.artifacts import ArtifactStore
-from recsys_assets.settings import Settings
 
 
 class ModelStore(dg.ConfigurableResource):
@@ -23,12 +22,6 @@ class ModelStore(dg.ConfigurableResource):
         description="HMAC key for manifests (RECSYS_MODEL_SIGNING_KEY); when set, unsigned "
         "or mismatched models are refused",
     )
-
-    @classmethod
-    def from_env(cls, settings: Settings | None = None) -> ModelStore:
-        """Store at RECSYS_MODEL_STORE, else ``<RECSYS_HOME>/models/surprise``."""
-        settings = settings or Settings.from_env()
-        return cls(root=settings.model_store_root, signing_key=settings.signing_key)
 
     def store(self) -> ArtifactStore:
         """The plain store this configuration describes (what assets and checks receive)."""
