@@ -177,8 +177,9 @@ def final_ranking_policy(folds: pd.DataFrame, min_user_ratings: int) -> RankingP
     """The shipped ranking of the model fitted on everything, from the folds' choices.
 
     Blend weights: the median of the per-fold choices. Ranker: EASE when its validation NDCG
-    summed over the folds beats the blend's (`ml.list_choice.final_choice`). Each fold chose
-    on a validation split of its own training ratings, so this never looked at a test fold.
+    summed over the folds beats the blend's (`final_choice`). Each fold's choice came from
+    validation ratings outside its test fold (its own inner split, or with the search on the
+    one choice made on V, which every fold then carries: median and sum give that choice back).
     """
     if "taste_weight" not in folds:
         return RankingPolicy(min_user_ratings=min_user_ratings)
