@@ -65,7 +65,7 @@ def execute_graph(
     run_config = training_run_config(n_folds=folds)
     run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     if folds_per_step:
-        plan = run_config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]
+        plan = run_config["ops"]["cv_report"]["config"]
         plan["folds_per_step"] = folds_per_step
     os.environ["RECSYS_EXECUTOR"] = executor  # read by step processes too
     with dg.DagsterInstance.get() as instance:

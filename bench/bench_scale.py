@@ -411,7 +411,7 @@ def main() -> int:
         "step (launched and scheduled runs)",
     )
     parser.add_argument(
-        "--folds-per-step", type=int, default=0, help="cv_fold_plan's folds_per_step (0 = auto)"
+        "--folds-per-step", type=int, default=0, help="cv_report's folds_per_step (0 = auto)"
     )
     parser.add_argument("--json", type=Path, help="also write all figures here")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -30,7 +30,7 @@ def test_daily_training_requests_the_whole_graph_with_20_epochs():
     assert config == training_run_config(n_epochs=20)
     # The hyperparameters have one home (the search, seeded with 20 epochs); CV and the
     # final fit take its choice.
-    plan = config["ops"]["svd_hyperparameters"]["ops"]["search_plan"]["config"]
+    plan = config["ops"]["svd_hyperparameters"]["config"]
     assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
     # The run config is valid for the job.
     job = defs.resolve_job_def("training_job")

@@ -134,15 +134,15 @@ def training_run_config(
     tuning: str = "search",
     **hyper: float | int | str,
 ) -> dict:
-    """Run config for the whole graph. The hyperparameters have one home, the search's plan
-    op (`n_epochs` and `**hyper`: the seed configuration, or with `tuning="fixed"` the one
-    used); CV and the final fit both take the configuration `svd_hyperparameters` chose."""
+    """Run config for the whole graph. The hyperparameters have one home, the
+    `svd_hyperparameters` asset's config (`n_epochs` and `**hyper`: the seed configuration,
+    or with `tuning="fixed"` the one used); CV and the final fit both take the configuration
+    it chose."""
     search = {"tuning": tuning, "n_epochs": n_epochs, **hyper}
     return {
         "ops": {
-            # Graph-backed assets: the config lives on the op that plans the steps.
-            "svd_hyperparameters": {"ops": {"search_plan": {"config": search}}},
-            "cv_report": {"ops": {"cv_fold_plan": {"config": {"n_folds": n_folds}}}},
+            "svd_hyperparameters": {"config": search},
+            "cv_report": {"config": {"n_folds": n_folds}},
             "fallback_predictions": {"config": {"top_n": top_n}},
             "user_predictions": {"config": {"top_n": top_n}},
         }

@@ -278,7 +278,13 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     )
 
 
-@dg.graph_asset(group_name="training")
+@dg.config_mapping
+def _cv_config(config: CVConfig) -> dict:
+    # Users configure the asset (`ops.cv_report.config`); the plan op holds it.
+    return {"cv_fold_plan": {"config": config.model_dump()}}
+
+
+@dg.graph_asset(group_name="training", config=_cv_config)
 def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> pd.DataFrame:
     """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
 

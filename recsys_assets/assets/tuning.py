@@ -277,7 +277,13 @@ def search_summary(
 _FITS = [search_fit.alias(f"search_fit_{r + 1}") for r in range(N_RUNGS)]
 
 
-@dg.graph_asset(group_name="training")
+@dg.config_mapping
+def _search_config(config: TuningConfig) -> dict:
+    # Users configure the asset (`ops.svd_hyperparameters.config`); the plan op holds it.
+    return {"search_plan": {"config": config.model_dump()}}
+
+
+@dg.graph_asset(group_name="training", config=_search_config)
 def svd_hyperparameters(surprise_dataset: Dataset) -> SearchResult:
     """The SVD's hyperparameters for this run: searched (successive halving) or fixed.
 

@@ -96,7 +96,7 @@ def test_cv_folds_share_one_forked_step_in_process(graph_run):
 
 def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
     config = training_run_config(n_folds=4, top_n=10, tuning="fixed", **FAST_SVD)
-    config["ops"]["cv_report"]["ops"]["cv_fold_plan"]["config"]["folds_per_step"] = 1
+    config["ops"]["cv_report"]["config"]["folds_per_step"] = 1
     result = _materialize(recsys_home, demo_db, run_config=config)
     steps = {e.step_key for e in result.all_events if e.is_step_success}
     assert {f"cv_report.cv_fold[folds_{k}]" for k in range(1, 5)} <= steps

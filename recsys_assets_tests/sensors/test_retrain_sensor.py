@@ -117,7 +117,7 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
     refresh = requests["refresh_predictions_job"].run_config["ops"]["refresh_user_predictions"]
     assert refresh["config"]["user_ids"] == [2]
     # The sensor's retrain uses the schedule's config shape: one search seeded with 20 epochs.
-    plan = request.run_config["ops"]["svd_hyperparameters"]["ops"]["search_plan"]["config"]
+    plan = request.run_config["ops"]["svd_hyperparameters"]["config"]
     assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
 
     # No new event: a tick before the run exists asks again with the same run key, which
