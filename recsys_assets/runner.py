@@ -49,6 +49,10 @@ run_monitoring:
   cancel_timeout_seconds: 300
   max_runtime_seconds: 21600
   poll_interval_seconds: 60
+# context.log.debug lines (e.g. the IO manager's "Loading file from ...") are not stored: each
+# is an event log row (~40 per ml-100k run), and Dagster's own events are kept at any level.
+python_logs:
+  python_log_level: INFO
 """
 
 

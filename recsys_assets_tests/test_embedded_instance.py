@@ -17,6 +17,7 @@ from recsys_assets_tests.servers import REPO, Deployment, wait_for
 @dg.asset
 def numbers(context: dg.AssetExecutionContext) -> list[int]:
     context.log.info("making numbers")
+    context.log.debug("debug detail")
     return [1, 2, 3]
 
 
@@ -29,19 +30,22 @@ def test_embedded_instance_is_dagsters_own_sqlite_storage(recsys_home):
     home = Path(prepare_dagster_home())
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     # Only documented instance settings: no storage class of the project's (or anyone's).
-    assert set(config) == {"telemetry", "concurrency", "run_monitoring"}
+    assert set(config) == {"telemetry", "concurrency", "run_monitoring", "python_logs"}
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize([numbers, total], instance=instance)
         assert result.success
         storage = instance.event_log_storage
         assert type(storage).__module__.startswith("dagster.")  # Dagster's default class
-        events = [
-            e.dagster_event.event_type_value
-            for e in storage.get_logs_for_run(result.run_id)
-            if e.dagster_event
-        ]
+        records = storage.get_logs_for_run(result.run_id)
+        events = [e.dagster_event.event_type_value for e in records if e.dagster_event]
+        messages = [e.user_message for e in records if not e.dagster_event]
         latest = instance.get_latest_materialization_event(dg.AssetKey("total"))
     assert "ASSET_MATERIALIZATION" in events and events[-1] == "PIPELINE_SUCCESS"
+    # Log lines from INFO up are stored; debug lines (the IO manager's, ours) are not, while
+    # Dagster's own events (logged at DEBUG) all are.
+    assert "making numbers" in messages
+    assert not any("debug detail" in m or "Loading file from" in m for m in messages)
+    assert "STEP_START" in events and "HANDLED_OUTPUT" in events
     assert latest is not None and latest.run_id == result.run_id
     # Dagster's layout: one SQLite file per run beside the index, under DAGSTER_HOME.
     assert (home / "history" / "runs" / f"{result.run_id}.db").is_file()
