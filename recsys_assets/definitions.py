@@ -98,12 +98,12 @@ def build_executor(
         # Step processes forked from a server that has imported this project once, instead
         # of each spawning a fresh interpreter that imports dagster, pandas, surprise and the
         # project again (~3-5 s per step here).
-        # The compiled SVD fit is loaded there too (ml/svd_sgd_preload.py).
+        # The compiled kernels are loaded there too (ml/compiled_preload.py).
         return dg.multiprocess_executor.configured(
             {
                 "start_method": {
                     "forkserver": {
-                        "preload_modules": [__name__, "recsys_assets.ml.svd_sgd_preload"]
+                        "preload_modules": [__name__, "recsys_assets.ml.compiled_preload"]
                     }
                 }
             },
