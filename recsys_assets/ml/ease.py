@@ -26,17 +26,15 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from recsys_assets.ml.arrays import lookup
 from recsys_assets.ml.svd_sgd import njit_cached
-from recsys_assets.ml.workers import cpu_count
+from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 
 __all__ = [
     "DEFAULT_LAMBDAS",
@@ -244,18 +242,36 @@ def fit_ease_path(
     if log is not None:
         log.info("ease: XᵀX of %d movies in %.1fs", kept.size, time.perf_counter() - t0)
 
-    def solve(lam: float) -> EASEModel:
-        t0 = time.perf_counter()
-        weights = weights_from_gram(g, float(lam), overwrite=len(lambdas) == 1)
+    global _PATH_GRAM
+    n_jobs = min(len(lambdas), cpu_count())
+    if runs_inline(n_jobs, len(lambdas)):
+        solved = [_timed_weights(g, float(lam), overwrite=len(lambdas) == 1) for lam in lambdas]
+    else:
+        # The solves in forked workers, one BLAS thread each: scipy's LAPACK wrappers hold the
+        # GIL, so threads would run them one after the other. The workers inherit XᵀX.
+        _PATH_GRAM = g
+        try:
+            with fork_pool(n_jobs) as pool:
+                solved = list(pool.map(_path_weights, [float(lam) for lam in lambdas]))
+        finally:
+            _PATH_GRAM = None
+    models = []
+    for lam, (weights, seconds) in zip(lambdas, solved, strict=True):
         if log is not None:
-            log.info("ease: λ=%g solved in %.1fs", lam, time.perf_counter() - t0)
-        return EASEModel(kept, weights, float(lam), n_pairs, n_users)
+            log.info("ease: λ=%g solved in %.1fs", lam, seconds)
+        models.append(EASEModel(kept, weights, float(lam), n_pairs, n_users))
+    return models
 
-    n_threads = min(len(lambdas), cpu_count())
-    if n_threads == 1:
-        return [solve(lam) for lam in lambdas]
-    # The solves side by side, one BLAS thread each (LAPACK releases the GIL): several
-    # times faster than one after the other with OpenBLAS's threads, which spin against each
-    # other as soon as anything else runs on the machine. Each holds a copy of XᵀX.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        return list(pool.map(solve, lambdas))
+
+_PATH_GRAM: np.ndarray | None = None  # XᵀX of the λ path being solved, for forked workers
+
+
+def _timed_weights(g: np.ndarray, lam: float, overwrite: bool) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    weights = weights_from_gram(g, lam, overwrite)
+    return weights, time.perf_counter() - start
+
+
+def _path_weights(lam: float) -> tuple[np.ndarray, float]:
+    assert _PATH_GRAM is not None, "set before the workers were forked"
+    return _timed_weights(_PATH_GRAM, lam, overwrite=False)

@@ -1,4 +1,5 @@
-"""Forked worker pools for the CPU-bound tasks of one step (CV folds, search candidates).
+"""Forked worker pools for the CPU-bound tasks of one step (CV folds, search candidates,
+EASE's λ path).
 
 Workers are forked, not spawned: they inherit the step's data (module globals set just
 before the pool starts) without pickling it, and the compiled kernels already loaded.
