@@ -99,7 +99,11 @@ def main() -> None:
     stripped = strip_svd(model)
     if policy.ranker == SOURCE_EASE:
         stripped.ranking_model = fit_ease(
-            everything.users, everything.movies, choice.ease_lambda, DEFAULT_EASE.max_items
+            everything.users,
+            everything.movies,
+            choice.ease_lambda,
+            DEFAULT_EASE.max_items,
+            min_ratings=DEFAULT_EASE.min_item_ratings,
         )
     print(
         f"fitted SVD (+ EASE) and chose the shipped list in {time.perf_counter() - t0:.1f}s: "

@@ -83,7 +83,11 @@ def main() -> None:
     start = time.perf_counter()
     factors = SVDFactors.from_svd(fit_svd(data.build_full_trainset(), params))
     ease = fit_ease(
-        train_df["user_id"].to_numpy(), train_df["movie_id"].to_numpy(), lam, DEFAULT_EASE.max_items
+        train_df["user_id"].to_numpy(),
+        train_df["movie_id"].to_numpy(),
+        lam,
+        DEFAULT_EASE.max_items,
+        min_ratings=DEFAULT_EASE.min_item_ratings,
     )
     fit_seconds = time.perf_counter() - start
     train = Ratings(

@@ -7,7 +7,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS
+from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MIN_ITEM_RATINGS
 from recsys_assets.ml.list_choice import EaseSettings
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
 from recsys_assets.ml.tuning import DEFAULT_PARAM_GRID
@@ -104,16 +104,20 @@ class CVConfig(dg.Config):
     # 0 = every user. Ranking all 59K movies for all 162K users of a 25M-rating catalogue
     # costs minutes per fold; RMSE/MAE are always computed on every held-out rating.
     ranking_users: int = 2_000
-    # The EASE ranking model: λ candidates (chosen per fold on validation ratings from the
-    # fold's training data) and the most-rated movies it is fitted on (its items x items solve
-    # is dense; 0 = every movie). Empty `ease_lambdas`: EASE is not evaluated nor shipped.
+    # The EASE ranking model: λ candidates (chosen on validation ratings from training data)
+    # and the movies it is fitted on: the `ease_max_items` most-rated (its items x items solve
+    # is dense; 0 = no cap) of those with at least `ease_min_item_ratings` ratings. Empty
+    # `ease_lambdas`: EASE is not evaluated nor shipped.
     ease_lambdas: list[float] = list(DEFAULT_LAMBDAS)
     ease_max_items: int = DEFAULT_MAX_ITEMS
+    ease_min_item_ratings: int = DEFAULT_MIN_ITEM_RATINGS
 
     def ease_settings(self) -> EaseSettings | None:
         if not self.ease_lambdas:
             return None
-        return EaseSettings(tuple(self.ease_lambdas), self.ease_max_items or None)
+        return EaseSettings(
+            tuple(self.ease_lambdas), self.ease_max_items or None, self.ease_min_item_ratings
+        )
 
 
 class ArtifactConfig(dg.Config):

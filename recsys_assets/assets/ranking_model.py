@@ -13,7 +13,7 @@ from recsys_assets.ml.ease import EASEModel, fit_ease
 def ranking_model(
     context: dg.AssetExecutionContext, ratings_df: pd.DataFrame, cv_report: pd.DataFrame
 ) -> dg.Output[EASEModel | None]:
-    """EASE (`ml.ease`) on every (user, movie) rating, with the λ and item cap `cv_report` chose.
+    """EASE (`ml.ease`) on every (user, movie) rating, with the λ and movies `cv_report` chose.
 
     A rating is an interaction, whatever its value. λ is the median of the folds' choices, each
     made on validation ratings from that fold's training data. Which list users get (EASE or the
@@ -31,11 +31,13 @@ def ranking_model(
         float(spec["lambda"]),
         spec.get("max_items"),
         log=context.log,
+        # Specs from before the floor existed: every movie, as then.
+        min_ratings=int(spec.get("min_item_ratings", 1)),
     )
     seconds = time.perf_counter() - start
     share = model.n_ratings / max(len(ratings_df), 1)
     context.log.info(
-        "fitted EASE (λ=%g) on the %d most-rated movies (%.1f%% of the ratings) in %.2fs",
+        "fitted EASE (λ=%g) on %d movies (%.1f%% of the ratings) in %.2fs",
         model.lam,
         model.n_items,
         100 * share,
@@ -48,6 +50,7 @@ def ranking_model(
             "lambda": model.lam,
             "movies": model.n_items,
             "max_items": int(spec.get("max_items") or 0),
+            "min_item_ratings": int(spec.get("min_item_ratings", 1)),
             "interactions": model.n_ratings,
             "share_of_ratings": share,
             "users": model.n_users,

@@ -217,7 +217,12 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     ranking_model = None
     if ease_lambda is not None and task.ease is not None:
         # What `ranking_model` fits on every rating (λ: the folds' median choice).
-        ranking_model = {"kind": "ease", "lambda": ease_lambda, "max_items": task.ease.max_items}
+        ranking_model = {
+            "kind": "ease",
+            "lambda": ease_lambda,
+            "max_items": task.ease.max_items,
+            "min_item_ratings": task.ease.min_item_ratings,
+        }
     report.attrs["ranking_model"] = ranking_model
     comparison = comparison_table(folds)
     ranking_meta = {

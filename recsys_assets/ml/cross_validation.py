@@ -212,7 +212,13 @@ def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
     ease = None
     if run.ease is not None and choice.ease_lambda is not None:
-        ease = fit_ease(train.users, train.movies, choice.ease_lambda, run.ease.max_items)
+        ease = fit_ease(
+            train.users,
+            train.movies,
+            choice.ease_lambda,
+            run.ease.max_items,
+            min_ratings=run.ease.min_item_ratings,
+        )
     row = evaluation.evaluate_factors(
         factors, train, test, choice.policy, max_users=run.ranking_users, seed=run.seed, ease=ease
     )

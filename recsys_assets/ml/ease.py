@@ -39,6 +39,7 @@ from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
 __all__ = [
     "DEFAULT_LAMBDAS",
     "DEFAULT_MAX_ITEMS",
+    "DEFAULT_MIN_ITEM_RATINGS",
     "EASEModel",
     "NOT_KEPT_FLOOR",
     "fit_ease",
@@ -53,6 +54,11 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (100.0, 250.0, 500.0, 1000.0, 2000.0)
 # Most-rated movies EASE is fitted on: bounded by the dense items x items solve
 # (10K: 0.8 GB per float64 matrix; see the README for measured fit times).
 DEFAULT_MAX_ITEMS = 10_000
+# Movies with fewer ratings are left out of EASE (ranked after its movies, by popularity):
+# at λ in the hundreds their weights are all but zero, while a long tail of movies rated once
+# or twice makes the dense solve cubically slower. On MovieLens 100K (two 75/25 splits), the
+# floor 5 keeps 1.3K of 1.65K movies, halves the solve, and moves NDCG@10 by under 0.001.
+DEFAULT_MIN_ITEM_RATINGS = 5
 # Keys of movies outside the kept set: below any EASE score, ordered among themselves by
 # popularity (in [0, 1]). EASE scores are sums of a user's rows of B, far above -1e6.
 NOT_KEPT_FLOOR = -1e6
@@ -120,9 +126,12 @@ class EASEModel:
         return keys
 
 
-def kept_items(movies: np.ndarray, max_items: int | None) -> np.ndarray:
-    """The ``max_items`` most-rated movie ids (ties by lower id), sorted by id."""
+def kept_items(movies: np.ndarray, max_items: int | None, min_ratings: int = 1) -> np.ndarray:
+    """The ``max_items`` most-rated movie ids with at least ``min_ratings`` ratings (ties by
+    lower id), sorted by id."""
     ids, counts = np.unique(np.asarray(movies, dtype=np.int64), return_counts=True)
+    if min_ratings > 1:
+        ids, counts = ids[counts >= min_ratings], counts[counts >= min_ratings]
     if max_items is not None and ids.size > max_items:
         ids = ids[np.lexsort((ids, -counts))[:max_items]]
     return np.sort(ids)
@@ -133,10 +142,11 @@ def gram(
     movies: np.ndarray,
     max_items: int | None = DEFAULT_MAX_ITEMS,
     dtype: type = np.float64,
+    min_ratings: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """``XᵀX`` over the kept movies (dense), the kept ids, interactions and users counted."""
     users = np.asarray(users, dtype=np.int64)
-    kept = kept_items(movies, max_items)
+    kept = kept_items(movies, max_items, min_ratings)
     col = lookup(kept, np.asarray(movies, dtype=np.int64))
     keep = col >= 0
     uids, row = np.unique(users[keep], return_inverse=True)
@@ -176,6 +186,9 @@ def gram_kernel() -> Callable[..., None]:
 
 def weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
     """B from ``G = XᵀX`` (Cholesky inverse of ``G + λI``), as float32."""
+    if g.shape[0] <= 1:
+        # No movie kept (none with enough ratings): an empty model. One: B's zero diagonal.
+        return np.zeros(g.shape, dtype=np.float32)
     # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK then
     # works on in place instead of copying it first.
     a = (g if overwrite else g.copy()).T
@@ -221,9 +234,11 @@ def fit_ease(
     max_items: int | None = DEFAULT_MAX_ITEMS,
     dtype: type = np.float64,
     log: logging.Logger | None = None,
+    min_ratings: int = 1,
 ) -> EASEModel:
-    """EASE on the (user, movie) interactions, over the ``max_items`` most-rated movies."""
-    return fit_ease_path(users, movies, [lam], max_items, dtype, log)[0]
+    """EASE on the (user, movie) interactions, over the ``max_items`` most-rated movies with
+    at least ``min_ratings`` ratings."""
+    return fit_ease_path(users, movies, [lam], max_items, dtype, log, min_ratings)[0]
 
 
 def fit_ease_path(
@@ -233,12 +248,13 @@ def fit_ease_path(
     max_items: int | None = DEFAULT_MAX_ITEMS,
     dtype: type = np.float64,
     log: logging.Logger | None = None,
+    min_ratings: int = 1,
 ) -> list[EASEModel]:
     """One EASE per λ, sharing one ``XᵀX`` (what the validation grid needs)."""
     if not lambdas or min(lambdas) <= 0:
         raise ValueError(f"EASE needs positive λ values, got {list(lambdas)}")
     t0 = time.perf_counter()
-    g, kept, n_pairs, n_users = gram(users, movies, max_items, dtype)
+    g, kept, n_pairs, n_users = gram(users, movies, max_items, dtype, min_ratings)
     if log is not None:
         log.info("ease: XᵀX of %d movies in %.1fs", kept.size, time.perf_counter() - t0)
 

@@ -25,7 +25,12 @@ import pandas as pd
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
-from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, fit_ease_path
+from recsys_assets.ml.ease import (
+    DEFAULT_LAMBDAS,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MIN_ITEM_RATINGS,
+    fit_ease_path,
+)
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_SVD, RankingPolicy
 
@@ -43,16 +48,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EaseSettings:
-    """EASE's validation grid and item cap (``CVConfig.ease_lambdas`` / ``ease_max_items``)."""
+    """EASE's validation grid and which movies it is fitted on (``CVConfig.ease_lambdas``,
+    ``ease_max_items``, ``ease_min_item_ratings``)."""
 
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     max_items: int | None = DEFAULT_MAX_ITEMS
+    min_item_ratings: int = DEFAULT_MIN_ITEM_RATINGS
 
     def __post_init__(self) -> None:
         if not self.lambdas or min(self.lambdas) <= 0:
             raise ValueError(f"ease_lambdas must be positive values, got {list(self.lambdas)}")
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"ease_max_items must be >= 1, got {self.max_items}")
+        if self.min_item_ratings < 1:
+            raise ValueError(f"ease_min_item_ratings must be >= 1, got {self.min_item_ratings}")
 
 
 DEFAULT_EASE = EaseSettings()
@@ -93,7 +102,9 @@ def choose_lists(
             ListChoice(policy, ndcg, tried=tried)
             for (policy, tried), ndcg in zip(blends, blend_ndcgs, strict=True)
         ]
-    models = fit_ease_path(inner.users, inner.movies, ease.lambdas, ease.max_items)
+    models = fit_ease_path(
+        inner.users, inner.movies, ease.lambdas, ease.max_items, min_ratings=ease.min_item_ratings
+    )
     results = evaluation.ranking_evals(
         factors,
         inner,

@@ -92,6 +92,28 @@ def test_the_cap_keeps_the_most_rated_movies():
         fit_ease(np.arange(8), movies, 0.0)
 
 
+def test_the_floor_leaves_out_rarely_rated_movies():
+    movies = np.array([5, 5, 5, 7, 7, 9, 9, 1])
+    assert kept_items(movies, None, min_ratings=2).tolist() == [5, 7, 9]
+    assert kept_items(movies, 1, min_ratings=2).tolist() == [5]
+    model = fit_ease(np.arange(8) % 3, movies, 1.0, max_items=None, min_ratings=3)
+    assert model.raw_iids.tolist() == [5] and model.weights.shape == (1, 1)
+    # No movie rated often enough: an empty model, whose list is most-popular.
+    empty = fit_ease(np.arange(8) % 3, movies, 1.0, max_items=None, min_ratings=4)
+    assert empty.n_items == 0 and empty.weights.shape == (0, 0)
+    catalogue, popularity = np.array([1, 5, 7, 9]), np.array([0.1, 0.9, 0.5, 0.4])
+    rated = empty.rated_rows(np.array([0]), np.array([0]), np.array([5]))
+    keys = empty.catalogue_keys(empty.scores_of(rated), catalogue, popularity)
+    assert catalogue[np.argsort(-keys[0])].tolist() == [5, 7, 9, 1]
+
+
+def test_ease_settings_name_a_bad_floor():
+    from recsys_assets.ml.list_choice import EaseSettings
+
+    with pytest.raises(ValueError, match="ease_min_item_ratings"):
+        EaseSettings(min_item_ratings=0)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """A small SVD + EASE on the same training ratings, and held-out ratings."""
