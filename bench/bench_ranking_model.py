@@ -9,6 +9,11 @@ kept movies carry, the seconds of XᵀX and of the solve, and peak RSS before an
 (the difference is what the fit itself needs on top of the ratings). Issue target at 25M:
 fit <= 3 minutes, <= 8 GB. One fit per invocation, so each figure has its own peak.
 
+With `--path`, it then solves the default λ grid (what `cv_report` validates) two ways on the
+same XᵀX: one λ after another in this process with one BLAS thread (what the earlier
+threads amounted to, as scipy's LAPACK calls hold the GIL) and `fit_ease_path` (forked
+workers, one BLAS thread each), checks the weights are equal and prints both times.
+
 With `--rank N`, it then ranks every user's top N with EASE as `user_predictions` does
 (`rank_users`, scores from a random rank-100 SVD of the same users and movies, no database
 write) and prints users x movies pairs per second.
@@ -22,10 +27,17 @@ import resource
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recsys_assets.cli import DEMO_SHAPES
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.ease import EASEModel, gram, weights_from_gram
+from recsys_assets.ml.ease import (
+    DEFAULT_LAMBDAS,
+    EASEModel,
+    fit_ease_path,
+    gram,
+    weights_from_gram,
+)
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
 
@@ -41,6 +53,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--lam", type=float, default=500.0)
     parser.add_argument("--rank", type=int, default=0, help="then rank every user's top N")
+    parser.add_argument("--path", action="store_true", help="then time the λ grid's solves")
     args = parser.parse_args()
 
     n_users, n_movies, n_ratings = DEMO_SHAPES[args.shape]
@@ -72,8 +85,28 @@ def main() -> None:
         f"{_peak_rss_mb():.0f} MB after (+{_peak_rss_mb() - before:.0f} MB); "
         f"load {os.getloadavg()[0]:.2f}"
     )
+    if args.path:
+        _path(users, movies, args.max_items or None, dtype)
     if args.rank:
         _rank(model, users, movies, args.rank, rss_data)
+
+
+def _path(users, movies, max_items: int | None, dtype) -> None:
+    g, kept, *_ = gram(users, movies, max_items, dtype)
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):  # as the threads of the old path did
+        serial = [weights_from_gram(g, lam, overwrite=False) for lam in DEFAULT_LAMBDAS]
+    t_serial = time.perf_counter() - t0
+    del g
+    t0 = time.perf_counter()
+    path = fit_ease_path(users, movies, DEFAULT_LAMBDAS, max_items, dtype)
+    t_path = time.perf_counter() - t0  # includes its own XᵀX
+    assert all(np.array_equal(a, m.weights) for a, m in zip(serial, path, strict=True))
+    print(
+        f"λ path {list(DEFAULT_LAMBDAS)} on {kept.size} movies: one after another "
+        f"{t_serial:.1f}s (solves only); fit_ease_path {t_path:.1f}s (XᵀX included); "
+        f"{t_serial / t_path:.2f}x; same weights; load {os.getloadavg()[0]:.2f}"
+    )
 
 
 def _rank(model: EASEModel, users, movies, n: int, rss_data: float) -> None:
