@@ -154,34 +154,62 @@ def gram(
         (np.ones(int(keep.sum()), dtype=np.float32), (row.ravel(), col[keep])),
         shape=(uids.size, kept.size),
     )
-    x.sum_duplicates()
-    x.data[:] = 1.0  # a movie rated twice by a user is one interaction
+    x.sum_duplicates()  # a movie rated twice by a user is one interaction; indices sorted
+    by_item = x.tocsc()
+    by_item.sort_indices()
     g = np.zeros((kept.size, kept.size), dtype=dtype)
-    # Counted pair by pair in a compiled loop: sum over users of |movies|² increments (~1e10
-    # at 25M ratings, seconds) where scipy's sparse product took minutes; exact integers.
-    gram_kernel()(x.indptr.astype(np.int64), x.indices.astype(np.int64), g)
+    # Counted in a compiled loop (exact integers): scipy's sparse product took minutes at 25M
+    # ratings. Row by row: each row of G stays in cache while every user of its movie adds to
+    # it, about twice as fast as adding each user's pairs across the rows.
+    gram_kernel()(
+        x.indptr.astype(np.int64),
+        x.indices.astype(np.int64),
+        by_item.indptr.astype(np.int64),
+        by_item.indices.astype(np.int64),
+        g,
+    )
     return g, kept, int(x.nnz), int(uids.size)
 
 
-def _gram_pairs(indptr: np.ndarray, indices: np.ndarray, g: np.ndarray) -> None:
-    """``g = XᵀX`` (``g`` zeroed) for a binary CSR ``X``, sorted columns: upper half, mirrored."""
+def _gram_rows(
+    u_indptr: np.ndarray,
+    u_movies: np.ndarray,
+    m_indptr: np.ndarray,
+    m_users: np.ndarray,
+    g: np.ndarray,
+) -> None:
+    """``g = XᵀX`` (``g`` zeroed) for a binary ``X`` given by user (CSR, movies sorted) and by
+    movie (CSC): row ``i`` gets, from each user of movie ``i``, 1 at each of the user's movies
+    ``j >= i``; the lower half is mirrored in cache-sized blocks."""
     n = g.shape[0]
-    for u in range(indptr.shape[0] - 1):
-        stop = indptr[u + 1]
-        for a in range(indptr[u], stop):
-            i = indices[a]
-            for b in range(a, stop):
-                g[i, indices[b]] += 1.0
     for i in range(n):
-        for j in range(i + 1, n):
-            g[j, i] = g[i, j]
+        row = g[i]
+        for p in range(m_indptr[i], m_indptr[i + 1]):
+            u = m_users[p]
+            lo = u_indptr[u]
+            hi = u_indptr[u + 1]
+            while lo < hi:  # the user's first movie >= i (binary search)
+                mid = (lo + hi) >> 1
+                if u_movies[mid] < i:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for q in range(lo, u_indptr[u + 1]):
+                row[u_movies[q]] += 1.0
+    block = 64
+    for i0 in range(0, n, block):
+        for j0 in range(i0, n, block):
+            for i in range(i0, min(i0 + block, n)):
+                for j in range(max(j0, i + 1), min(j0 + block, n)):
+                    g[j, i] = g[i, j]
 
 
 @functools.cache
 def gram_kernel() -> Callable[..., None]:
-    """`_gram_pairs` compiled (cached on disk like the SVD fit), for float64 and float32 ``g``."""
-    signatures = [f"void(int64[::1], int64[::1], {t}[:, ::1])" for t in ("float64", "float32")]
-    return njit_cached(_gram_pairs, signatures, "the EASE Gram matrix")
+    """`_gram_rows` compiled (cached on disk like the SVD fit), for float64 and float32 ``g``."""
+    index = ", ".join(["int64[::1]"] * 4)
+    signatures = [f"void({index}, {t}[:, ::1])" for t in ("float64", "float32")]
+    return njit_cached(_gram_rows, signatures, "the EASE Gram matrix")
 
 
 def weights_from_gram(g: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
