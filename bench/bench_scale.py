@@ -225,9 +225,8 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             for n in names
         }
     elif phase == "predictions":
-        import numpy as np
-
         from recsys_assets.db import RatingsStore
+        from recsys_assets.ml.arrays import unique
         from recsys_assets.ml.factors import SVDFactors
         from recsys_assets.ml.topn import top_n
 
@@ -240,7 +239,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
         t0 = time.perf_counter()
         factors = SVDFactors.from_svd(model)
         del model
-        users = np.unique(ratings["user_id"].to_numpy())
+        users = unique(ratings["user_id"].to_numpy())
         preds = top_n(
             factors, users, ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(), n=50
         )

@@ -11,6 +11,7 @@ from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.db import RatingsStore
+from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.popular import most_popular
@@ -126,7 +127,7 @@ def _write_user_predictions(
     except ValueError as exc:
         raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
     del model
-    users = np.unique(ratings_df["user_id"].to_numpy())
+    users = unique(ratings_df["user_id"].to_numpy())
     # Movies a user rated without a value are not trained on, but they are not "unseen" either.
     unrated = ratings_db.read_unrated_pairs()
     predictions = rank_users(

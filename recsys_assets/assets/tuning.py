@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
-import numpy as np
 from surprise import Dataset
 
 from recsys_assets.assets.config import TUNING_MODES, TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
+from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
 from recsys_assets.ml.training import ratings_of
@@ -124,7 +124,7 @@ def search_plan(
         len(candidates),
         ", ".join(c.label for c in candidates),
         holdout.size,
-        np.unique(users[holdout]).size,
+        unique(users[holdout]).size,
         ", ".join(f"{f:.0%}" for f in plan.fractions),
         f"{config.max_seconds:g}s" if config.max_seconds else "none",
     )

@@ -7,7 +7,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Ratings", "lookup", "top_k_indices"]
+__all__ = ["Ratings", "lookup", "top_k_indices", "unique"]
+
+
+def unique(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array (flattened), as ``np.unique`` returns them.
+
+    By sorting: NumPy 2.4's ``np.unique`` hashes, which took 16.6 s for the user ids of 25M
+    ratings here, against 0.6 s sorted (`bench/bench_unique.py`).
+    """
+    ordered = np.sort(np.asarray(values).ravel())
+    if ordered.size == 0:
+        return ordered
+    first = np.empty(ordered.size, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
 
 
 @dataclass(frozen=True)

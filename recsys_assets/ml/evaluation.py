@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_assets.ml.arrays import Ratings, lookup, top_k_indices
+from recsys_assets.ml.arrays import Ratings, lookup, top_k_indices, unique
 from recsys_assets.ml.baselines import baseline_factors, error
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.factors import SVDFactors, score_pairs
@@ -58,7 +58,7 @@ def _distinct_per_user(user_pos: np.ndarray, movies: np.ndarray, n_users: int) -
         return np.zeros(n_users, dtype=np.int64)
     lo = int(movies.min())
     span = int(movies.max()) - lo + 1
-    keys = np.unique(user_pos[keep] * span + (movies - lo))
+    keys = unique(user_pos[keep] * span + (movies - lo))
     return np.bincount(keys // span, minlength=n_users)
 
 
@@ -117,7 +117,7 @@ def ranking_evals(
     ranking every movie for every user costs users x movies per policy, which at 162K users
     x 59K movies is minutes per evaluation; the rating errors are always on every rating.
     """
-    users = sample_users(np.unique(np.concatenate([t.users for t in tests])), max_users, seed)
+    users = sample_users(unique(np.concatenate([t.users for t in tests])), max_users, seed)
     block_size = block_size or _block_rows(factors.n_items)
     inner_u = lookup(factors.raw_uids, users)
     known = inner_u >= 0

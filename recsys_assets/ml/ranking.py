@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys_assets.ml.arrays import lookup, top_k_indices
+from recsys_assets.ml.arrays import lookup, top_k_indices, unique
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.topn import top_n
@@ -162,7 +162,7 @@ def rank_users(
     """
     if policy.ranker == SOURCE_EASE and ranking_model is None:
         raise ValueError("the ranking policy ranks with EASE but no ranking model was given")
-    users = np.unique(np.asarray(users, dtype=np.int64).ravel())
+    users = unique(np.asarray(users, dtype=np.int64))
     rated_users = np.asarray(rated_users, dtype=np.int64).ravel()
     rated_movies = np.asarray(rated_movies, dtype=np.int64).ravel()
     counts = np.asarray(counts, dtype=np.float64)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys_assets.ml.arrays import lookup, top_k_indices
+from recsys_assets.ml.arrays import lookup, top_k_indices, unique
 from recsys_assets.ml.candidates import Rerank, block_candidates, exact_scores
 from recsys_assets.ml.factors import SVDFactors
 
@@ -78,7 +78,7 @@ def top_n(
             raise ValueError(
                 f"item_bonus has shape {item_bonus.shape}, expected ({factors.n_items},)"
             )
-    users = np.unique(np.asarray(users, dtype=np.int64).ravel())
+    users = unique(np.asarray(users, dtype=np.int64))
     if (user_vectors is None) != (item_vectors is None):
         raise ValueError("user_vectors and item_vectors go together")
     if user_vectors is not None:

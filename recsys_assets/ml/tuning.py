@@ -31,7 +31,7 @@ from itertools import product
 import numpy as np
 from surprise import Dataset, Trainset
 
-from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.arrays import Ratings, unique
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
 from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
@@ -131,7 +131,7 @@ def user_sample(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     one's, and equal fractions give the same sample."""
     if fraction >= 1.0:
         return np.ones(users.size, dtype=bool)
-    distinct = np.unique(users)
+    distinct = unique(users)
     k = max(1, math.ceil(distinct.size * fraction))
     chosen = np.random.RandomState(seed).permutation(distinct)[:k]
     return np.isin(users, chosen)
