@@ -38,3 +38,23 @@ def test_movies_marked_without_a_rating_are_not_suggested_and_do_not_count():
     assert lists[2] == [30]
     # The marks are not ratings: movie 40 still ranks after 30 for user 3.
     assert lists[3] == [40]
+
+
+def test_same_lists_as_ranking_every_movie_by_count():
+    """The popularity walk against the definition: score every movie by count (ties by id),
+    drop the seen ones, keep the first n; heavy and unknown users, marks and ties included."""
+    rng = np.random.default_rng(7)
+    users = rng.integers(0, 30, 600)
+    movies = rng.zipf(1.4, 600) % 25
+    ratings = rng.integers(1, 11, 600) / 2
+    marks = (rng.integers(0, 35, 40), rng.integers(0, 30, 40))  # some unknown users/movies
+    frame = most_popular(users, movies, ratings, n=7, excluded=marks)
+    ids, counts = np.unique(movies, return_counts=True)
+    by_count = ids[np.lexsort((ids, -counts))]
+    pairs = [(users, movies), marks]
+    seen = {pair for u, m in pairs for pair in zip(u.tolist(), m.tolist(), strict=True)}
+    for user in np.unique(users):
+        expected = [m for m in by_count.tolist() if (user, m) not in seen][:7]
+        got = frame[frame.user_id == user].sort_values("rank")
+        assert got["movie_id"].tolist() == expected
+        assert got["rank"].tolist() == list(range(1, len(expected) + 1))
