@@ -1,13 +1,16 @@
 """Asset checks: data checks on `ratings_df` and the promotion gates on `model_artifact`.
 
-Every check here is blocking with ERROR severity: when one fails, the assets downstream of
-the checked asset do not run. A bad ratings read therefore never trains a model, and a
-candidate model that fails a gate is never promoted (`champion_model` is skipped), so
-`latest` and the `user_predictions` table stay with the champion. Each result's description
-and metadata say why, on the asset's *Checks* tab in the UI.
+Each group runs as one step (`ratings_df_checks`, `model_artifact_gates`: a
+`multi_asset_check`), as every step costs Dagster a dozen event-log rows; the UI still shows
+each check on its own. Every check here is blocking with ERROR severity: when one fails, the
+assets downstream of the checked asset do not run. A bad ratings read therefore never trains
+a model, and a candidate model that fails a gate is never promoted (`champion_model` is
+skipped), so `latest` and the `user_predictions` table stay with the champion. Each result's
+description and metadata say why, on the asset's *Checks* tab in the UI.
 """
 
 import math
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -40,10 +43,59 @@ class RankingGateConfig(dg.Config):
     ndcg_tolerance: float = 0.01
 
 
+class GatesConfig(PromotionConfig, RankingGateConfig):
+    """The gates' tolerances (`ops.model_artifact_gates.config`)."""
+
+
 # --------------------------------------------------------------------------- ratings_df
 
 
-@dg.asset_check(asset=ratings_df, blocking=True, description="At least one usable rating.")
+RATINGS_CHECKS = [
+    dg.AssetCheckSpec(
+        "ratings_not_empty",
+        asset=ratings_df,
+        blocking=True,
+        description="At least one usable rating.",
+    ),
+    dg.AssetCheckSpec(
+        "ratings_within_scale",
+        asset=ratings_df,
+        blocking=True,
+        description="Every rating inside the configured scale.",
+    ),
+    dg.AssetCheckSpec(
+        "ratings_volume",
+        asset=ratings_df,
+        blocking=True,
+        description="The number of ratings did not drop by more than max_drop_fraction versus the "
+        "last successful run (a half-empty read must never replace a good model).",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=RATINGS_CHECKS)
+def ratings_df_checks(
+    context: dg.AssetCheckExecutionContext, config: VolumeCheckConfig, ratings_df: pd.DataFrame
+) -> Iterator[dg.AssetCheckResult]:
+    """The three checks on `ratings_df`, in one step (config: `max_drop_fraction`, `lookback`)."""
+    not_empty, within_scale, volume = RATINGS_CHECKS
+    yield _as(not_empty, ratings_not_empty(ratings_df))
+    yield _as(within_scale, ratings_within_scale(ratings_df))
+    yield _as(volume, ratings_volume(context.instance, context.run.run_id, config, ratings_df))
+
+
+def _as(spec: dg.AssetCheckSpec, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """`result` (of a plain check function) as a multi-check's evaluation of `spec`."""
+    return dg.AssetCheckResult(
+        passed=result.passed,
+        asset_key=spec.asset_key,
+        check_name=spec.name,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+    )
+
+
 def ratings_not_empty(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
     rows = len(ratings_df)
     return dg.AssetCheckResult(
@@ -54,9 +106,6 @@ def ratings_not_empty(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset=ratings_df, blocking=True, description="Every rating inside the configured scale."
-)
 def ratings_within_scale(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
     low, high = ratings_df.attrs.get("rating_scale", (-math.inf, math.inf))
     values = pd.to_numeric(ratings_df["rating"], errors="coerce")
@@ -92,17 +141,11 @@ def _previous_successful_rows(
     return None
 
 
-@dg.asset_check(
-    asset=ratings_df,
-    blocking=True,
-    description="The number of ratings did not drop by more than max_drop_fraction versus the "
-    "last successful run (a half-empty read must never replace a good model).",
-)
 def ratings_volume(
-    context: dg.AssetCheckExecutionContext, config: VolumeCheckConfig, ratings_df: pd.DataFrame
+    instance: dg.DagsterInstance, run_id: str, config: VolumeCheckConfig, ratings_df: pd.DataFrame
 ) -> dg.AssetCheckResult:
     rows = len(ratings_df)
-    previous = _previous_successful_rows(context.instance, context.run.run_id, config.lookback)
+    previous = _previous_successful_rows(instance, run_id, config.lookback)
     if previous is None:
         return dg.AssetCheckResult(
             passed=True,
@@ -122,7 +165,7 @@ def ratings_volume(
         f"{run_id}; more than the allowed {config.max_drop_fraction:.0%}. Training is "
         "blocked; if the drop is real, rerun with a larger max_drop_fraction "
         f"(`recsys run --max-drop-fraction {min(1.0, round(drop + 0.05, 2))}`, or the "
-        "ratings_df_ratings_volume op config)",
+        "ratings_df_checks op config)",
         metadata={
             "rows": rows,
             "previous_rows": before,
@@ -152,11 +195,42 @@ def _no_candidate_rmse(model_artifact: dict) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset=model_artifact,
-    blocking=True,
-    description="Gate: the candidate's CV RMSE is lower than BaselineOnly's on the same folds.",
-)
+GATES = [
+    dg.AssetCheckSpec(
+        "beats_baseline",
+        asset=model_artifact,
+        blocking=True,
+        description="Gate: the candidate's CV RMSE is lower than BaselineOnly's on the same folds.",
+    ),
+    dg.AssetCheckSpec(
+        "not_worse_than_champion",
+        asset=model_artifact,
+        blocking=True,
+        description="Gate: the candidate is not worse than the champion by more than "
+        "rmse_tolerance, both measured on today's ratings (the first model passes).",
+    ),
+    dg.AssetCheckSpec(
+        "shipped_ranking_not_worse_than_champion",
+        asset=model_artifact,
+        blocking=True,
+        description="Gate: the CV NDCG@10 of the candidate's shipped list (EASE or the SVD "
+        "blend) is not lower than the champion's by more than ndcg_tolerance (the first model "
+        "passes).",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=GATES)
+def model_artifact_gates(
+    config: GatesConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
+) -> Iterator[dg.AssetCheckResult]:
+    """The promotion gates, in one step (config: `rmse_tolerance`, `ndcg_tolerance`)."""
+    baseline, champion, ranking = GATES
+    yield _as(baseline, beats_baseline(model_artifact))
+    yield _as(champion, not_worse_than_champion(config, model_artifact, model_store))
+    yield _as(ranking, shipped_ranking_not_worse_than_champion(config, model_artifact, model_store))
+
+
 def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
     rmse, baseline = _cv(model_artifact, "rmse_mean"), _cv(model_artifact, "baseline_rmse_mean")
     if baseline is None:
@@ -182,14 +256,8 @@ def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset=model_artifact,
-    blocking=True,
-    description="Gate: the candidate is not worse than the champion by more than rmse_tolerance, "
-    "both measured on today's ratings (the first model passes).",
-)
 def not_worse_than_champion(
-    config: PromotionConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
+    config: PromotionConfig, model_artifact: dict, model_store: ArtifactStore
 ) -> dg.AssetCheckResult:
     """With a hyperparameter search, the champion's configuration was one of its candidates:
     fitted on today's training ratings and scored on the same validation ratings as the
@@ -273,14 +341,8 @@ def shipped_ndcg(manifest: dict) -> float | None:
     return value if value is not None else _cv(manifest, "blend_ndcg_mean")
 
 
-@dg.asset_check(
-    asset=model_artifact,
-    blocking=True,
-    description="Gate: the CV NDCG@10 of the candidate's shipped list (EASE or the SVD blend) "
-    "is not lower than the champion's by more than ndcg_tolerance (the first model passes).",
-)
 def shipped_ranking_not_worse_than_champion(
-    config: RankingGateConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
+    config: RankingGateConfig, model_artifact: dict, model_store: ArtifactStore
 ) -> dg.AssetCheckResult:
     ndcg = shipped_ndcg(model_artifact)
     ranker = (model_artifact.get("ranking") or {}).get("ranker", "svd")

@@ -206,8 +206,8 @@ def cli_run_config(
     logger = "console" if verbose else "brief_console"
     run_config["loggers"] = {logger: {"config": {"log_level": log_level}}}
     checks = {
-        "ratings_df_ratings_volume": {"max_drop_fraction": max_drop_fraction},
-        "model_artifact_not_worse_than_champion": {"rmse_tolerance": rmse_tolerance},
+        "ratings_df_checks": {"max_drop_fraction": max_drop_fraction},
+        "model_artifact_gates": {"rmse_tolerance": rmse_tolerance},
     }
     for op, op_config in checks.items():
         values = {k: v for k, v in op_config.items() if v is not None}

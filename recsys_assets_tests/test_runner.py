@@ -80,8 +80,8 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
         max_drop_fraction=args.max_drop_fraction, rmse_tolerance=args.rmse_tolerance
     )
     ops = dg.validate_run_config(build_training_job(), config)["ops"]
-    assert ops["ratings_df_ratings_volume"]["config"]["max_drop_fraction"] == 0.8
-    assert ops["model_artifact_not_worse_than_champion"]["config"]["rmse_tolerance"] == 0.05
+    assert ops["ratings_df_checks"]["config"]["max_drop_fraction"] == 0.8
+    assert ops["model_artifact_gates"]["config"]["rmse_tolerance"] == 0.05
     assert "brief_console" in config["loggers"]
     assert "console" in cli_run_config(verbose=True)["loggers"]
     dg.validate_run_config(build_training_job(), cli_run_config(verbose=True))

@@ -73,7 +73,7 @@ def test_candidate_worse_than_champion_beyond_tolerance_is_not_promoted(run, sto
     assert run(config()).success
     champion = store.latest_manifest()["version"]
     # Same model quality, but a negative tolerance demands a strict improvement.
-    result = run(config(model_artifact_not_worse_than_champion={"rmse_tolerance": -0.5}))
+    result = run(config(model_artifact_gates={"rmse_tolerance": -0.5}))
     assert not result.success
     gate = checks_of(result)["model_artifact:not_worse_than_champion"]
     assert not gate.passed
@@ -88,7 +88,7 @@ def test_candidate_whose_shipped_list_ranks_worse_is_not_promoted(run, store, de
     predictions = demo_db.read_predictions()
     # Same NDCG@10, but a negative tolerance demands a strictly better shipped list.
     gate_config = {"ndcg_tolerance": -0.5}
-    result = run(config(model_artifact_shipped_ranking_not_worse_than_champion=gate_config))
+    result = run(config(model_artifact_gates=gate_config))
     assert not result.success
     gate = checks_of(result)["model_artifact:shipped_ranking_not_worse_than_champion"]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
@@ -135,7 +135,7 @@ def test_volume_check_blocks_training_on_a_half_empty_table(run, store, demo_db)
     # The failed run is not "the last successful materialization": the next read is still
     # compared with the good one. Allowing the drop explicitly lets the read through (the
     # model trained on 40% of the data then meets the gates on its own merits).
-    again = run(config(ratings_df_ratings_volume={"max_drop_fraction": 0.7}))
+    again = run(config(ratings_df_checks={"max_drop_fraction": 0.7}))
     volume = checks_of(again)["ratings_df:ratings_volume"]
     assert volume.passed and volume.metadata["previous_rows"].value == good_rows
 

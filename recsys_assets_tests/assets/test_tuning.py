@@ -185,7 +185,7 @@ def test_champion_configuration_is_compared_on_todays_ratings(run, store, demo_d
     demo_db.insert_ratings(noisy[["user_id", "movie_id", "rating", "timestamp"]])
 
     config = search_config(n_iter=2)
-    config["ops"]["model_artifact_not_worse_than_champion"] = {"config": {"rmse_tolerance": 0.0}}
+    config["ops"]["model_artifact_gates"] = {"config": {"rmse_tolerance": 0.0}}
     result = run(config)
     gate = checks_of(result)["not_worse_than_champion"]
     search = result.output_for_node("model_artifact")["hyperparameter_search"]
