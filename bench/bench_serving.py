@@ -27,7 +27,6 @@ from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.compact import strip_svd
-from recsys_assets.ml.ease import fit_ease
 from recsys_assets.ml.evaluation import validation_split
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import DEFAULT_EASE, choose_lists
@@ -98,12 +97,8 @@ def main() -> None:
     policy = replace(choice.policy, ranker=choice.ranker if args.list == "chosen" else "svd")
     stripped = strip_svd(model)
     if policy.ranker == SOURCE_EASE:
-        stripped.ranking_model = fit_ease(
-            everything.users,
-            everything.movies,
-            choice.ease_lambda,
-            DEFAULT_EASE.max_items,
-            min_ratings=DEFAULT_EASE.min_item_ratings,
+        stripped.ranking_model = DEFAULT_EASE.fit(
+            everything.users, everything.movies, choice.ease_lambda
         )
     print(
         f"fitted SVD (+ EASE) and chose the shipped list in {time.perf_counter() - t0:.1f}s: "

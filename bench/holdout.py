@@ -27,7 +27,6 @@ from recsys_assets.assets.metadata import markdown_table
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.cross_validation import cross_validate_svd
-from recsys_assets.ml.ease import fit_ease
 from recsys_assets.ml.evaluation import evaluate_factors
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import DEFAULT_EASE, final_ranking_choice, final_ranking_policy
@@ -82,13 +81,7 @@ def main() -> None:
 
     start = time.perf_counter()
     factors = SVDFactors.from_svd(fit_svd(data.build_full_trainset(), params))
-    ease = fit_ease(
-        train_df["user_id"].to_numpy(),
-        train_df["movie_id"].to_numpy(),
-        lam,
-        DEFAULT_EASE.max_items,
-        min_ratings=DEFAULT_EASE.min_item_ratings,
-    )
+    ease = DEFAULT_EASE.fit(train_df["user_id"].to_numpy(), train_df["movie_id"].to_numpy(), lam)
     fit_seconds = time.perf_counter() - start
     train = Ratings(
         train_df["user_id"].to_numpy(),

@@ -17,7 +17,6 @@ from surprise import Dataset, Trainset
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.ease import fit_ease
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import (
     fold_bounds,
@@ -212,13 +211,7 @@ def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
     ease = None
     if run.ease is not None and choice.ease_lambda is not None:
-        ease = fit_ease(
-            train.users,
-            train.movies,
-            choice.ease_lambda,
-            run.ease.max_items,
-            min_ratings=run.ease.min_item_ratings,
-        )
+        ease = run.ease.fit(train.users, train.movies, choice.ease_lambda)
     row = evaluation.evaluate_factors(
         factors, train, test, choice.policy, max_users=run.ranking_users, seed=run.seed, ease=ease
     )

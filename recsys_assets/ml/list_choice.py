@@ -29,6 +29,8 @@ from recsys_assets.ml.ease import (
     DEFAULT_LAMBDAS,
     DEFAULT_MAX_ITEMS,
     DEFAULT_MIN_ITEM_RATINGS,
+    EASEModel,
+    fit_ease,
     fit_ease_path,
 )
 from recsys_assets.ml.factors import SVDFactors
@@ -62,6 +64,16 @@ class EaseSettings:
             raise ValueError(f"ease_max_items must be >= 1, got {self.max_items}")
         if self.min_item_ratings < 1:
             raise ValueError(f"ease_min_item_ratings must be >= 1, got {self.min_item_ratings}")
+
+    def fit(self, users: np.ndarray, movies: np.ndarray, lam: float) -> EASEModel:
+        """EASE with ``lam`` on these settings' movies (what every fit of the pipeline uses)."""
+        return fit_ease(users, movies, lam, self.max_items, min_ratings=self.min_item_ratings)
+
+    def fit_path(self, users: np.ndarray, movies: np.ndarray) -> list[EASEModel]:
+        """One EASE per λ of the grid, on these settings' movies."""
+        return fit_ease_path(
+            users, movies, self.lambdas, self.max_items, min_ratings=self.min_item_ratings
+        )
 
 
 DEFAULT_EASE = EaseSettings()
@@ -102,9 +114,7 @@ def choose_lists(
             ListChoice(policy, ndcg, tried=tried)
             for (policy, tried), ndcg in zip(blends, blend_ndcgs, strict=True)
         ]
-    models = fit_ease_path(
-        inner.users, inner.movies, ease.lambdas, ease.max_items, min_ratings=ease.min_item_ratings
-    )
+    models = ease.fit_path(inner.users, inner.movies)
     results = evaluation.ranking_evals(
         factors,
         inner,

@@ -211,14 +211,14 @@ def test_build_trainset_equals_surprise(dataset):
 def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, monkeypatch):
     """Each fold's λ (and so its shipped list) comes from EASE models and validation ratings
     that exclude its test fold; its evaluated EASE model is fitted on its training folds."""
-    from recsys_assets.ml import cross_validation, evaluation, folds, list_choice
+    from recsys_assets.ml import evaluation, folds, list_choice
     from recsys_assets.ml.list_choice import EaseSettings
 
     lambdas = (1.0, 2.0, 3.0, 4.0, 5.0)
     validations, fold_fits = [], []
     real_fit_path, real_fit, real_evals = (
         list_choice.fit_ease_path,
-        cross_validation.fit_ease,
+        list_choice.fit_ease,  # the fold's fit, through `EaseSettings.fit`
         evaluation.ranking_evals,
     )
 
@@ -248,7 +248,7 @@ def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, 
 
     monkeypatch.setattr(list_choice, "fit_ease_path", spy_path)
     monkeypatch.setattr(evaluation, "ranking_evals", tagging_evals)
-    monkeypatch.setattr(cross_validation, "fit_ease", spy_fit)
+    monkeypatch.setattr(list_choice, "fit_ease", spy_fit)
     n_folds, seed = 5, 2
     report = cross_validate_svd(
         dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1, ease=EaseSettings(lambdas)
