@@ -133,9 +133,8 @@ def ranking_evals(
     )
     scored = n_rel > 0
     n_rel = np.maximum(n_rel, 1)  # unscored users: any value, their scores are dropped
-    per_user = np.bincount(
-        lookup(users, train.users)[lookup(users, train.users) >= 0], minlength=users.size
-    )
+    train_rows = lookup(users, train.users)
+    per_user = np.bincount(train_rows[train_rows >= 0], minlength=users.size)
     pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
     item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
     taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
