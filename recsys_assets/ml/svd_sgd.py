@@ -69,24 +69,70 @@ def _sgd_epoch(
     reg_pu: float,
     reg_qi: float,
 ) -> None:
-    """One epoch of `SVD.sgd`, statement for statement (same operand order: same rounding)."""
+    """One epoch of `SVD.sgd`: every floating-point operation of the Cython loop, in its order.
+
+    The Cython loop per rating: ``dot = sum(qi[i, f] * pu[u, f])`` over f in order (a chain of
+    `n_factors` dependent additions, the loop's critical path), the error, the bias updates,
+    then ``pu[u, f] += lr_pu * (err * qi[i, f] - reg_pu * pu[u, f])`` and the same for `qi`.
+    Here the next rating's dot product is summed inside this rating's update loop: term f of
+    it reads `pu[u', f]` and `qi[i', f]` right after this rating updated index f, which is
+    all the sequential loop would have changed there, so every value is the same. The CPU
+    then runs the addition chain while the updates (four factors at a time, vectorised by
+    LLVM's SLP pass) proceed beside it, instead of one after the other.
+    """
     n_factors = pu.shape[1]
-    for k in range(ratings.shape[0]):
+    n = ratings.shape[0]
+    if n == 0:
+        return
+    # Unsigned indices: numba emits no negative-index wraparound, so the four updates of a
+    # block are adjacent loads and stores that SLP can vectorise.
+    end = np.uint64(n_factors)
+    blocked = np.uint64(n_factors - n_factors % 4)
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    p_next = pu[users[0]]
+    q_next = qi[items[0]]
+    dot = 0.0
+    for f in range(n_factors):
+        dot += q_next[f] * p_next[f]
+    for k in range(n):
         u = users[k]
         i = items[k]
-        r = ratings[k]
-        dot = 0.0
-        for f in range(n_factors):
-            dot += qi[i, f] * pu[u, f]
-        err = r - (global_mean + bu[u] + bi[i] + dot)
+        err = ratings[k] - (global_mean + bu[u] + bi[i] + dot)
         if biased:
             bu[u] += lr_bu * (err - reg_bu * bu[u])
             bi[i] += lr_bi * (err - reg_bi * bi[i])
-        for f in range(n_factors):
-            puf = pu[u, f]
-            qif = qi[i, f]
-            pu[u, f] += lr_pu * (err * qif - reg_pu * puf)
-            qi[i, f] += lr_qi * (err * puf - reg_qi * qif)
+        p = pu[u]
+        q = qi[i]
+        # The last rating sums its own (discarded) next dot: one spare chain per epoch.
+        k_next = k + 1 if k + 1 < n else k
+        p_next = pu[users[k_next]]
+        q_next = qi[items[k_next]]
+        dot = 0.0
+        f = np.uint64(0)
+        while f < blocked:
+            f1, f2, f3 = f + one, f + two, f + three
+            p0, p1, p2, p3 = p[f], p[f1], p[f2], p[f3]
+            q0, q1, q2, q3 = q[f], q[f1], q[f2], q[f3]
+            p[f] = p0 + lr_pu * (err * q0 - reg_pu * p0)
+            p[f1] = p1 + lr_pu * (err * q1 - reg_pu * p1)
+            p[f2] = p2 + lr_pu * (err * q2 - reg_pu * p2)
+            p[f3] = p3 + lr_pu * (err * q3 - reg_pu * p3)
+            q[f] = q0 + lr_qi * (err * p0 - reg_qi * q0)
+            q[f1] = q1 + lr_qi * (err * p1 - reg_qi * q1)
+            q[f2] = q2 + lr_qi * (err * p2 - reg_qi * q2)
+            q[f3] = q3 + lr_qi * (err * p3 - reg_qi * q3)
+            dot += q_next[f] * p_next[f]
+            dot += q_next[f1] * p_next[f1]
+            dot += q_next[f2] * p_next[f2]
+            dot += q_next[f3] * p_next[f3]
+            f += np.uint64(4)
+        while f < end:
+            p0 = p[f]
+            q0 = q[f]
+            p[f] = p0 + lr_pu * (err * q0 - reg_pu * p0)
+            q[f] = q0 + lr_qi * (err * p0 - reg_qi * q0)
+            dot += q_next[f] * p_next[f]
+            f += one
 
 
 def numba_cache_dir() -> Path:
@@ -106,13 +152,15 @@ def _writable(path: Path) -> bool:
 _load_seconds: float | None = None
 
 
-def njit_cached(fn: Callable, signature: str, what: str) -> Callable:
+def njit_cached(fn: Callable, signature: str, what: str, slp: bool = False) -> Callable:
     """`fn` compiled by numba for `signature` (no fastmath), cached under `numba_cache_dir()`.
 
     numba reads `NUMBA_CACHE_DIR` once, at import; the directory is set on numba's config
     only while this function is compiled, so `RECSYS_HOME` (or a `NUMBA_CACHE_DIR` set after
     numba was imported) is honoured and nothing else is affected. An unwritable directory
-    costs the compile in every process but does not fail.
+    costs the compile in every process but does not fail. `slp` turns on LLVM's SLP
+    vectoriser (off in numba by default) for this compile only; it vectorises independent
+    operations and never reorders a floating-point sum, so results stay bit-identical.
     """
     import numba
     from numba.core import config
@@ -121,12 +169,14 @@ def njit_cached(fn: Callable, signature: str, what: str) -> Callable:
     cache = _writable(cache_dir)
     if not cache:
         _log.warning("numba cache %s is not writable: compiling %s in-process", cache_dir, what)
-    saved = config.CACHE_DIR
-    config.CACHE_DIR = str(cache_dir) if cache else saved
+    saved = config.CACHE_DIR, config.SLP_VECTORIZE
+    config.CACHE_DIR = str(cache_dir) if cache else saved[0]
+    if slp:
+        config.SLP_VECTORIZE = 1
     try:
         return numba.njit(signature, cache=cache, fastmath=False, nogil=True)(fn)
     finally:
-        config.CACHE_DIR = saved
+        config.CACHE_DIR, config.SLP_VECTORIZE = saved
 
 
 @functools.cache
@@ -134,7 +184,7 @@ def sgd_kernel() -> Callable[..., None]:
     """The compiled epoch, loaded from the on-disk cache (compiled and stored on a miss)."""
     global _load_seconds
     start = time.perf_counter()
-    kernel = njit_cached(_sgd_epoch, _SIGNATURE, "the SVD fit")
+    kernel = njit_cached(_sgd_epoch, _SIGNATURE, "the SVD fit", slp=True)
     _load_seconds = time.perf_counter() - start
     return kernel
 

@@ -87,6 +87,11 @@ ODD_SHAPES = {
     "integer ratings": pd.DataFrame(
         {"user_id": [1, 1, 2, 2, 3], "movie_id": [1, 2, 1, 3, 2], "rating": [5, 3, 4, 1, 2]}
     ),
+    # Consecutive ratings of the same (user, movie): the fused loop sums the next rating's
+    # dot product over the row it is updating.
+    "a repeated rating": pd.DataFrame(
+        {"user_id": [1, 1, 1, 2, 2], "movie_id": [4, 4, 5, 4, 4], "rating": [5.0, 1, 3, 2, 4]}
+    ),
     "string ids": pd.DataFrame(
         {"user_id": ["b", "a", "b", "c"], "movie_id": ["x", "y", "y", "x"], "rating": 2.5}
     ),
