@@ -11,8 +11,9 @@ fit <= 3 minutes, <= 8 GB. One fit per invocation, so each figure has its own pe
 
 With `--path`, it then solves the default λ grid (what `cv_report` validates) two ways on the
 same XᵀX: one λ after another in this process with one BLAS thread (what the earlier
-threads amounted to, as scipy's LAPACK calls hold the GIL) and `fit_ease_path` (forked
-workers, one BLAS thread each), checks the weights are equal and prints both times.
+threads amounted to, as scipy's LAPACK calls hold the GIL) and `fit_ease_path` (whole rounds
+in forked workers with one BLAS thread each, a last partial round here with every BLAS thread),
+checks the weights are equal up to the last bit of float32 and prints both times.
 
 With `--rank N`, it then ranks every user's top N with EASE as `user_predictions` does
 (`rank_users`, scores from a random rank-100 SVD of the same users and movies, no database
@@ -101,11 +102,17 @@ def _path(users, movies, max_items: int | None, dtype) -> None:
     t0 = time.perf_counter()
     path = fit_ease_path(users, movies, DEFAULT_LAMBDAS, max_items, dtype)
     t_path = time.perf_counter() - t0  # includes its own XᵀX
-    assert all(np.array_equal(a, m.weights) for a, m in zip(serial, path, strict=True))
+    # The path solves a last, partial round with every BLAS thread, whose sums may round a
+    # few weights differently in the last bit from the one-thread solves here.
+    diff = max(float(np.abs(a - m.weights).max()) for a, m in zip(serial, path, strict=True))
+    assert all(
+        np.allclose(a, m.weights, rtol=1e-5, atol=1e-7) for a, m in zip(serial, path, strict=True)
+    )
     print(
         f"λ path {list(DEFAULT_LAMBDAS)} on {kept.size} movies: one after another "
         f"{t_serial:.1f}s (solves only); fit_ease_path {t_path:.1f}s (XᵀX included); "
-        f"{t_serial / t_path:.2f}x; same weights; load {os.getloadavg()[0]:.2f}"
+        f"{t_serial / t_path:.2f}x; weights equal up to max |Δ| {diff:.1e}; "
+        f"load {os.getloadavg()[0]:.2f}"
     )
 
 

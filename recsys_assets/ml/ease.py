@@ -286,19 +286,7 @@ def fit_ease_path(
     if log is not None:
         log.info("ease: XᵀX of %d movies in %.1fs", kept.size, time.perf_counter() - t0)
 
-    global _PATH_GRAM
-    n_jobs = min(len(lambdas), cpu_count())
-    if runs_inline(n_jobs, len(lambdas)):
-        solved = [_timed_weights(g, float(lam), overwrite=len(lambdas) == 1) for lam in lambdas]
-    else:
-        # The solves in forked workers, one BLAS thread each: scipy's LAPACK wrappers hold the
-        # GIL, so threads would run them one after the other. The workers inherit XᵀX.
-        _PATH_GRAM = g
-        try:
-            with fork_pool(n_jobs) as pool:
-                solved = list(pool.map(_path_weights, [float(lam) for lam in lambdas]))
-        finally:
-            _PATH_GRAM = None
+    solved = _solve_path(g, [float(lam) for lam in lambdas])
     models = []
     for lam, (weights, seconds) in zip(lambdas, solved, strict=True):
         if log is not None:
@@ -308,6 +296,32 @@ def fit_ease_path(
 
 
 _PATH_GRAM: np.ndarray | None = None  # XᵀX of the λ path being solved, for forked workers
+
+
+def _solve_path(g: np.ndarray, lambdas: list[float]) -> list[tuple[np.ndarray, float]]:
+    """Each λ's weights and solve seconds: whole rounds in forked workers, the rest here.
+
+    The workers run one solve each at a time with one BLAS thread (scipy's LAPACK wrappers
+    hold the GIL, so threads would take turns). A last, partial round would leave workers
+    idle, so its solves run in this process with every BLAS thread instead: 5 λ on 2 cores
+    at 10,000 movies took 105 s as three rounds and take ~84 s as two rounds plus one
+    threaded solve (`bench/bench_ranking_model.py --shape 5m --path`).
+    """
+    global _PATH_GRAM
+    n_jobs = min(len(lambdas), cpu_count())
+    forked = 0 if runs_inline(n_jobs, len(lambdas)) else len(lambdas) - len(lambdas) % n_jobs
+    solved: list[tuple[np.ndarray, float]] = []
+    if forked:
+        # The workers inherit XᵀX (set before they fork), so it is not pickled.
+        _PATH_GRAM = g
+        try:
+            with fork_pool(n_jobs) as pool:
+                solved = list(pool.map(_path_weights, lambdas[:forked]))
+        finally:
+            _PATH_GRAM = None
+    rest = lambdas[forked:]
+    solved += [_timed_weights(g, lam, overwrite=i == len(rest) - 1) for i, lam in enumerate(rest)]
+    return solved
 
 
 def _timed_weights(g: np.ndarray, lam: float, overwrite: bool) -> tuple[np.ndarray, float]:

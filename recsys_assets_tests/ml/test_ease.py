@@ -66,7 +66,9 @@ def test_gram_counts_co_rated_movies_exactly(dtype):
     assert n_pairs == int(x.sum()) and n_users == int((x.sum(axis=1) > 0).sum())
 
 
-def test_closed_form_on_random_data_and_a_lambda_path():
+# Two λ: one round of forked solves on 2 cores; three: a round and one solve in this process.
+@pytest.mark.parametrize("lambdas", [[3.0, 40.0], [3.0, 40.0, 7.0]])
+def test_closed_form_on_random_data_and_a_lambda_path(lambdas):
     rng = np.random.default_rng(0)
     users, movies = rng.integers(0, 30, 300), rng.integers(0, 12, 300) * 3 + 5
     # A duplicated pair is one interaction.
@@ -74,8 +76,8 @@ def test_closed_form_on_random_data_and_a_lambda_path():
     uid, mid = np.unique(users), np.unique(movies)
     x = np.zeros((uid.size, mid.size))
     x[np.searchsorted(uid, users), np.searchsorted(mid, movies)] = 1
-    path = fit_ease_path(users, movies, [3.0, 40.0], max_items=None)
-    for model, lam in zip(path, [3.0, 40.0], strict=True):
+    path = fit_ease_path(users, movies, lambdas, max_items=None)
+    for model, lam in zip(path, lambdas, strict=True):
         np.testing.assert_allclose(model.weights, direct_ease(x, lam), atol=1e-5)
         assert model.n_ratings == int(x.sum()) and model.n_users == uid.size
     single = fit_ease(users, movies, 40.0, max_items=None, dtype=np.float32)
