@@ -20,6 +20,8 @@ def most_popular(
     source='popular'`, ranked like the pipeline's cold-start lists (rating count, ties by movie
     id). `score` is the movie's mean rating. `excluded`: more (user, movie) pairs never to
     suggest, e.g. movies a user marked without a rating; they do not count as ratings."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     users = np.asarray(users, dtype=np.int64)
     movies = np.asarray(movies, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float64)
@@ -27,8 +29,6 @@ def most_popular(
     counts = np.bincount(inner, minlength=raw_iids.size)
     means = np.bincount(inner, ratings, minlength=raw_iids.size) / np.maximum(counts, 1)
     raw_uids = unique(users)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
     seen_users, seen_movies = users, movies
     if excluded is not None:
         seen_users = np.concatenate([users, np.asarray(excluded[0], dtype=np.int64)])
