@@ -17,7 +17,8 @@ checks the weights are equal up to the last bit of float32 and prints both times
 
 With `--rank N`, it then ranks every user's top N with EASE as `user_predictions` does
 (`rank_users`, scores from a random rank-100 SVD of the same users and movies, no database
-write) and prints users x movies pairs per second.
+write), once on one thread and once on every CPU's thread (blocks side by side), checks the two
+tables are equal and prints users x movies pairs per second and the ratio.
 """
 
 from __future__ import annotations
@@ -131,25 +132,34 @@ def _rank(model: EASEModel, users, movies, n: int, rss_data: float) -> None:
         upper=5.0,
     )
     policy = RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE)
-    t0 = time.perf_counter()
-    table = rank_users(
-        factors,
-        raw_uids,
-        users,
-        movies,
-        item_counts(raw_iids, movies),
-        policy,
-        n=n,
-        ranking_model=model,
-    )
-    seconds = time.perf_counter() - t0
+    counts = item_counts(raw_iids, movies)
     pairs = raw_uids.size * raw_iids.size
+    tables, seconds = {}, {}
+    for threads in (1, None):
+        t0 = time.perf_counter()
+        tables[threads] = rank_users(
+            factors,
+            raw_uids,
+            users,
+            movies,
+            counts,
+            policy,
+            n=n,
+            ranking_model=model,
+            n_threads=threads,
+        )
+        seconds[threads] = time.perf_counter() - t0
+        label = "1 thread" if threads == 1 else f"{os.cpu_count()} threads"
+        print(
+            f"ranked top {n} of {raw_iids.size} movies for {raw_uids.size} users "
+            f"({(tables[threads]['source'] == SOURCE_EASE).sum()} EASE rows), {label}: "
+            f"{seconds[threads]:.1f}s, {pairs / seconds[threads] / 1e6:.1f}M pairs/s "
+            f"(no database write); load {os.getloadavg()[0]:.2f}"
+        )
+    assert tables[1].equals(tables[None]), "threaded ranking differs from one thread"
     print(
-        f"ranked top {n} of {raw_iids.size} movies for {raw_uids.size} users "
-        f"({(table['source'] == SOURCE_EASE).sum()} EASE rows) in {seconds:.1f}s: "
-        f"{pairs / seconds / 1e6:.1f}M pairs/s (no database write); peak RSS "
-        f"{_peak_rss_mb():.0f} MB ({rss_data:.0f} MB with the ratings alone); "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"threads vs one: {seconds[1] / seconds[None]:.2f}x, tables equal; peak RSS "
+        f"{_peak_rss_mb():.0f} MB ({rss_data:.0f} MB with the ratings alone)"
     )
 
 

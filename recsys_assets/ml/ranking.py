@@ -37,6 +37,7 @@ from recsys_assets.ml.arrays import lookup, top_k_indices, unique
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.topn import top_n
+from recsys_assets.ml.workers import thread_map
 
 __all__ = [
     "DEFAULT_GRID",
@@ -152,6 +153,7 @@ def rank_users(
     block_size: int = 2048,
     excluded: tuple[np.ndarray, np.ndarray] | None = None,
     ranking_model: EASEModel | None = None,
+    n_threads: int | None = None,
 ) -> pd.DataFrame:
     """The shipped top-``n``: ``user_id, movie_id, rank, score, source`` per user.
 
@@ -159,6 +161,7 @@ def rank_users(
     pairs (excluded from the lists, and counted for the cold-start rule). ``excluded``:
     further (users, movies) pairs kept out of the lists only — e.g. rated without a value.
     ``ranking_model``: the EASE model, needed when ``policy.ranker`` is ``'ease'``.
+    ``n_threads``: threads for EASE's blocks (None: one per CPU); the result is the same.
     """
     if policy.ranker == SOURCE_EASE and ranking_model is None:
         raise ValueError("the ranking policy ranks with EASE but no ranking model was given")
@@ -178,7 +181,15 @@ def rank_users(
     parts = []
     if warm.any() and policy.ranker == SOURCE_EASE:
         frame = ease_top_n(
-            ranking_model, factors, users[warm], rated_users, rated_movies, counts, n, block_size
+            ranking_model,
+            factors,
+            users[warm],
+            rated_users,
+            rated_movies,
+            counts,
+            n,
+            block_size,
+            n_threads,
         )
         parts.append(frame.assign(source=SOURCE_EASE))
     elif warm.any():
@@ -230,6 +241,7 @@ def ease_top_n(
     counts: np.ndarray,
     n: int,
     block_size: int = 2048,
+    n_threads: int | None = None,
 ) -> pd.DataFrame:
     """EASE's top-``n`` over the SVD's catalogue for ``users`` (sorted, unique raw ids).
 
@@ -256,8 +268,8 @@ def ease_top_n(
     k = min(n, n_items)
     # Dense blocks of users x catalogue keys stay ~130 MB on a 59K-movie catalogue.
     step = max(1, min(block_size, 2**24 // max(n_items, 1)))
-    out_u, out_m, out_r = [], [], []
-    for start in range(0, users.size, step):
+
+    def block(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         stop = min(start + step, users.size)
         scores = model.scores_of(rated_e[start:stop])
         lo, hi = rated.indptr[start], rated.indptr[stop]
@@ -287,9 +299,11 @@ def ease_top_n(
                 valid = np.zeros((stop - start, k), dtype=bool)
             idx[short], valid[short] = full_idx, full_valid
         rows, pos = np.nonzero(valid)
-        out_u.append(users[start:stop][rows])
-        out_m.append(factors.raw_iids[idx[rows, pos]])
-        out_r.append(pos.astype(np.int64) + 1)
+        return users[start:stop][rows], factors.raw_iids[idx[rows, pos]], pos.astype(np.int64) + 1
+
+    # Blocks side by side: scipy's sparse x dense product runs on one core.
+    parts = thread_map(block, range(0, users.size, step), n_threads)
+    out_u, out_m, out_r = ([p[j] for p in parts] for j in range(3))
     user_ids = np.concatenate(out_u) if out_u else np.zeros(0, dtype=np.int64)
     movie_ids = np.concatenate(out_m) if out_m else np.zeros(0, dtype=np.int64)
     return pd.DataFrame(

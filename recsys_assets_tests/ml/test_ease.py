@@ -146,7 +146,9 @@ def _brute_force(factors, ease, users, train, pop, n):
     return out
 
 
-def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted):
+# Blocks of 7 users on one thread, and side by side on three.
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted, n_threads):
     factors, ease, train, _ = fitted
     users = np.unique(train["user_id"].to_numpy())
     counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
@@ -161,6 +163,7 @@ def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted):
         n=30,
         block_size=7,
         ranking_model=ease,
+        n_threads=n_threads,
     )
     rated = set(zip(train["user_id"], train["movie_id"], strict=True))
     assert not any(pair in rated for pair in zip(table["user_id"], table["movie_id"], strict=True))
