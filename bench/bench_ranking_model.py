@@ -15,10 +15,11 @@ threads amounted to, as scipy's LAPACK calls hold the GIL) and `fit_ease_path` (
 in forked workers with one BLAS thread each, a last partial round here with every BLAS thread),
 checks the weights are equal up to the last bit of float32 and prints both times.
 
-With `--rank N`, it then ranks every user's top N with EASE as `user_predictions` does
+With `--rank N`, it then ranks every user's top N as `user_predictions` does
 (`rank_users`, scores from a random rank-100 SVD of the same users and movies, no database
-write), once on one thread and once on every CPU's thread (blocks side by side), checks the two
-tables are equal and prints users x movies pairs per second and the ratio.
+write), with EASE's list and with the blend's, each once on one thread and once on every CPU's
+thread (blocks side by side), checks the two tables are equal and prints users x movies pairs
+per second and the ratio.
 """
 
 from __future__ import annotations
@@ -131,36 +132,37 @@ def _rank(model: EASEModel, users, movies, n: int, rss_data: float) -> None:
         lower=1.0,
         upper=5.0,
     )
-    policy = RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE)
     counts = item_counts(raw_iids, movies)
     pairs = raw_uids.size * raw_iids.size
-    tables, seconds = {}, {}
-    for threads in (1, None):
-        t0 = time.perf_counter()
-        tables[threads] = rank_users(
-            factors,
-            raw_uids,
-            users,
-            movies,
-            counts,
-            policy,
-            n=n,
-            ranking_model=model,
-            n_threads=threads,
-        )
-        seconds[threads] = time.perf_counter() - t0
-        label = "1 thread" if threads == 1 else f"{os.cpu_count()} threads"
-        print(
-            f"ranked top {n} of {raw_iids.size} movies for {raw_uids.size} users "
-            f"({(tables[threads]['source'] == SOURCE_EASE).sum()} EASE rows), {label}: "
-            f"{seconds[threads]:.1f}s, {pairs / seconds[threads] / 1e6:.1f}M pairs/s "
-            f"(no database write); load {os.getloadavg()[0]:.2f}"
-        )
-    assert tables[1].equals(tables[None]), "threaded ranking differs from one thread"
-    print(
-        f"threads vs one: {seconds[1] / seconds[None]:.2f}x, tables equal; peak RSS "
-        f"{_peak_rss_mb():.0f} MB ({rss_data:.0f} MB with the ratings alone)"
-    )
+    policies = {
+        "EASE": RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE),
+        "blend": RankingPolicy(1.0, 0.5, 0.1, 5),  # popularity + taste + rating, ranker 'svd'
+    }
+    for name, policy in policies.items():
+        tables, seconds = {}, {}
+        for threads in (1, None):
+            t0 = time.perf_counter()
+            tables[threads] = rank_users(
+                factors,
+                raw_uids,
+                users,
+                movies,
+                counts,
+                policy,
+                n=n,
+                ranking_model=model,
+                n_threads=threads,
+            )
+            seconds[threads] = time.perf_counter() - t0
+            label = "1 thread" if threads == 1 else f"{os.cpu_count()} threads"
+            print(
+                f"{name}: ranked top {n} of {raw_iids.size} movies for {raw_uids.size} users, "
+                f"{label}: {seconds[threads]:.1f}s, {pairs / seconds[threads] / 1e6:.1f}M pairs/s "
+                f"(no database write); load {os.getloadavg()[0]:.2f}"
+            )
+        assert tables[1].equals(tables[None]), f"{name}: threaded ranking differs from one thread"
+        print(f"{name}: threads vs one {seconds[1] / seconds[None]:.2f}x, tables equal")
+    print(f"peak RSS {_peak_rss_mb():.0f} MB ({rss_data:.0f} MB with the ratings alone)")
 
 
 if __name__ == "__main__":

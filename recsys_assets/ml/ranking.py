@@ -161,7 +161,7 @@ def rank_users(
     pairs (excluded from the lists, and counted for the cold-start rule). ``excluded``:
     further (users, movies) pairs kept out of the lists only — e.g. rated without a value.
     ``ranking_model``: the EASE model, needed when ``policy.ranker`` is ``'ease'``.
-    ``n_threads``: threads for EASE's blocks (None: one per CPU); the result is the same.
+    ``n_threads``: blocks of users ranked side by side (None: one per CPU); same result.
     """
     if policy.ranker == SOURCE_EASE and ranking_model is None:
         raise ValueError("the ranking policy ranks with EASE but no ranking model was given")
@@ -212,6 +212,7 @@ def rank_users(
             estimate_weight=policy.rating_weight,
             user_vectors=user_vecs,
             item_vectors=item_vecs,
+            n_threads=n_threads,
         )
         parts.append(frame.assign(source=SOURCE_SVD))
     if (~warm).any():
@@ -224,6 +225,7 @@ def rank_users(
             block_size=block_size,
             item_bonus=counts,
             estimate_weight=0.0,
+            n_threads=n_threads,
         )
         parts.append(frame.assign(source=SOURCE_POPULAR))
     if not parts:

@@ -198,6 +198,9 @@ def test_blocks_give_the_same_result_as_one_block(model, current_ratings):
     one = top_n(*args, n=7, block_size=10_000)
     for bs in (1, 7, 13):
         pd.testing.assert_frame_equal(top_n(*args, n=7, block_size=bs), one)
+        # Blocks side by side on threads (one BLAS thread each), and one after another.
+        for threads in (1, 3):
+            pd.testing.assert_frame_equal(top_n(*args, n=7, block_size=bs, n_threads=threads), one)
 
 
 def test_users_are_deduplicated_and_sorted(model):
@@ -366,7 +369,9 @@ def test_reranked_float32_candidates_equal_the_exact_float64_pass(
         kwargs["user_vectors"] = _unit_rows(rng.normal(size=(users.size, f.qi.shape[1])))
         kwargs["item_vectors"] = _unit_rows(np.asarray(f.qi, dtype=np.float64))
     fast = top_n(f, users, *rated, n=10, block_size=7, **kwargs)
+    threaded = top_n(f, users, *rated, n=10, block_size=7, n_threads=3, **kwargs)
     monkeypatch.setattr(topn, "_CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
-    exact = top_n(f, users, *rated, n=10, block_size=7, **kwargs)
+    exact = top_n(f, users, *rated, n=10, block_size=7, n_threads=1, **kwargs)
     pd.testing.assert_frame_equal(fast, exact)
+    pd.testing.assert_frame_equal(threaded, exact)
     assert set(fast.user_id) == set(users.tolist())
