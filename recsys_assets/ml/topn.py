@@ -15,6 +15,8 @@ exactly as ``predict(...).est``.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -214,7 +216,8 @@ def top_n(
     # core, but the adds, masks and partitions around them ran on one.
     starts = range(0, users.size, block_size)
     threads = min(n_threads or cpu_count(), len(starts))
-    with threadpool_limits(limits=1 if threads > 1 else None, user_api="blas"):
+    one_blas_thread = threadpool_limits(limits=1, user_api="blas") if threads > 1 else nullcontext()
+    with one_blas_thread:
         parts = thread_map(block, starts, threads)
     out_u, out_m, out_r, out_s = ([p[j] for p in parts] for j in range(4))
 
