@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from recsys_assets.cli import main
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError, ArtifactStore
+from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.assets.test_gates import config
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
+from recsys_assets_tests.ml.test_ease import LONER, loner_models
 
 
 @pytest.fixture
@@ -172,3 +176,48 @@ def test_recommend_leaves_out_excluded_movies(trained, store, demo_db):
 def test_recommend_without_a_model_fails_clearly(recsys_home, capsys):
     assert main(["recommend", "1"]) == 2
     assert "no champion model" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def loner():
+    return loner_models()
+
+
+def _loner_store(tmp_path, loner, policy):
+    svd, ease, _ = loner
+    svd.ranking_model = ease  # as the pipeline's artifact carries it
+    store = ArtifactStore(str(tmp_path / "store"))
+    store.save(svd, {"ranking": policy.as_dict()}, promote=True)
+    return Recommender(store, check_interval=0.0)
+
+
+@pytest.mark.parametrize("ranker", ["ease", "svd"])
+@pytest.mark.parametrize("n", [10, 30])  # fewer, and more, than EASE's 25 kept movies
+def test_recommend_at_the_cold_start_cut_off_and_without_kept_movies(tmp_path, loner, ranker, n):
+    """A user with exactly `min_user_ratings` training ratings gets the shipped list, one
+    rating short the most-popular one; `LONER` rated only movies EASE leaves out. Serving
+    ranks them as user_predictions does."""
+    svd, ease, frame = loner
+    factors = SVDFactors.from_svd(svd)
+    counts = item_counts(factors.raw_iids, frame["movie_id"].to_numpy())
+    users = np.array([1, 2, LONER])
+    for cut_off, source in ((4, ranker), (5, "popular")):
+        policy = RankingPolicy(1.0, 0.5, 0.1, cut_off, ranker=ranker)
+        rec = _loner_store(tmp_path / f"{cut_off}", loner, policy)
+        table = rank_users(
+            factors,
+            users,
+            frame["user_id"],
+            frame["movie_id"],
+            counts,
+            policy,
+            n=n,
+            ranking_model=ease,
+        )
+        for user, rows in table.groupby("user_id"):
+            got = rec.recommend(user, n=n)
+            assert [r.movie_id for r in got] == rows["movie_id"].tolist()
+            assert [r.source for r in got] == rows["source"].tolist()
+        assert set(table.loc[table["user_id"] == LONER, "source"]) == {source}
+        got = rec.recommend(LONER, n=n)
+        assert len(got) == n and {r.source for r in got} == {source}

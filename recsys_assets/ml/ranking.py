@@ -190,6 +190,7 @@ def rank_users(
             n,
             block_size,
             n_threads,
+            seen=(seen_users, seen_movies),
         )
         parts.append(frame.assign(source=SOURCE_EASE))
     elif warm.any():
@@ -244,12 +245,15 @@ def ease_top_n(
     n: int,
     block_size: int = 2048,
     n_threads: int | None = None,
+    seen: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """EASE's top-``n`` over the SVD's catalogue for ``users`` (sorted, unique raw ids).
 
     The order of ``EASEModel.catalogue_keys`` (ties by movie id), computed on the kept movies
     first: a row goes through the whole catalogue only when fewer than ``n`` kept movies are
     left unrated (the other movies rank after every kept one). ``score``: the SVD's estimate.
+    EASE scores from the ``rated_*`` pairs; ``seen``: the (users, movies) pairs kept out of
+    the lists (default: the rated pairs; ``rank_users`` adds those rated without a value).
     """
     n_items = factors.n_items
     pop = popularity_feature(counts)
@@ -259,8 +263,9 @@ def ease_top_n(
     sub_of = np.full(n_items, -1, dtype=np.int64)
     sub_of[cols] = np.arange(cols.size)
     rated_e = model.rated_rows(users, rated_users, rated_movies)
-    row = lookup(users, rated_users)
-    col = lookup(factors.raw_iids, np.asarray(rated_movies, dtype=np.int64))
+    seen_users, seen_movies = (rated_users, rated_movies) if seen is None else seen
+    row = lookup(users, np.asarray(seen_users, dtype=np.int64))
+    col = lookup(factors.raw_iids, np.asarray(seen_movies, dtype=np.int64))
     keep = (row >= 0) & (col >= 0)
     rated = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.int8), (row[keep], col[keep])),

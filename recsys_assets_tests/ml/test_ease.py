@@ -211,3 +211,98 @@ def test_in_cv_evaluation_scores_the_shipped_list(fitted):
     for metric in ("precision", "recall", "ndcg"):
         assert got[metric] == pytest.approx(expected[metric], abs=1e-12)
     assert NOT_KEPT_FLOOR < -1e5  # far below any EASE score
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RankingPolicy(1.0, 0.0, 0.0, 3, ranker=SOURCE_EASE),
+        RankingPolicy(1.0, 1.0, 0.5, 3),  # the SVD blend
+        RankingPolicy.popularity_only(min_user_ratings=10_000),  # every user cold
+    ],
+    ids=["ease", "blend", "popular"],
+)
+def test_excluded_pairs_leave_the_lists_whatever_the_ranker(fitted, policy):
+    """Movies rated without a value (``excluded``) are never suggested, whichever list a user
+    gets; they change nothing else: each list only loses them."""
+    factors, ease, train, _ = fitted
+    users = np.unique(train["user_id"].to_numpy())
+    counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
+    args = (factors, users, train["user_id"].to_numpy(), train["movie_id"].to_numpy(), counts)
+    plain = rank_users(*args, policy, n=12, ranking_model=ease)
+    expected_source = {"ease": SOURCE_EASE, "svd": "svd"}[policy.ranker]
+    if policy.min_user_ratings > 1000:
+        expected_source = SOURCE_POPULAR
+    assert expected_source in set(plain["source"])
+    first = plain.groupby("user_id").head(2)  # each user's top two
+    got = rank_users(
+        *args, policy, n=12, ranking_model=ease, excluded=(first.user_id, first.movie_id)
+    )
+    assert got.merge(first[["user_id", "movie_id"]]).empty
+    pd.testing.assert_series_equal(
+        got.groupby("user_id")["source"].first(), plain.groupby("user_id")["source"].first()
+    )
+    for user, rows in got.groupby("user_id"):
+        was = plain.loc[plain["user_id"] == user, "movie_id"].tolist()
+        assert len(rows) == 12 and rows["movie_id"].tolist()[:10] == was[2:]
+
+
+LONER = 999  # rates only movies EASE leaves out
+
+
+def loner_models():
+    """The `fitted` training ratings plus a user whose 4 ratings are all movies outside EASE's
+    25 kept ones: the SVD (on every rating), EASE and the ratings."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    users, movies = rng.integers(1, 90, n), rng.zipf(1.3, n) % 140 + 1
+    frame = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": rng.integers(1, 6, n)})
+    frame = frame.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
+    counts = frame["movie_id"].value_counts()
+    tail = counts.index[np.lexsort((counts.index, counts.to_numpy()))][:4]  # least rated
+    loner = pd.DataFrame({"user_id": LONER, "movie_id": np.sort(tail), "rating": 4})
+    frame = pd.concat([frame, loner], ignore_index=True)
+    data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    svd = SVD(n_factors=4, n_epochs=5, random_state=0).fit(data.build_full_trainset())
+    ease = fit_ease(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(), 20.0, max_items=25)
+    assert not set(tail.tolist()) & set(ease.raw_iids.tolist())
+    return svd, ease, frame
+
+
+@pytest.fixture(scope="module")
+def loner():
+    return loner_models()
+
+
+@pytest.mark.parametrize("n", [10, 30])  # fewer, and more, than EASE's 25 kept movies
+def test_ease_list_of_a_warm_user_who_rated_none_of_the_kept_movies(loner, n):
+    """EASE scores every kept movie 0 for them: the kept movies come first by id, then the
+    others by popularity, their own ratings left out; `n` rows, above their 4 ratings."""
+    svd, ease, frame = loner
+    factors = SVDFactors.from_svd(svd)
+    counts = item_counts(factors.raw_iids, frame["movie_id"].to_numpy())
+    rated = frame[frame["user_id"] == LONER]
+    users = np.array([1, 2, LONER])
+    args = (factors, users, frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(), counts)
+    # Exactly min_user_ratings (4) ratings: warm, EASE's list.
+    table = rank_users(
+        *args, RankingPolicy(1.0, 0.0, 0.0, 4, ranker=SOURCE_EASE), n=n, ranking_model=ease
+    )
+    mine = table[table["user_id"] == LONER]
+    assert set(mine["source"]) == {SOURCE_EASE}
+    assert mine["rank"].tolist() == list(range(1, n + 1))
+    kept = ease.raw_iids.tolist()
+    others = [
+        int(m)
+        for m in factors.raw_iids[np.lexsort((factors.raw_iids, -counts))]
+        if int(m) not in kept and int(m) not in set(rated["movie_id"])
+    ]
+    assert mine["movie_id"].tolist() == (kept + others)[:n]
+    expected = _brute_force(factors, ease, users, frame, popularity_feature(counts), n)
+    for user, rows in table.groupby("user_id"):
+        assert rows["movie_id"].tolist() == expected[user]
+    # One rating short of the cut-off: the most-popular list.
+    cold = rank_users(
+        *args, RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE), n=n, ranking_model=ease
+    )
+    assert set(cold.loc[cold["user_id"] == LONER, "source"]) == {SOURCE_POPULAR}
