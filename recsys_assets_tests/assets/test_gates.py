@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import dagster as dg
 import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.checks import (
+    GatesConfig,
     PromotionConfig,
+    RankingGateConfig,
     beats_baseline,
     not_worse_than_champion,
     ratings_within_scale,
+    shipped_ranking_not_worse_than_champion,
 )
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.artifacts import ArtifactStore
@@ -252,3 +257,50 @@ def test_unsigned_candidate_never_replaces_a_signed_champion(recsys_home, demo_d
     assert "refusing to promote unsigned model" in cause and champion["version"] in cause
     assert signed.load_latest()[1]["version"] == champion["version"]
     pd.testing.assert_frame_equal(demo_db.read_predictions(), predictions)
+
+
+def _artifact(rmse=0.9, baseline=1.0, ndcg=0.4):
+    metrics = {"rmse_mean": rmse, "baseline_rmse_mean": baseline, "shipped_ndcg_mean": ndcg}
+    return {"version": "20990101T000000Z-00000000", "cv_metrics": metrics}
+
+
+def _champion(store, **metrics):
+    manifest = _artifact(**metrics)
+    del manifest["version"]  # the store names it
+    return store.save({"c": 1}, manifest, promote=True)
+
+
+@pytest.mark.parametrize(
+    ("rmse", "passed"),
+    [(0.95, False), (math.nextafter(0.95, 0), True), (math.nextafter(0.95, 1), False)],
+)
+def test_beats_baseline_needs_a_strictly_lower_rmse(rmse, passed):
+    """Equal to BaselineOnly is not better: the SVD must earn its place."""
+    assert beats_baseline(_artifact(rmse=rmse, baseline=0.95)).passed is passed
+
+
+def test_default_tolerances_are_one_hundredth():
+    """`recsys run` and the job config leave both tolerances at their defaults."""
+    assert PromotionConfig().rmse_tolerance == 0.01
+    assert RankingGateConfig().ndcg_tolerance == 0.01
+    gates = GatesConfig()
+    assert (gates.rmse_tolerance, gates.ndcg_tolerance) == (0.01, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("step", "passed"), [(0, True), (-1, False)], ids=["at-the-limit", "just-beyond"]
+)
+def test_gates_at_their_limits_with_the_default_tolerances(store, step, passed):
+    """Champion RMSE 0.90 / NDCG 0.40: a candidate exactly 0.01 worse on either still passes
+    its gate (the limit is inclusive); the next float beyond it does not."""
+    champion = _champion(store, rmse=0.90, ndcg=0.40)
+    rmse_limit, ndcg_floor = 0.90 + 0.01, 0.40 - 0.01
+    rmse = rmse_limit if step == 0 else math.nextafter(rmse_limit, 1)
+    ndcg = ndcg_floor if step == 0 else math.nextafter(ndcg_floor, 0)
+    candidate = _artifact(rmse=rmse, ndcg=ndcg)
+    rmse_gate = not_worse_than_champion(PromotionConfig(), candidate, store)
+    ndcg_gate = shipped_ranking_not_worse_than_champion(RankingGateConfig(), candidate, store)
+    assert rmse_gate.passed is passed and ndcg_gate.passed is passed
+    assert rmse_gate.metadata["rmse_tolerance"].value == 0.01
+    assert ndcg_gate.metadata["ndcg_tolerance"].value == 0.01
+    assert ndcg_gate.metadata["champion_version"].value == champion["version"]
