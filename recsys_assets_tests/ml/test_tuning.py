@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
-from surprise import Reader
+from surprise import Dataset, Reader
+from surprise.model_selection import KFold
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact_data import CompactDataset
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import fold_bounds, fold_indices, fold_split, train_indices
 from recsys_assets.ml.search_result import choose
@@ -90,6 +93,50 @@ def test_fold_split_keeps_the_holdout_out_of_every_test_fold_and_in_every_traini
     today = fold_bounds(n, 4, 7)
     for split in (fold_split(n, 4, 7), fold_split(n, 4, 7, np.zeros(0, dtype=np.int64))):
         assert np.array_equal(split[0], today[0]) and split[1] == today[1]
+
+
+@pytest.mark.parametrize("n_folds", [3, 4])
+def test_cross_validation_never_tests_the_holdout(n_folds):
+    """Fold membership derived without `fold_split`: Surprise's own KFold over the ratings
+    outside V, as a list of their own, with V in every training part. An SVD without factors
+    or epochs predicts its training mean, so each fold's RMSE, MAE and sizes are a function
+    of which ratings it tested; V's ratings (all 5, the others 1-3) would show."""
+    rng = np.random.default_rng(11)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "user": rng.integers(1, 40, n),
+            "item": rng.integers(1, 50, n),
+            "rating": rng.integers(1, 4, n).astype(float),
+        }
+    )
+    holdout = np.sort(rng.choice(n, 70, replace=False))
+    frame.loc[holdout, "rating"] = 5.0
+    dataset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    mean_only = SVDParams(n_epochs=0, n_factors=0)
+    got = cross_validate_svd(
+        dataset,
+        mean_only,
+        n_folds=n_folds,
+        seed=42,
+        n_jobs=1,
+        min_user_ratings=None,
+        holdout=holdout,
+        ease=None,
+    )
+
+    rest = frame.drop(index=holdout)
+    kfold = KFold(n_splits=n_folds, random_state=42, shuffle=True)
+    folds = kfold.split(Dataset.load_from_df(rest, Reader(rating_scale=(1, 5))))
+    total = frame["rating"].sum()
+    assert got["fold"].tolist() == list(range(1, n_folds + 1))
+    for row, (_, testset) in zip(got.itertuples(), folds, strict=True):
+        tested = np.array([r for _, _, r in testset])
+        mean = (total - tested.sum()) / (n - tested.size)  # the training mean, V included
+        assert row.n_test == tested.size and row.n_train == n - tested.size
+        assert row.rmse == pytest.approx(np.sqrt(np.mean((mean - tested) ** 2)), abs=1e-12)
+        assert row.mae == pytest.approx(np.mean(np.abs(mean - tested)), abs=1e-12)
+    assert got["n_test"].sum() == n - holdout.size
 
 
 def test_candidates_seed_first_then_champion_then_distinct_grid_points():
