@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recsys_assets import db
+from recsys_assets.db.predictions import IN_CHUNK, in_chunks
 from recsys_assets_tests.db.frames import predictions_frame, ratings_frame
 
 
@@ -146,3 +147,41 @@ def test_to_unix_seconds(values: pd.Series, expected: list[int]) -> None:
     got = db.to_unix_seconds(values)
     assert got.dtype == np.int64
     assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("n", [0, 1, 499, 500, 501, 1000, 1234])
+def test_in_chunks_yields_every_id_once_in_order(n: int) -> None:
+    values = list(range(7, 7 + n))
+    chunks = list(in_chunks(values))
+    assert [v for chunk in chunks for v in chunk] == values
+    assert all(0 < len(chunk) <= IN_CHUNK for chunk in chunks)
+    assert len(chunks) == -(-n // IN_CHUNK)
+
+
+def test_reads_and_replaces_for_more_than_500_users(any_engine: Engine) -> None:
+    """1,234 users: three `IN` lists in each read and in the delete; none is missed."""
+    users = np.arange(1, 1235)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(users, 2),
+            "movie_id": np.tile([10, 20], users.size),
+            "rating": np.tile([4.0, None], users.size),
+            "timestamp": 1,
+        }
+    )
+    db.insert_ratings(any_engine, "native", frame)
+    asked = [*users.tolist(), 99_999]  # one more user without ratings
+    got = db.read_user_ratings(any_engine, "native", asked)
+    assert sorted(got.loc[got["movie_id"] == 10, "user_id"].tolist()) == users.tolist()
+    assert len(got) == 2 * users.size
+    unrated = db.read_unrated_pairs(any_engine, "native", asked)
+    assert unrated["user_id"].tolist() == users.tolist() and set(unrated["movie_id"]) == {20}
+
+    def top(movie: int) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": users, "movie_id": movie, "rank": 1, "score": 4.0})
+
+    db.replace_predictions(any_engine, top(30), "v1")
+    # Every user's old row goes, whichever `IN` list it is in (else: a duplicate rank).
+    assert db.replace_predictions(any_engine, top(40), "v2", users=asked) == users.size
+    table = db.read_predictions(any_engine)
+    assert len(table) == users.size and set(table["movie_id"]) == {40}
