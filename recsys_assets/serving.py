@@ -11,7 +11,9 @@ store) at most every ``check_interval`` seconds (1 s by default; 0 = every call)
 when it changed, so a promotion or rollback is picked up without a restart. Ranking is the
 same as ``user_predictions`` (``ml.ranking``): the champion's shipped list (EASE or the SVD
 blend) for users with enough training ratings, the most-popular list for the others and for
-users the model never saw.
+users the model never saw. The model knows only the ratings it was trained on, and this module
+reads no database: movies a user rated without a value (never trained on) or rated since go in
+``exclude`` (``recsys recommend`` reads the former from the ratings database).
 """
 
 from __future__ import annotations
@@ -247,7 +249,10 @@ class Recommender:
         self, user_id: int, n: int = 10, exclude: tuple[int, ...] = ()
     ) -> list[Recommendation]:
         """Top ``n`` movies the user has not rated (nor any movie id in ``exclude``), in the
-        order ``user_predictions`` ships them; most-popular for unknown/cold users."""
+        order ``user_predictions`` ships them; most-popular for unknown/cold users.
+
+        ``user_predictions`` leaves out the movies the user rated without a value: pass them in
+        ``exclude`` (``RatingsStore.read_unrated_pairs([user])``) for the same list."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         return self._current().recommend(user_id, n, tuple(exclude))
