@@ -26,7 +26,7 @@ from recsys_assets.ml.folds import (
     train_indices,
 )
 from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import sgd_kernel
 from recsys_assets.ml.training import (
     DEFAULT_MIN_USER_RATINGS,

@@ -15,6 +15,7 @@ from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_POPULAR,
     RankingPolicy,
+    ShippedModel,
     item_counts,
     popularity_feature,
     rank_users,
@@ -154,15 +155,11 @@ def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted, n_t
     counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
     policy = RankingPolicy(1.0, 0.0, 0.0, 3, ranker=SOURCE_EASE)
     table = rank_users(
-        factors,
+        ShippedModel(factors, counts, policy, ease),
         users,
-        train["user_id"].to_numpy(),
-        train["movie_id"].to_numpy(),
-        counts,
-        policy,
+        (train["user_id"].to_numpy(), train["movie_id"].to_numpy()),
         n=30,
         block_size=7,
-        ranking_model=ease,
         n_threads=n_threads,
     )
     rated = set(zip(train["user_id"], train["movie_id"], strict=True))
@@ -186,7 +183,7 @@ def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted, n_t
         ease_rows["score"], score_pairs(factors, ease_rows["user_id"], ease_rows["movie_id"])
     )
     with pytest.raises(ValueError, match="no ranking model"):
-        rank_users(factors, users, users, users, counts, policy)
+        ShippedModel(factors, counts, policy)
 
 
 def test_in_cv_evaluation_scores_the_shipped_list(fitted):
@@ -202,7 +199,7 @@ def test_in_cv_evaluation_scores_the_shipped_list(fitted):
     counts = item_counts(factors.raw_iids, train_r.movies)
     users = np.unique(test_r.users)
     shipped = rank_users(
-        factors, users, train_r.users, train_r.movies, counts, policy, 10, ranking_model=ease
+        ShippedModel(factors, counts, policy, ease), users, (train_r.users, train_r.movies), 10
     )
     expected = ranking_metrics(shipped, test[["user_id", "movie_id"]], k=10)
     (got,) = ranking_evals(
@@ -211,3 +208,23 @@ def test_in_cv_evaluation_scores_the_shipped_list(fitted):
     for metric in ("precision", "recall", "ndcg"):
         assert got[metric] == pytest.approx(expected[metric], abs=1e-12)
     assert NOT_KEPT_FLOOR < -1e5  # far below any EASE score
+
+
+def test_ease_lists_skip_the_excluded_pairs_too(fitted):
+    """Movies rated without a value (``excluded``) never reach an EASE list either, and they
+    are not EASE's input: the lists only shift up."""
+    factors, ease, train, _ = fitted
+    users = np.unique(train["user_id"].to_numpy())
+    counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
+    shipped = ShippedModel(factors, counts, RankingPolicy(1.0, 0.0, 0.0, 3, SOURCE_EASE), ease)
+    rated = (train["user_id"].to_numpy(), train["movie_id"].to_numpy())
+    plain = rank_users(shipped, users, rated, n=8, block_size=7)
+    first = plain.groupby("user_id").head(2)
+    got = rank_users(
+        shipped, users, rated, n=8, block_size=7, excluded=(first.user_id, first.movie_id)
+    )
+    assert (got.groupby("user_id")["source"].first() == SOURCE_EASE).any()
+    for user in users:
+        was = plain.loc[plain["user_id"] == user, "movie_id"].tolist()
+        now = got.loc[got["user_id"] == user, "movie_id"].tolist()
+        assert now[:6] == was[2:]
