@@ -265,9 +265,13 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             dataset = pickle.load(f)
         out["load_seconds"] = time.perf_counter() - start
         fold = int(phase.split(":")[1])
-        out["fold"] = cross_validate_svd(
-            dataset, SVDParams(), folds, 42, n_jobs=1, min_user_ratings=None, folds=[fold]
-        ).iloc[0].to_dict()
+        out["fold"] = (
+            cross_validate_svd(
+                dataset, SVDParams(), folds, 42, n_jobs=1, min_user_ratings=None, folds=[fold]
+            )
+            .iloc[0]
+            .to_dict()
+        )
     out["seconds"] = time.perf_counter() - start
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
