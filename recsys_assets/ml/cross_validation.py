@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -16,10 +15,8 @@ from surprise import Dataset, Trainset
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
-from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import (
-    fold_bounds,
     fold_indices,
     fold_split,
     shared_inner_pairs,
@@ -38,50 +35,7 @@ from recsys_assets.ml.training import (
 )
 from recsys_assets.ml.workers import Workers, cpu_count, fork_workers, runs_inline
 
-__all__ = ["cross_validate_svd", "default_jobs", "run_fold"]
-
-
-def run_fold(
-    dataset: Dataset,
-    fold: int,
-    n_folds: int,
-    seed: int,
-    params: SVDParams,
-    log: logging.Logger | None = None,
-) -> dict:
-    """Fit on all folds but `fold` (1-based) and score the held-out one: RMSE/MAE only.
-
-    The plain fold fit (benchmarks, equivalence tests); `cross_validate_svd` adds the
-    baselines and ranking metrics.
-    """
-    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)
-    start, stop = bounds[fold - 1], bounds[fold]
-    t0 = time.perf_counter()
-    if isinstance(dataset, CompactDataset):
-        # Straight from the arrays: no per-rating tuples (same trainset, see ml/compact_data.py).
-        train_index = np.concatenate([indices[:start], indices[stop:]])
-        trainset = dataset.trainset_of(train_index)
-        del train_index
-        test_users, test_items, test_ratings = dataset.testset_arrays(indices[start:stop])
-    else:
-        raw = dataset.raw_ratings
-        train = [raw[i] for i in chain(indices[:start], indices[stop:])]
-        trainset = dataset.construct_trainset(train)
-        test = [raw[i] for i in indices[start:stop]]
-        test_users = np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test))
-        test_items = np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test))
-        test_ratings = np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
-    del indices
-    build_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = fit_svd(trainset, params, log=log)
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
-    err = est - test_ratings
-    test_time = time.perf_counter() - t0
-    return _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
+__all__ = ["cross_validate_svd", "default_jobs"]
 
 
 def _fold_row(
