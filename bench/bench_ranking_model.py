@@ -42,7 +42,13 @@ from recsys_assets.ml.ease import (
     weights_from_gram,
 )
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.ranking import (
+    SOURCE_EASE,
+    RankingPolicy,
+    ShippedModel,
+    item_counts,
+    rank_users,
+)
 
 
 def _peak_rss_mb() -> float:
@@ -142,17 +148,8 @@ def _rank(model: EASEModel, users, movies, n: int, rss_data: float) -> None:
         tables, seconds = {}, {}
         for threads in (1, None):
             t0 = time.perf_counter()
-            tables[threads] = rank_users(
-                factors,
-                raw_uids,
-                users,
-                movies,
-                counts,
-                policy,
-                n=n,
-                ranking_model=model,
-                n_threads=threads,
-            )
+            shipped = ShippedModel(factors, counts, policy, model)
+            tables[threads] = rank_users(shipped, raw_uids, (users, movies), n=n, n_threads=threads)
             seconds[threads] = time.perf_counter() - t0
             label = "1 thread" if threads == 1 else f"{os.cpu_count()} threads"
             print(

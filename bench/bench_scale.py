@@ -184,7 +184,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
     assets:<a,b>   materialize those assets (upstream values loaded from storage)
     predictions    top-N for every user from the stored svd_model + the DB write (the
                    user_predictions computation without the CV-gated artifact export)
-    fold:<k>       one CV fold (`ml.cross_validation.run_fold`) on the stored surprise_dataset
+    fold:<k>       one CV fold's RMSE/MAE (`cross_validate_svd`) on the stored surprise_dataset
     """
     os.environ["RECSYS_HOME"] = str(home)
     os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
@@ -228,7 +228,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
         from recsys_assets.db import RatingsStore
         from recsys_assets.ml.arrays import unique
         from recsys_assets.ml.factors import SVDFactors
-        from recsys_assets.ml.topn import top_n
+        from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
 
         storage = home / "storage"
         with open(storage / "svd_model.pkl", "rb") as f:
@@ -240,9 +240,10 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
         factors = SVDFactors.from_svd(model)
         del model
         users = unique(ratings["user_id"].to_numpy())
-        preds = top_n(
-            factors, users, ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(), n=50
-        )
+        rated = (ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy())
+        counts = item_counts(factors.raw_iids, rated[1])
+        # Ranked by the estimate alone (the seed's ranking).
+        preds = rank_users(ShippedModel(factors, counts, RankingPolicy()), users, rated, n=50)
         score = time.perf_counter() - t0
         t1 = time.perf_counter()
         rows = RatingsStore.from_env().replace_predictions(preds, "bench")
@@ -257,13 +258,20 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             pairs_per_s=pairs / (score + write),
         )
     elif phase.startswith("fold:"):
-        from recsys_assets.ml.cross_validation import run_fold
+        from recsys_assets.ml.cross_validation import cross_validate_svd
         from recsys_assets.ml.training import SVDParams
 
         with open(home / "storage" / "surprise_dataset.pkl", "rb") as f:
             dataset = pickle.load(f)
         out["load_seconds"] = time.perf_counter() - start
-        out["fold"] = run_fold(dataset, int(phase.split(":")[1]), folds, 42, SVDParams())
+        fold = int(phase.split(":")[1])
+        out["fold"] = (
+            cross_validate_svd(
+                dataset, SVDParams(), folds, 42, n_jobs=1, min_user_ratings=None, folds=[fold]
+            )
+            .iloc[0]
+            .to_dict()
+        )
     out["seconds"] = time.perf_counter() - start
     out["peak_rss_mb"] = _peak_rss_mb()
     return out

@@ -33,6 +33,7 @@ from recsys_assets.ml.list_choice import DEFAULT_EASE, final_ranking_choice, fin
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_SVD,
+    ShippedModel,
     item_counts,
     rank_users,
     ranking_metrics,
@@ -92,16 +93,9 @@ def main() -> None:
         test_df["user_id"].to_numpy(), test_df["movie_id"].to_numpy(), test_df["rating"].to_numpy()
     )
     # The published lists, ranked as user_predictions ranks them.
-    shipped = rank_users(
-        factors,
-        np.unique(train.users),
-        train.users,
-        train.movies,
-        item_counts(factors.raw_iids, train.movies),
-        policy,
-        n=10,
-        ranking_model=ease if policy.ranker == SOURCE_EASE else None,
-    )
+    counts = item_counts(factors.raw_iids, train.movies)
+    model = ShippedModel(factors, counts, policy, ease if policy.ranker == SOURCE_EASE else None)
+    shipped = rank_users(model, np.unique(train.users), (train.users, train.movies), n=10)
     published = ranking_metrics(shipped, test_df[["user_id", "movie_id"]], k=10)
     blend = replace(policy, ranker=SOURCE_SVD)
     row = evaluate_factors(factors, train, test, blend, ease=ease)

@@ -9,11 +9,12 @@ The champion is loaded once (verified: HMAC signature when a key is configured, 
 SHA-256, before unpickling) and cached; calls check ``latest.json`` (a ``stat`` on a local
 store) at most every ``check_interval`` seconds (1 s by default; 0 = every call) and reload
 when it changed, so a promotion or rollback is picked up without a restart. Ranking is the
-same as ``user_predictions`` (``ml.ranking``): the champion's shipped list (EASE or the SVD
-blend) for users with enough training ratings, the most-popular list for the others and for
-users the model never saw. The model knows only the ratings it was trained on, and this module
-reads no database: movies a user rated without a value (never trained on) or rated since go in
-``exclude`` (``recsys recommend`` reads the former from the ratings database).
+same as ``user_predictions`` (the key builders of ``ml.ranking.keys``): the champion's shipped
+list (EASE or the SVD blend) for users with enough training ratings, the most-popular list for
+the others and for users the model never saw. The model knows only the ratings it was trained
+on, and this module reads no database: movies a user rated without a value (never trained on)
+or rated since go in ``exclude`` (``recsys recommend`` reads the former from the ratings
+database).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from recsys_assets.ml.artifacts import (
 )
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import (
+from recsys_assets.ml.ranking.keys import PopularOrder, blend_keys, popularity_feature, unit_rows
+from recsys_assets.ml.ranking.policy import (
     SOURCE_EASE,
     SOURCE_POPULAR,
     SOURCE_SVD,
@@ -77,13 +79,11 @@ class _Champion:
         if counts is None:
             counts = np.bincount(self.items, minlength=f.n_items)
         self.counts = np.asarray(counts, dtype=np.float64)
-        top = self.counts.max(initial=0.0)
-        self.popularity = self.counts / top if top > 0 else np.zeros_like(self.counts)
+        self.popularity = popularity_feature(self.counts)
         self.qi_t = np.ascontiguousarray(f.qi.T)
-        norms = np.linalg.norm(f.qi, axis=1, keepdims=True)
-        self.item_unit_t = np.ascontiguousarray((f.qi / np.maximum(norms, 1e-12)).T)
-        # Most-popular order, ties by movie id: the fallback list (unrated filtering per user).
-        self.popular_order = np.lexsort((f.raw_iids, -self.counts))
+        self.item_unit_t = np.ascontiguousarray(unit_rows(np.asarray(f.qi, dtype=np.float64)).T)
+        # The fallback list for cold users (unrated filtering per user).
+        self.popular = PopularOrder.of(f.raw_iids, self.counts)
         self.item_base = f.global_mean + f.bi  # what predict gives a user the model never saw
         self.bu, self.bi = f.bu.tolist(), f.bi.tolist()  # Python floats: cheaper per scalar
         try:
@@ -139,14 +139,8 @@ class _Champion:
         # EASE ranks warm users without the SVD: its estimates only for the chosen movies.
         est = self.estimates(u) if not warm or self.ease is None else None
         if not warm:
-            if (rated is None or rated.size == 0) and skip.size == 0:
-                chosen = self.popular_order[:n]
-            else:
-                mask = np.ones(f.n_items, dtype=bool)
-                if rated is not None:
-                    mask[rated] = False
-                mask[skip] = False
-                chosen = self.popular_order[mask[self.popular_order]][:n]
+            seen = skip if rated is None else np.concatenate([rated, skip])
+            chosen = self.popular.first_unseen_of_one(seen, n)
             source = SOURCE_POPULAR
         else:
             if self.ease is not None:
@@ -193,16 +187,13 @@ class _Champion:
         return keys
 
     def _blend_keys(self, est: np.ndarray, rated: np.ndarray) -> np.ndarray:
-        """The SVD blend's keys (``ml.ranking``) for a warm user."""
-        f, p = self.f, self.policy
-        keys = est * p.rating_weight if p.rating_weight != 1.0 else est.copy()
-        if p.popularity_weight:
-            keys += p.popularity_weight * self.popularity
-        if p.taste_weight:
-            taste = f.qi[rated].sum(axis=0)
+        """The SVD blend's keys (``ranking.keys.blend_keys``) for a warm user."""
+        cos = None
+        if self.policy.taste_weight:
+            taste = self.f.qi[rated].sum(axis=0)
             taste /= max(float(np.linalg.norm(taste)), 1e-12)
-            keys += (p.taste_weight * taste) @ self.item_unit_t
-        return keys
+            cos = taste @ self.item_unit_t
+        return blend_keys(self.policy, est, self.popularity, cos)
 
 
 class Recommender:

@@ -10,7 +10,7 @@ from recsys_assets.cli import main
 from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError, ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.assets.test_gates import config
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
@@ -204,16 +204,8 @@ def test_recommend_at_the_cold_start_cut_off_and_without_kept_movies(tmp_path, l
     for cut_off, source in ((4, ranker), (5, "popular")):
         policy = RankingPolicy(1.0, 0.5, 0.1, cut_off, ranker=ranker)
         rec = _loner_store(tmp_path / f"{cut_off}", loner, policy)
-        table = rank_users(
-            factors,
-            users,
-            frame["user_id"],
-            frame["movie_id"],
-            counts,
-            policy,
-            n=n,
-            ranking_model=ease,
-        )
+        shipped = ShippedModel(factors, counts, policy, ease)
+        table = rank_users(shipped, users, (frame["user_id"], frame["movie_id"]), n=n)
         for user, rows in table.groupby("user_id"):
             got = rec.recommend(user, n=n)
             assert [r.movie_id for r in got] == rows["movie_id"].tolist()

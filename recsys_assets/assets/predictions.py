@@ -14,16 +14,17 @@ from recsys_assets.db import RatingsStore
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.popular import most_popular
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_POPULAR,
     SOURCE_SVD,
     RankingPolicy,
+    ShippedModel,
     item_counts,
     rank_users,
     ranking_model_of,
 )
+from recsys_assets.ml.ranking.popular import most_popular
 
 # `model_version` of the rows `fallback_predictions` writes.
 POPULAR_VERSION = "most-popular"
@@ -131,16 +132,12 @@ def _write_user_predictions(
     # Movies a user rated without a value are not trained on, but they are not "unseen" either.
     unrated = ratings_db.read_unrated_pairs()
     predictions = rank_users(
-        factors,
+        ShippedModel(factors, counts, policy, ease),
         users,
-        ratings_df["user_id"].to_numpy(),
-        ratings_df["movie_id"].to_numpy(),
-        counts,
-        policy,
+        (ratings_df["user_id"].to_numpy(), ratings_df["movie_id"].to_numpy()),
         n=config.top_n,
-        block_size=config.block_size,
         excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
-        ranking_model=ease,
+        block_size=config.block_size,
     )
     score_seconds = time.perf_counter() - start
     context.log.info(

@@ -1,4 +1,4 @@
-"""Array helpers the model modules share: raw-id lookups, ordered top-k, rating triples."""
+"""Array helpers the model modules share: raw-id lookups, sorted distinct ids, rating triples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Ratings", "lookup", "top_k_indices", "unique"]
+__all__ = ["Ratings", "lookup", "unique"]
 
 
 def unique(values: np.ndarray) -> np.ndarray:
@@ -68,23 +68,3 @@ def lookup(raw_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
     pos_clipped = np.minimum(pos, sorted_ids.size - 1)
     found = sorted_ids[pos_clipped] == query
     return np.where(found, order[pos_clipped], -1).astype(np.int64)
-
-
-def top_k_indices(scores: np.ndarray, k: int, raw_iids: np.ndarray) -> np.ndarray:
-    """Column indices of each row's k best scores, ordered by (score desc, movie id asc)."""
-    n_rows, n_items = scores.shape
-    if k < n_items:
-        # argpartition is O(n_items) per row but picks arbitrarily among values tied with
-        # the k-th best; rows where such a tie straddles the cut are redone exactly below.
-        idx = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
-        kth = np.take_along_axis(scores, idx, axis=1).min(axis=1)
-        n_ge = (scores >= kth[:, None]).sum(axis=1)
-        # kth == -inf means fewer than k unrated movies: every finite one is already in.
-        ambiguous = np.nonzero((n_ge > k) & np.isfinite(kth))[0]
-        for r in ambiguous:
-            idx[r] = np.lexsort((raw_iids, -scores[r]))[:k]
-    else:
-        idx = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
-    vals = np.take_along_axis(scores, idx, axis=1)
-    order = np.lexsort((raw_iids[idx], -vals), axis=1)
-    return np.take_along_axis(idx, order, axis=1)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -16,17 +15,15 @@ from surprise import Dataset, Trainset
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
-from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import (
-    fold_bounds,
     fold_indices,
     fold_split,
     shared_inner_pairs,
     train_indices,
 )
 from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import sgd_kernel
 from recsys_assets.ml.training import (
     DEFAULT_MIN_USER_RATINGS,
@@ -36,52 +33,9 @@ from recsys_assets.ml.training import (
     n_ratings_of,
     ratings_of,
 )
-from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
+from recsys_assets.ml.workers import Workers, cpu_count, fork_workers, runs_inline
 
-__all__ = ["cross_validate_svd", "default_jobs", "run_fold"]
-
-
-def run_fold(
-    dataset: Dataset,
-    fold: int,
-    n_folds: int,
-    seed: int,
-    params: SVDParams,
-    log: logging.Logger | None = None,
-) -> dict:
-    """Fit on all folds but `fold` (1-based) and score the held-out one: RMSE/MAE only.
-
-    The plain fold fit (benchmarks, equivalence tests); `cross_validate_svd` adds the
-    baselines and ranking metrics.
-    """
-    indices, bounds = fold_bounds(n_ratings_of(dataset), n_folds, seed)
-    start, stop = bounds[fold - 1], bounds[fold]
-    t0 = time.perf_counter()
-    if isinstance(dataset, CompactDataset):
-        # Straight from the arrays: no per-rating tuples (same trainset, see ml/compact_data.py).
-        train_index = np.concatenate([indices[:start], indices[stop:]])
-        trainset = dataset.trainset_of(train_index)
-        del train_index
-        test_users, test_items, test_ratings = dataset.testset_arrays(indices[start:stop])
-    else:
-        raw = dataset.raw_ratings
-        train = [raw[i] for i in chain(indices[:start], indices[stop:])]
-        trainset = dataset.construct_trainset(train)
-        test = [raw[i] for i in indices[start:stop]]
-        test_users = np.fromiter((r[0] for r in test), dtype=np.int64, count=len(test))
-        test_items = np.fromiter((r[1] for r in test), dtype=np.int64, count=len(test))
-        test_ratings = np.fromiter((r[2] for r in test), dtype=np.float64, count=len(test))
-    del indices
-    build_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = fit_svd(trainset, params, log=log)
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # Vectorized equivalent of `model.test(testset)` + accuracy.rmse/mae.
-    est = score_pairs(SVDFactors.from_svd(model), test_users, test_items)
-    err = est - test_ratings
-    test_time = time.perf_counter() - t0
-    return _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
+__all__ = ["cross_validate_svd", "default_jobs"]
 
 
 def _fold_row(
@@ -102,7 +56,8 @@ def _fold_row(
 
 @dataclass(frozen=True)
 class _CVRun:
-    """What every CV task reads: forked workers inherit it (see `_RUN`), never pickled."""
+    """What every CV task reads: forked workers inherit it (`workers.fork_workers`), never
+    pickled: no serialisation, no re-import, copy-on-write memory."""
 
     dataset: Dataset
     indices: np.ndarray
@@ -123,15 +78,8 @@ class _CVRun:
         return build_trainset(self.dataset, self.everything, index)
 
 
-# Forked workers inherit the run (dataset included) through this module global instead of
-# receiving a pickled copy: no serialisation, no re-import, copy-on-write memory.
-_RUN: _CVRun | None = None
-
-
-def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
+def _fit_fold(run: _CVRun, fold: int) -> tuple[dict, SVDFactors | None]:
     """Fit on all folds but `fold` and score its ratings; the factors for the ranking eval."""
-    run = _RUN
-    assert run is not None
     test_idx = fold_indices(run.indices, run.bounds, fold)
     t0 = time.perf_counter()
     trainset = run.trainset(train_indices(run.indices, run.bounds, [fold]))
@@ -150,7 +98,7 @@ def _fit_fold(fold: int) -> tuple[dict, SVDFactors | None]:
 
 
 def _select_shared(
-    a: int, b: int, wanted: tuple[int, ...] | None = None
+    run: _CVRun, a: int, b: int, wanted: tuple[int, ...] | None = None
 ) -> tuple[dict[int, ListChoice], float]:
     """Blend weights, EASE λ and shipped list for folds a and b from inner models fitted on
     the other folds (`ml.list_choice.choose_lists`).
@@ -158,8 +106,7 @@ def _select_shared(
     `wanted`: the folds whose weights are needed (a fold step of the Dagster fan-out that has
     only one of the pair fits the same inner model and validates on the other fold only).
     """
-    run = _RUN
-    assert run is not None and run.min_user_ratings is not None
+    assert run.min_user_ratings is not None
     t0 = time.perf_counter()
     inner_idx = train_indices(run.indices, run.bounds, [a, b])
     factors = SVDFactors.from_svd(fit_svd(run.trainset(inner_idx), run.params))
@@ -177,11 +124,10 @@ def _select_shared(
     return choices, time.perf_counter() - t0
 
 
-def _select_own(fold: int) -> tuple[dict[int, ListChoice], float]:
+def _select_own(run: _CVRun, fold: int) -> tuple[dict[int, ListChoice], float]:
     """Blend weights, EASE λ and shipped list for `fold` from an inner split of its own
     training ratings (`evaluation.validation_split`: a quarter validates)."""
-    run = _RUN
-    assert run is not None and run.min_user_ratings is not None
+    assert run.min_user_ratings is not None
     t0 = time.perf_counter()
     train_idx = train_indices(run.indices, run.bounds, [fold])
     fit_idx, val_idx = evaluation.validation_split(train_idx.size, run.seed + fold)
@@ -200,12 +146,10 @@ def _select_own(fold: int) -> tuple[dict[int, ListChoice], float]:
     return {fold: choice}, time.perf_counter() - t0
 
 
-def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
+def _evaluate(run: _CVRun, fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
     """Baselines and ranking metrics of `fold` (`evaluation.evaluate_factors`), with the EASE
     model fitted on the fold's training ratings (λ chosen on validation) and the shipped list:
     the one that ranked better on validation."""
-    run = _RUN
-    assert run is not None
     t0 = time.perf_counter()
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
@@ -227,17 +171,8 @@ def _evaluate(fold: int, factors: SVDFactors, choice: ListChoice) -> dict:
     return row
 
 
-class _InlineExecutor:
-    """`submit` runs the task at once: the serial path shares the scheduling code."""
-
-    def submit(self, fn: Callable, *args: object) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
 def _run_tasks(
-    pool: ProcessPoolExecutor | _InlineExecutor,
+    pool: Workers,
     n_folds: int,
     ranking: bool,
     folds: Sequence[int] | None = None,
@@ -329,7 +264,6 @@ def cross_validate_svd(
     `choice`: blend weights, λ and shipped list already chosen on validation ratings outside
     every test fold (`list_choice.choose_on_holdout`): used by every fold, no inner fits.
     """
-    global _RUN
     # Before forking.
     indices, bounds = fold_split(n_ratings_of(dataset), n_folds, seed, holdout)
     folds = list(range(1, n_folds + 1) if folds is None else folds)
@@ -375,7 +309,7 @@ def cross_validate_svd(
     if params.engine == "compiled":
         # Loaded (from the on-disk cache) once here, before forking: the workers inherit it.
         sgd_kernel()
-    _RUN = _CVRun(
+    run = _CVRun(
         dataset,
         indices,
         bounds,
@@ -387,14 +321,7 @@ def cross_validate_svd(
         ranking_users or None,
         ease,
     )
-    try:
-        if inline:
-            for row in _run_tasks(_InlineExecutor(), n_folds, ranking, folds, choice):
-                report(row)
-        else:
-            with fork_pool(n_jobs) as pool:
-                for row in _run_tasks(pool, n_folds, ranking, folds, choice):
-                    report(row)
-    finally:
-        _RUN = None
+    with fork_workers(run, n_jobs, n_parallel) as pool:
+        for row in _run_tasks(pool, n_folds, ranking, folds, choice):
+            report(row)
     return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)

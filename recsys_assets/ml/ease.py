@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from recsys_assets.ml.arrays import lookup
 from recsys_assets.ml.svd_sgd import njit_cached
-from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
+from recsys_assets.ml.workers import cpu_count, fork_map, runs_inline
 
 __all__ = [
     "DEFAULT_LAMBDAS",
@@ -295,30 +295,18 @@ def fit_ease_path(
     return models
 
 
-_PATH_GRAM: np.ndarray | None = None  # XᵀX of the λ path being solved, for forked workers
-
-
 def _solve_path(g: np.ndarray, lambdas: list[float]) -> list[tuple[np.ndarray, float]]:
     """Each λ's weights and solve seconds: whole rounds in forked workers, the rest here.
 
     The workers run one solve each at a time with one BLAS thread (scipy's LAPACK wrappers
-    hold the GIL, so threads would take turns). A last, partial round would leave workers
-    idle, so its solves run in this process with every BLAS thread instead: 5 λ on 2 cores
-    at 10,000 movies took 105 s as three rounds and take ~84 s as two rounds plus one
-    threaded solve (`bench/bench_ranking_model.py --shape 5m --path`).
+    hold the GIL, so threads would take turns); they inherit XᵀX through the fork. A last,
+    partial round would leave workers idle, so its solves run in this process with every BLAS
+    thread instead: 5 λ on 2 cores at 10,000 movies took 105 s as three rounds and take ~84 s
+    as two rounds plus one threaded solve (`bench/bench_ranking_model.py --shape 5m --path`).
     """
-    global _PATH_GRAM
     n_jobs = min(len(lambdas), cpu_count())
     forked = 0 if runs_inline(n_jobs, len(lambdas)) else len(lambdas) - len(lambdas) % n_jobs
-    solved: list[tuple[np.ndarray, float]] = []
-    if forked:
-        # The workers inherit XᵀX (set before they fork), so it is not pickled.
-        _PATH_GRAM = g
-        try:
-            with fork_pool(n_jobs) as pool:
-                solved = list(pool.map(_path_weights, lambdas[:forked]))
-        finally:
-            _PATH_GRAM = None
+    solved = fork_map(_shared_gram_weights, g, lambdas[:forked], n_jobs) if forked else []
     rest = lambdas[forked:]
     solved += [_timed_weights(g, lam, overwrite=i == len(rest) - 1) for i, lam in enumerate(rest)]
     return solved
@@ -330,6 +318,5 @@ def _timed_weights(g: np.ndarray, lam: float, overwrite: bool) -> tuple[np.ndarr
     return weights, time.perf_counter() - start
 
 
-def _path_weights(lam: float) -> tuple[np.ndarray, float]:
-    assert _PATH_GRAM is not None, "set before the workers were forked"
-    return _timed_weights(_PATH_GRAM, lam, overwrite=False)
+def _shared_gram_weights(g: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
+    return _timed_weights(g, lam, overwrite=False)

@@ -14,28 +14,55 @@ here is measured on the same folds as the SVD's RMSE:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_assets.ml.arrays import Ratings, lookup, top_k_indices, unique
+from recsys_assets.ml.arrays import Ratings, lookup, unique
 from recsys_assets.ml.baselines import baseline_factors, error
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.factors import SVDFactors, score_pairs
-from recsys_assets.ml.ranking import (
-    DEFAULT_GRID,
-    RankingPolicy,
-    _unit_rows,
+from recsys_assets.ml.ranking.keys import (
+    PopularOrder,
+    blend_keys,
+    estimates,
     item_counts,
     popularity_feature,
+    unit_rows,
 )
+from recsys_assets.ml.ranking.policy import RankingPolicy, choose_policy, grid_policies
+from recsys_assets.ml.ranking.top_k import BlendRanking, top_k_indices
 
 K = 10
 VALIDATION_FRACTION = 0.25
-# Relative NDCG gain over most-popular a blend needs on validation to be chosen.
-MIN_RELATIVE_GAIN = 0.02
+
+
+@dataclass(frozen=True)
+class EvalScope:
+    """Which users a ranking evaluation scores and how: lists of ``k``; ``max_users``: a
+    seeded sample of that many of the test users instead of all (ranking every movie for
+    every user costs users x movies per policy: minutes at 162K users x 59K movies; rating
+    errors always use every rating); ``block_size``: users per dense block (None: sized to
+    the catalogue)."""
+
+    k: int = K
+    max_users: int | None = None
+    seed: int = 0
+    block_size: int | None = None
+
+    def sample(self, users: np.ndarray) -> np.ndarray:
+        """``users`` (sorted), or a seeded sample of ``max_users`` of them (sorted)."""
+        if not self.max_users or users.size <= self.max_users:
+            return users
+        chosen = np.random.RandomState(self.seed).choice(users, self.max_users, replace=False)
+        return np.sort(chosen)
+
+    def rows_per_block(self, n_items: int) -> int:
+        # Each block holds a few dense users x movies matrices: ~16M cells keeps one at ~130 MB
+        # of float64 on a 59K-movie catalogue (2 workers side by side), 1024 rows on ml-100k.
+        return self.block_size or max(64, min(1024, 2**24 // max(n_items, 1)))
 
 
 def _csr(users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sp.csr_matrix:
@@ -62,36 +89,49 @@ def _distinct_per_user(user_pos: np.ndarray, movies: np.ndarray, n_users: int) -
     return np.bincount(keys // span, minlength=n_users)
 
 
-def ranking_eval(
-    factors: SVDFactors,
-    train: Ratings,
-    test: Ratings,
-    policies: Sequence[RankingPolicy],
-    k: int = K,
-    max_users: int | None = None,
-    seed: int = 0,
-    block_size: int | None = None,
-) -> list[dict[str, float]]:
-    """``ranking_metrics(rank_users(...))`` for several policies in one pass over the users.
+class _Scores:
+    """Precision, recall and NDCG@k sums of lists against every test set (as
+    ``ranking.metrics.ranking_metrics`` computes them, in one pass over dense blocks)."""
 
-    Same lists (ties by movie id), same metrics, same users (everyone with a ``test`` rating;
-    cold or unknown users get the most-popular list), but the estimate, taste and popularity
-    matrices are computed once per block of users and shared by every policy.
-    """
-    return ranking_evals(factors, train, [test], policies, k, max_users, seed, block_size)[0]
+    def __init__(self, factors: SVDFactors, users: np.ndarray, tests: Sequence[Ratings], k: int):
+        self.k = k
+        self.relevant = [
+            _csr(users, t.users, lookup(factors.raw_iids, t.movies), factors.n_items) for t in tests
+        ]
+        # Every distinct held-out movie counts as relevant, known to the model or not (as in
+        # ranking_metrics). Users without any in a test set are not scored on it.
+        n_rel = np.stack(
+            [_distinct_per_user(lookup(users, t.users), t.movies, users.size) for t in tests]
+        )
+        self.scored = n_rel > 0
+        self.n_rel = np.maximum(n_rel, 1)  # unscored users: any value, their scores are dropped
+        self.discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        self.ideal = np.cumsum(self.discounts)
+
+    def block(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [r[rows].toarray() > 0 for r in self.relevant]
+
+    def of(self, top: np.ndarray, valid: np.ndarray, rel: list, rows: np.ndarray) -> np.ndarray:
+        """[test, row, metric] of the lists ``top`` (``valid`` entries) for users ``rows``."""
+        out = np.zeros((len(rel), rows.size, 3))
+        for t, (relevant_t, n_rel_t) in enumerate(zip(rel, self.n_rel, strict=True)):
+            on = self.scored[t, rows]
+            on = slice(None) if on.all() else np.flatnonzero(on)  # a view, not a copy
+            hits = np.take_along_axis(relevant_t[on], top[on], axis=1) & valid[on]
+            n_hits = hits.sum(axis=1)
+            dcg = (hits * self.discounts[: top.shape[1]]).sum(axis=1)
+            idcg = self.ideal[np.minimum(n_rel_t[rows[on]], self.k) - 1]
+            out[t, on] = np.stack([n_hits / self.k, n_hits / n_rel_t[rows[on]], dcg / idcg], axis=1)
+        return out
+
+    def means(self, sums: np.ndarray) -> list[list[dict[str, float]]]:
+        means = sums / np.maximum(self.scored.sum(axis=1), 1)[:, None, None]
+        return [[{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in per] for per in means]
 
 
-def sample_users(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
-    """``users`` (sorted), or a seeded sample of ``max_users`` of them (sorted)."""
-    if not max_users or users.size <= max_users:
-        return users
-    return np.sort(np.random.RandomState(seed).choice(users, max_users, replace=False))
-
-
-def _block_rows(n_items: int) -> int:
-    # Each block holds a few dense users x movies matrices: ~16M cells keeps one at ~130 MB
-    # of float64 on a 59K-movie catalogue (2 workers side by side), 1024 rows on ml-100k.
-    return max(64, min(1024, 2**24 // max(n_items, 1)))
+def _top(keys: np.ndarray, k: int, raw_iids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    top = top_k_indices(keys, k, raw_iids)
+    return top, np.isfinite(np.take_along_axis(keys, top, axis=1))
 
 
 def ranking_evals(
@@ -99,122 +139,80 @@ def ranking_evals(
     train: Ratings,
     tests: Sequence[Ratings],
     policies: Sequence[RankingPolicy],
-    k: int = K,
-    max_users: int | None = None,
-    seed: int = 0,
-    block_size: int | None = None,
     ease_models: Sequence[EASEModel] = (),
     ease_min_user_ratings: int = 1,
+    scope: EvalScope = EvalScope(),
 ) -> list[list[dict[str, float]]]:
-    """``ranking_eval`` on each of ``tests``: the lists depend only on the model and ``train``,
-    so they are ranked once and scored against every test set (``[test][policy]`` metrics).
+    """``ranking_metrics(rank_users(...))`` of several policies on each of ``tests``, in one
+    pass over the users (``[test][policies + ease_models]`` metrics): the lists depend only on
+    the model and ``train``, so they are ranked once, with the builders of ``ranking.keys``,
+    and scored against every test set. Every user with a test rating is scored; cold or
+    unknown users get the most-popular list, as ``rank_users`` ranks.
 
-    ``ease_models``: EASE lists scored in the same pass, after the policies (``[test][policies
-    + ease_models]``); warm users (known to ``factors``, at least ``ease_min_user_ratings``
-    training ratings) get the EASE list, the others most-popular, as ``rank_users`` ranks.
-
-    ``max_users``: score a seeded sample of that many of the test users instead of all —
-    ranking every movie for every user costs users x movies per policy, which at 162K users
-    x 59K movies is minutes per evaluation; the rating errors are always on every rating.
+    ``ease_models``: EASE lists scored after the policies; warm users (known to ``factors``,
+    at least ``ease_min_user_ratings`` training ratings) get the EASE list.
     """
-    users = sample_users(unique(np.concatenate([t.users for t in tests])), max_users, seed)
-    block_size = block_size or _block_rows(factors.n_items)
+    k = scope.k
+    users = scope.sample(unique(np.concatenate([t.users for t in tests])))
     inner_u = lookup(factors.raw_uids, users)
     known = inner_u >= 0
-    safe_u = np.where(known, inner_u, 0)  # unknown users never use their (dummy) estimates
     rated = _csr(users, train.users, lookup(factors.raw_iids, train.movies), factors.n_items)
-    relevant = [
-        _csr(users, t.users, lookup(factors.raw_iids, t.movies), factors.n_items) for t in tests
-    ]
-    # Every distinct held-out movie counts as relevant, known to the model or not (as in
-    # ranking_metrics). Users without any in a test set are not scored on it.
-    n_rel = np.stack(
-        [_distinct_per_user(lookup(users, t.users), t.movies, users.size) for t in tests]
-    )
-    scored = n_rel > 0
-    n_rel = np.maximum(n_rel, 1)  # unscored users: any value, their scores are dropped
+    scores = _Scores(factors, users, tests, k)
     train_rows = lookup(users, train.users)
     per_user = np.bincount(train_rows[train_rows >= 0], minlength=users.size)
-    pop = popularity_feature(item_counts(factors.raw_iids, train.movies))
-    item_unit = _unit_rows(np.asarray(factors.qi, dtype=np.float64))
-    taste = _unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64)))
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discounts)
+    counts = item_counts(factors.raw_iids, train.movies)
+    pop = popularity_feature(counts)
+    blend = BlendRanking(
+        factors,
+        RankingPolicy(),
+        pop,
+        unit_rows(np.asarray(rated @ np.asarray(factors.qi, dtype=np.float64))),
+        unit_rows(np.asarray(factors.qi, dtype=np.float64)),
+    )
+    # The most-popular lists of every user, as (user, rank) -> movie.
+    where, user_rows, rank = PopularOrder.of(factors.raw_iids, counts).lists(
+        users, train.users, train.movies, k
+    )
+    popular_top = np.zeros((users.size, k), dtype=np.int64)
+    popular_valid = np.zeros((users.size, k), dtype=bool)
+    popular_top[user_rows, rank - 1], popular_valid[user_rows, rank - 1] = where, True
     sums = np.zeros((len(tests), len(policies) + len(ease_models), 3))  # p, r, ndcg totals
     ease_rated = [m.rated_rows(users, train.users, train.movies) for m in ease_models]
     ease_warm = known & (per_user >= ease_min_user_ratings)
-
-    def score(top: np.ndarray, rel: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-        """[test, row, metric] of the lists ``top`` for users ``rows``."""
-        out = np.zeros((len(tests), rows.size, 3))
-        for t, (relevant_t, n_rel_t) in enumerate(zip(rel, n_rel, strict=True)):
-            on = scored[t, rows]
-            on = slice(None) if on.all() else np.flatnonzero(on)  # a view, not a copy
-            hits = np.take_along_axis(relevant_t[on], top[on], axis=1)
-            n_hits = hits.sum(axis=1)
-            dcg = (hits * discounts[: top.shape[1]]).sum(axis=1)
-            idcg = ideal[np.minimum(n_rel_t[rows[on]], k) - 1]
-            out[t, on] = np.stack([n_hits / k, n_hits / n_rel_t[rows[on]], dcg / idcg], axis=1)
-        return out
-
+    block_size = scope.rows_per_block(factors.n_items)
     for start in range(0, users.size, block_size):
         rows = np.arange(start, min(start + block_size, users.size))
-        iu = safe_u[rows]
-        est = (factors.global_mean + factors.bu[iu])[:, None] + factors.bi
-        est += factors.pu[iu] @ factors.qi.T
-        cos = taste[rows] @ item_unit.T
+        # The model's qi.T as a view: the estimates of the CV figures, bit for bit.
+        est = estimates(factors, np.where(known[rows], inner_u[rows], 0), factors.qi.T)
+        cos = blend.taste[rows] @ blend.item_unit.T
         seen = rated[rows].toarray() > 0
-        rel = [r[rows].toarray() > 0 for r in relevant]
-        popular_keys = np.broadcast_to(pop, seen.shape).copy()
-        popular_keys[seen] = -np.inf
-        popular = score(top_k_indices(popular_keys, k, factors.raw_iids), rel, rows)
-        warm_rows: dict[int, tuple] = {}  # per min_user_ratings: the grid shares one slice
+        rel = scores.block(rows)
+        popular = scores.of(popular_top[rows], popular_valid[rows], rel, rows)
+        warm_rows: dict[int, np.ndarray] = {}  # per min_user_ratings: the grid shares one
         for p, policy in enumerate(policies):
             result = popular.copy()
-            if policy.taste_weight or policy.rating_weight:
+            if not policy.popular_only:
                 if policy.min_user_ratings not in warm_rows:
                     warm = known[rows] & (per_user[rows] >= policy.min_user_ratings)
-                    w = np.flatnonzero(warm)
-                    rel_w = [r[w] for r in rel]
-                    warm_rows[policy.min_user_ratings] = (w, cos[w], est[w], seen[w], rel_w)
-                w, cos_w, est_w, seen_w, rel_w = warm_rows[policy.min_user_ratings]
+                    warm_rows[policy.min_user_ratings] = np.flatnonzero(warm)
+                w = warm_rows[policy.min_user_ratings]
                 if w.size:
-                    # Same sums in the same order as pop_w * pop + taste_w * cos + rating_w * est.
-                    keys = policy.taste_weight * cos_w
-                    keys += policy.popularity_weight * pop
-                    keys += policy.rating_weight * est_w
-                    keys[seen_w] = -np.inf
-                    top = top_k_indices(keys, k, factors.raw_iids)
-                    result[:, w] = score(top, rel_w, rows[w])
+                    keys = blend_keys(policy, est[w], pop, cos[w])
+                    keys[seen[w]] = -np.inf
+                    top, valid = _top(keys, k, factors.raw_iids)
+                    result[:, w] = scores.of(top, valid, [r[w] for r in rel], rows[w])
             sums[:, p] += result.sum(axis=1)
         w = np.flatnonzero(ease_warm[rows])
         for e, (model, rated_e) in enumerate(zip(ease_models, ease_rated, strict=True)):
             result = popular.copy()
             if w.size:
-                keys = model.catalogue_keys(
-                    model.scores_of(rated_e[rows[w]]), factors.raw_iids, pop
-                )
+                ease_scores = model.scores_of(rated_e[rows[w]])
+                keys = model.catalogue_keys(ease_scores, factors.raw_iids, pop)
                 keys[seen[w]] = -np.inf
-                top = top_k_indices(keys, k, factors.raw_iids)
-                result[:, w] = score(top, [r[w] for r in rel], rows[w])
+                top, valid = _top(keys, k, factors.raw_iids)
+                result[:, w] = scores.of(top, valid, [r[w] for r in rel], rows[w])
             sums[:, len(policies) + e] += result.sum(axis=1)
-    means = sums / np.maximum(scored.sum(axis=1), 1)[:, None, None]
-    return [[{"precision": m[0], "recall": m[1], "ndcg": m[2]} for m in per] for per in means]
-
-
-def grid_ndcg(
-    factors: SVDFactors,
-    train: Ratings,
-    validation: Ratings,
-    base: RankingPolicy,
-    grid: Iterable[tuple[float, float]] = DEFAULT_GRID,
-    k: int = K,
-    max_users: int | None = None,
-    seed: int = 0,
-) -> tuple[RankingPolicy, list[dict]]:
-    """``choose_policy`` over ``grid`` with NDCG@k on ``validation``, all points in one pass."""
-    policies = _grid_policies(base, grid)
-    return _choose(policies, ranking_eval(factors, train, validation, policies, k, max_users, seed))
+    return scores.means(sums)
 
 
 def grid_ndcgs(
@@ -222,45 +220,13 @@ def grid_ndcgs(
     train: Ratings,
     validations: Sequence[Ratings],
     base: RankingPolicy,
-    grid: Iterable[tuple[float, float]] = DEFAULT_GRID,
-    k: int = K,
-    max_users: int | None = None,
-    seed: int = 0,
+    scope: EvalScope = EvalScope(),
 ) -> list[tuple[RankingPolicy, list[dict]]]:
-    """``grid_ndcg`` on each of ``validations`` (one model): the lists are ranked once."""
-    policies = _grid_policies(base, grid)
-    results = ranking_evals(factors, train, validations, policies, k, max_users, seed)
-    return [_choose(policies, per_validation) for per_validation in results]
-
-
-def _grid_policies(base: RankingPolicy, grid: Iterable[tuple[float, float]]) -> list:
-    return [replace(base, popularity_weight=1.0, taste_weight=t, rating_weight=r) for t, r in grid]
-
-
-def _choose(
-    policies: list[RankingPolicy], results: list[dict[str, float]]
-) -> tuple[RankingPolicy, list[dict]]:
-    """The best policy by NDCG (ties: the earlier), unless most-popular is nearly as good."""
-    tried, best, best_value = [], None, -np.inf
-    for policy, metrics in zip(policies, results, strict=True):
-        tried.append(
-            {
-                "taste_weight": policy.taste_weight,
-                "rating_weight": policy.rating_weight,
-                "ndcg": metrics["ndcg"],
-            }
-        )
-        if metrics["ndcg"] > best_value:  # ties keep the earlier (simpler) point
-            best, best_value = policy, metrics["ndcg"]
-    # A blend must beat the plain popularity list clearly on validation to be chosen; a
-    # marginal win there is as likely a loss on new data (the shipped list must not rank
-    # worse than most-popular).
-    popular = [i for i, p in enumerate(policies) if not (p.taste_weight or p.rating_weight)]
-    if popular:
-        floor = results[popular[0]]["ndcg"] * (1.0 + MIN_RELATIVE_GAIN)
-        if best_value < floor:
-            best = policies[popular[0]]
-    return best, tried
+    """The blend's grid (``policy.DEFAULT_GRID``) chosen on each of ``validations`` by NDCG@k
+    (``policy.choose_policy``), for one model: the lists are ranked once."""
+    policies = grid_policies(base)
+    results = ranking_evals(factors, train, validations, policies, scope=scope)
+    return [choose_policy(policies, [m["ndcg"] for m in per]) for per in results]
 
 
 def validation_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -306,11 +272,9 @@ def evaluate_factors(
         train,
         [test],
         list(rankings.values()),
-        K,
-        max_users,
-        seed,
         ease_models=[ease] if ease is not None else [],
         ease_min_user_ratings=policy.min_user_ratings,
+        scope=EvalScope(max_users=max_users, seed=seed),
     )[0]
     if ease is not None:
         names.append("ease")

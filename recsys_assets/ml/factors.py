@@ -75,32 +75,6 @@ class SVDFactors:
             upper=float(upper),
         )
 
-    @classmethod
-    def from_arrays(
-        cls,
-        global_mean: float,
-        bu: np.ndarray,
-        bi: np.ndarray,
-        pu: np.ndarray,
-        qi: np.ndarray,
-        raw2inner_users: dict,
-        raw2inner_items: dict,
-        rating_scale: tuple[float, float],
-    ) -> SVDFactors:
-        """Factors of any ``mu + bu + bi (+ pu . qi)`` model (e.g. BaselineOnly with rank 0)."""
-        lower, upper = rating_scale
-        return cls(
-            global_mean=float(global_mean),
-            bu=np.asarray(bu, dtype=np.float64),
-            bi=np.asarray(bi, dtype=np.float64),
-            pu=np.asarray(pu),
-            qi=np.asarray(qi),
-            raw_uids=_raw_ids_to_int64(raw2inner_users, "user"),
-            raw_iids=_raw_ids_to_int64(raw2inner_items, "movie"),
-            lower=float(lower),
-            upper=float(upper),
-        )
-
     @property
     def n_users(self) -> int:
         return int(self.raw_uids.shape[0])

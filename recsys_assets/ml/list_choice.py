@@ -34,7 +34,7 @@ from recsys_assets.ml.ease import (
     fit_ease_path,
 )
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_SVD, RankingPolicy
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, SOURCE_SVD, RankingPolicy
 
 __all__ = [
     "DEFAULT_EASE",
@@ -105,9 +105,8 @@ def choose_lists(
     seed: int = 0,
 ) -> list[ListChoice]:
     """Blend weights and EASE λ for each of ``validations`` (models fitted on ``inner``)."""
-    blends = evaluation.grid_ndcgs(
-        factors, inner, validations, base, max_users=max_users, seed=seed
-    )
+    scope = evaluation.EvalScope(max_users=max_users, seed=seed)
+    blends = evaluation.grid_ndcgs(factors, inner, validations, base, scope)
     blend_ndcgs = [_ndcg_of(policy, tried) for policy, tried in blends]
     if ease is None:
         return [
@@ -120,10 +119,9 @@ def choose_lists(
         inner,
         validations,
         [],
-        max_users=max_users,
-        seed=seed,
         ease_models=models,
         ease_min_user_ratings=base.min_user_ratings,
+        scope=scope,
     )
     choices = []
     for (policy, tried), blend_ndcg, per_lambda in zip(blends, blend_ndcgs, results, strict=True):

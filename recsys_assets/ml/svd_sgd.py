@@ -149,9 +149,6 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
 
-_load_seconds: float | None = None
-
-
 def njit_cached(fn: Callable, signature: str, what: str, slp: bool = False) -> Callable:
     """`fn` compiled by numba for `signature` (no fastmath), cached under `numba_cache_dir()`.
 
@@ -180,18 +177,20 @@ def njit_cached(fn: Callable, signature: str, what: str, slp: bool = False) -> C
 
 
 @functools.cache
-def sgd_kernel() -> Callable[..., None]:
-    """The compiled epoch, loaded from the on-disk cache (compiled and stored on a miss)."""
-    global _load_seconds
+def _loaded_kernel() -> tuple[Callable[..., None], float]:
     start = time.perf_counter()
     kernel = njit_cached(_sgd_epoch, _SIGNATURE, "the SVD fit", slp=True)
-    _load_seconds = time.perf_counter() - start
-    return kernel
+    return kernel, time.perf_counter() - start
+
+
+def sgd_kernel() -> Callable[..., None]:
+    """The compiled epoch, loaded from the on-disk cache (compiled and stored on a miss)."""
+    return _loaded_kernel()[0]
 
 
 def kernel_load_seconds() -> float | None:
     """Seconds the first `sgd_kernel()` of this process took (import + cache load or compile)."""
-    return _load_seconds
+    return _loaded_kernel()[1] if _loaded_kernel.cache_info().currsize else None
 
 
 def trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

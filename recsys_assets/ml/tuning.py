@@ -35,7 +35,7 @@ from recsys_assets.ml.arrays import Ratings, unique
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
 from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
-from recsys_assets.ml.workers import cpu_count, fork_pool, runs_inline
+from recsys_assets.ml.workers import cpu_count, fork_workers
 
 # What may be searched (SVDParams fields). Per-parameter rates are left out: lr_all/reg_all
 # set all four, and the grid would grow fourfold per parameter.
@@ -210,13 +210,10 @@ def plan_fractions(
 
 @dataclass(frozen=True)
 class _Rung:
-    """What the forked evaluation workers share (see `_RUNG`), never pickled."""
+    """What the forked evaluation workers share (`workers.fork_workers`), never pickled."""
 
     trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
     val: Ratings
-
-
-_RUNG: _Rung | None = None
 
 
 def rung_data(
@@ -230,9 +227,7 @@ def rung_data(
     return everything, np.flatnonzero(sample & ~in_v), np.flatnonzero(sample & in_v)
 
 
-def _evaluate(params: SVDParams, keep_factors: bool) -> dict:
-    run = _RUNG
-    assert run is not None
+def _evaluate(run: _Rung, params: SVDParams, keep_factors: bool) -> dict:
     trainset = run.trainset
     t0 = time.perf_counter()
     model = fit_svd(trainset, params)
@@ -272,7 +267,6 @@ def evaluate_rung(
     seed's and champion's configurations always run. `reuse`: earlier rows of candidates
     already fitted on this very sample (`SearchPlan.reusable`), copied instead of refitted.
     """
-    global _RUNG
     if _uses_compiled(candidates):
         sgd_kernel()  # compiled (or loaded) once here, not once per forked worker
     fraction = plan.fractions[rung]
@@ -284,8 +278,7 @@ def evaluate_rung(
     todo = [c for c in candidates if c.mandatory or not plan.over_time()]
     skipped = [c for c in candidates if c not in todo]
     n_jobs = n_jobs or min(len(todo), cpu_count())
-    inline = runs_inline(n_jobs, len(todo))
-    _RUNG = _Rung(
+    shared = _Rung(
         build_trainset(dataset, everything, train_idx) if todo else None,
         everything.take(val_idx),
     )
@@ -315,22 +308,17 @@ def evaluate_rung(
             )
         return out
 
-    try:
-        if inline:
-            for candidate in todo:
-                if not candidate.mandatory and plan.over_time():
-                    skipped.append(candidate)
-                    continue
-                rows.append(row(candidate, _evaluate(candidate.params, keep_factors)))
-        else:
-            with fork_pool(n_jobs) as pool:
-                # Longest first (epochs x factors) packs the workers better.
-                todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
-                futures = [(c, pool.submit(_evaluate, c.params, keep_factors)) for c in todo]
-                for candidate, future in futures:
-                    rows.append(row(candidate, future.result()))
-    finally:
-        _RUNG = None
+    # Longest first (epochs x factors) packs the workers better.
+    todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
+    with fork_workers(shared, n_jobs, len(todo)) as workers:
+        futures = []
+        for candidate in todo:
+            # Inline, a candidate runs at submit: the budget is checked before each one.
+            if not candidate.mandatory and plan.over_time():
+                skipped.append(candidate)
+                continue
+            futures.append((candidate, workers.submit(_evaluate, candidate.params, keep_factors)))
+        rows.extend(row(candidate, future.result()) for candidate, future in futures)
     for candidate in skipped:
         if log is not None:
             log.info("search rung %d: %s skipped, budget spent", rung + 1, candidate.label)

@@ -1,27 +1,33 @@
 """Forked worker pools for the CPU-bound tasks of one step (CV folds, search candidates,
 EASE's λ path), and a thread map for numpy/scipy blocks that release the GIL.
 
-Workers are forked, not spawned: they inherit the step's data (module globals set just
-before the pool starts) without pickling it, and the compiled kernels already loaded.
-Each worker uses one BLAS thread: the pool already keeps every core busy, and OpenBLAS
-threads spinning against each other (two workers x two threads on two cores) made EASE's
-dense solves several times slower than one thread each.
+Workers are forked, not spawned: they inherit the step's data (`shared`, handed to the pool
+before it forks) without pickling it, and the compiled kernels already loaded. Each worker
+uses one BLAS thread: the pool already keeps every core busy, and OpenBLAS threads spinning
+against each other (two workers x two threads on two cores) made EASE's dense solves several
+times slower than one thread each.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["cpu_count", "fork_pool", "runs_inline", "thread_map"]
+__all__ = ["Workers", "cpu_count", "fork_map", "fork_workers", "runs_inline", "thread_map"]
 
+S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
+
+# In a forked worker: the pool's `shared` value, set by the pool's initializer. Tasks read it
+# here instead of receiving it pickled; the parent never sets it.
+_in_worker: dict[str, Any] = {}
 
 
 def cpu_count() -> int:
@@ -39,14 +45,56 @@ def runs_inline(n_jobs: int, n_tasks: int) -> bool:
     )
 
 
-def _one_blas_thread() -> None:
+def _start_worker(shared: object) -> None:
+    # Runs in the forked child: `shared` came with the fork (a Process's arguments are not
+    # pickled under the fork start method).
+    _in_worker["shared"] = shared
     threadpool_limits(limits=1, user_api="blas")
 
 
-def fork_pool(n_jobs: int) -> ProcessPoolExecutor:
-    """A pool of `n_jobs` forked workers, one BLAS thread each."""
+def _call_shared(fn: Callable[..., R], args: tuple) -> R:
+    return fn(_in_worker["shared"], *args)
+
+
+class Workers(Generic[S]):
+    """``submit(fn, *args)`` runs ``fn(shared, *args)`` in a forked worker (or at once, here,
+    when the pool runs inline) and returns its future."""
+
+    def __init__(self, shared: S, pool: ProcessPoolExecutor | None) -> None:
+        self._shared = shared
+        self._pool = pool
+
+    def submit(self, fn: Callable[..., R], *args: object) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(_call_shared, fn, args)
+        future: Future = Future()
+        future.set_result(fn(self._shared, *args))
+        return future
+
+
+@contextmanager
+def fork_workers(shared: S, n_jobs: int, n_tasks: int) -> Iterator[Workers[S]]:
+    """Workers that all see `shared`: `n_jobs` forked processes, one BLAS thread each, or this
+    process when `runs_inline(n_jobs, n_tasks)`."""
+    if runs_inline(n_jobs, n_tasks):
+        yield Workers(shared, None)
+        return
     ctx = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_one_blas_thread)
+    with ProcessPoolExecutor(
+        max_workers=n_jobs, mp_context=ctx, initializer=_start_worker, initargs=(shared,)
+    ) as pool:
+        yield Workers(shared, pool)
+
+
+def fork_map(
+    fn: Callable[[S, T], R], shared: S, items: Sequence[T], n_jobs: int | None = None
+) -> list[R]:
+    """``[fn(shared, x) for x in items]`` in up to `n_jobs` forked workers (None: the CPUs),
+    in order; `shared` reaches the workers through the fork, not pickled."""
+    n_jobs = min(n_jobs or cpu_count(), max(len(items), 1))
+    with fork_workers(shared, n_jobs, len(items)) as workers:
+        futures = [workers.submit(fn, x) for x in items]
+        return [f.result() for f in futures]
 
 
 def thread_map(fn: Callable[[T], R], items: Iterable[T], n_threads: int | None = None) -> list[R]:

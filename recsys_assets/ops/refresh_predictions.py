@@ -20,7 +20,13 @@ from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore, NoModelError
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users, ranking_model_of
+from recsys_assets.ml.ranking import (
+    RankingPolicy,
+    ShippedModel,
+    item_counts,
+    rank_users,
+    ranking_model_of,
+)
 
 
 class RefreshPredictionsConfig(dg.Config):
@@ -79,16 +85,12 @@ def _refresh(
     # Rated without a value: not trained on, but never suggested (as in user_predictions).
     unrated = raw[raw["rating"].isna()]
     predictions = rank_users(
-        factors,
+        ShippedModel(factors, np.asarray(counts, dtype=np.int64), policy, ease),
         users,
-        rated["user_id"].to_numpy(),
-        rated["movie_id"].to_numpy(),
-        np.asarray(counts, dtype=np.int64),
-        policy,
+        (rated["user_id"].to_numpy(), rated["movie_id"].to_numpy()),
         n=config.top_n,
-        block_size=config.block_size,
         excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
-        ranking_model=ease,
+        block_size=config.block_size,
     )
     rows = ratings_db.replace_predictions(predictions, manifest["version"], users=users.tolist())
     seconds = time.perf_counter() - start

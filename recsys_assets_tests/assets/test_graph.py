@@ -13,7 +13,7 @@ from surprise import SVD, Dataset
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.definitions import all_assets, all_checks, defs
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import RankingPolicy, item_counts, rank_users
+from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
 from recsys_assets.ml.training import SVDParams
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
 
@@ -186,13 +186,12 @@ def test_user_predictions_table(graph_run, demo_db):
     np.testing.assert_allclose(sample["score"], expected, rtol=1e-9)
     # Ranks follow the champion's ranking policy (recorded in its manifest), not the score.
     manifest = graph_run.output_for_node("model_artifact")
+    factors = SVDFactors.from_svd(model)
+    counts = item_counts(factors.raw_iids, ratings["movie_id"].to_numpy())
     expected = rank_users(
-        SVDFactors.from_svd(model),
+        ShippedModel(factors, counts, RankingPolicy.from_manifest(manifest)),
         ratings["user_id"].unique(),
-        ratings["user_id"].to_numpy(),
-        ratings["movie_id"].to_numpy(),
-        item_counts(SVDFactors.from_svd(model).raw_iids, ratings["movie_id"].to_numpy()),
-        RankingPolicy.from_manifest(manifest),
+        (ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy()),
         n=10,
     )
     pd.testing.assert_frame_equal(

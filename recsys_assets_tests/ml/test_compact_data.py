@@ -11,7 +11,7 @@ from surprise import BaselineOnly, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.cross_validation import cross_validate_svd, run_fold
+from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 
 PARAMS = SVDParams(n_epochs=3, n_factors=8)
@@ -54,15 +54,6 @@ def test_same_fitted_model_and_predictions(pair):
     # Other Surprise algorithms read ur/ir, which are built on demand.
     ba, bb = BaselineOnly(verbose=False).fit(a), BaselineOnly(verbose=False).fit(b)
     assert np.array_equal(ba.bu, bb.bu) and np.array_equal(ba.bi, bb.bi)
-
-
-def test_same_cv_folds(pair):
-    surprise_ds, compact_ds = pair
-    for fold in (1, 3):
-        ra = run_fold(surprise_ds, fold, 4, 42, PARAMS)
-        rb = run_fold(compact_ds, fold, 4, 42, PARAMS)
-        for key in ("rmse", "mae", "n_train", "n_test"):
-            assert ra[key] == rb[key]
 
 
 def test_same_cross_validation_report(pair):

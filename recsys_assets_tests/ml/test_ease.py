@@ -15,6 +15,7 @@ from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_POPULAR,
     RankingPolicy,
+    ShippedModel,
     item_counts,
     popularity_feature,
     rank_users,
@@ -154,15 +155,11 @@ def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted, n_t
     counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
     policy = RankingPolicy(1.0, 0.0, 0.0, 3, ranker=SOURCE_EASE)
     table = rank_users(
-        factors,
+        ShippedModel(factors, counts, policy, ease),
         users,
-        train["user_id"].to_numpy(),
-        train["movie_id"].to_numpy(),
-        counts,
-        policy,
+        (train["user_id"].to_numpy(), train["movie_id"].to_numpy()),
         n=30,
         block_size=7,
-        ranking_model=ease,
         n_threads=n_threads,
     )
     rated = set(zip(train["user_id"], train["movie_id"], strict=True))
@@ -186,7 +183,7 @@ def test_ease_lists_exclude_rated_movies_and_fill_from_the_catalogue(fitted, n_t
         ease_rows["score"], score_pairs(factors, ease_rows["user_id"], ease_rows["movie_id"])
     )
     with pytest.raises(ValueError, match="no ranking model"):
-        rank_users(factors, users, users, users, counts, policy)
+        ShippedModel(factors, counts, policy)
 
 
 def test_in_cv_evaluation_scores_the_shipped_list(fitted):
@@ -202,7 +199,7 @@ def test_in_cv_evaluation_scores_the_shipped_list(fitted):
     counts = item_counts(factors.raw_iids, train_r.movies)
     users = np.unique(test_r.users)
     shipped = rank_users(
-        factors, users, train_r.users, train_r.movies, counts, policy, 10, ranking_model=ease
+        ShippedModel(factors, counts, policy, ease), users, (train_r.users, train_r.movies), 10
     )
     expected = ranking_metrics(shipped, test[["user_id", "movie_id"]], k=10)
     (got,) = ranking_evals(
@@ -228,15 +225,16 @@ def test_excluded_pairs_leave_the_lists_whatever_the_ranker(fitted, policy):
     factors, ease, train, _ = fitted
     users = np.unique(train["user_id"].to_numpy())
     counts = item_counts(factors.raw_iids, train["movie_id"].to_numpy())
-    args = (factors, users, train["user_id"].to_numpy(), train["movie_id"].to_numpy(), counts)
-    plain = rank_users(*args, policy, n=12, ranking_model=ease)
+    shipped = ShippedModel(factors, counts, policy, ease)
+    rated = (train["user_id"].to_numpy(), train["movie_id"].to_numpy())
+    plain = rank_users(shipped, users, rated, n=12, block_size=7)
     expected_source = {"ease": SOURCE_EASE, "svd": "svd"}[policy.ranker]
     if policy.min_user_ratings > 1000:
         expected_source = SOURCE_POPULAR
     assert expected_source in set(plain["source"])
     first = plain.groupby("user_id").head(2)  # each user's top two
     got = rank_users(
-        *args, policy, n=12, ranking_model=ease, excluded=(first.user_id, first.movie_id)
+        shipped, users, rated, n=12, block_size=7, excluded=(first.user_id, first.movie_id)
     )
     assert got.merge(first[["user_id", "movie_id"]]).empty
     pd.testing.assert_series_equal(
@@ -283,11 +281,14 @@ def test_ease_list_of_a_warm_user_who_rated_none_of_the_kept_movies(loner, n):
     counts = item_counts(factors.raw_iids, frame["movie_id"].to_numpy())
     rated = frame[frame["user_id"] == LONER]
     users = np.array([1, 2, LONER])
-    args = (factors, users, frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(), counts)
+    pairs = (frame["user_id"].to_numpy(), frame["movie_id"].to_numpy())
+
+    def lists(min_user_ratings: int) -> pd.DataFrame:
+        policy = RankingPolicy(1.0, 0.0, 0.0, min_user_ratings, ranker=SOURCE_EASE)
+        return rank_users(ShippedModel(factors, counts, policy, ease), users, pairs, n=n)
+
     # Exactly min_user_ratings (4) ratings: warm, EASE's list.
-    table = rank_users(
-        *args, RankingPolicy(1.0, 0.0, 0.0, 4, ranker=SOURCE_EASE), n=n, ranking_model=ease
-    )
+    table = lists(4)
     mine = table[table["user_id"] == LONER]
     assert set(mine["source"]) == {SOURCE_EASE}
     assert mine["rank"].tolist() == list(range(1, n + 1))
@@ -302,7 +303,5 @@ def test_ease_list_of_a_warm_user_who_rated_none_of_the_kept_movies(loner, n):
     for user, rows in table.groupby("user_id"):
         assert rows["movie_id"].tolist() == expected[user]
     # One rating short of the cut-off: the most-popular list.
-    cold = rank_users(
-        *args, RankingPolicy(1.0, 0.0, 0.0, 5, ranker=SOURCE_EASE), n=n, ranking_model=ease
-    )
+    cold = lists(5)
     assert set(cold.loc[cold["user_id"] == LONER, "source"]) == {SOURCE_POPULAR}

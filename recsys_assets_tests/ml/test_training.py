@@ -167,7 +167,6 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
         return [tagging_grid(factors, train, v, base) for v in validations]
 
     monkeypatch.setattr(cross_validation, "fit_svd", spy_fit)
-    monkeypatch.setattr(evaluation, "grid_ndcg", tagging_grid)
     monkeypatch.setattr(evaluation, "grid_ndcgs", tagging_grids)
     n_folds, seed = 5, 2
     report = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1)

@@ -1,8 +1,10 @@
+import multiprocessing
+import os
 import threading
 
 import pytest
 
-from recsys_assets.ml.workers import thread_map
+from recsys_assets.ml.workers import fork_map, thread_map
 
 
 @pytest.mark.parametrize("n_threads", [None, 1, 2, 8])
@@ -25,3 +27,39 @@ def test_thread_map_raises_what_an_item_raised():
 
     with pytest.raises(ValueError, match="three"):
         thread_map(fail_on_three, range(6), n_threads=2)
+
+
+class _Unpicklable:
+    """Shared data a worker may read but that must never be pickled to reach it."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.parent = os.getpid()
+
+    def __reduce__(self):
+        raise TypeError("shared data was pickled")
+
+
+def _add_base(shared: _Unpicklable, x: int) -> tuple[int, bool]:
+    return shared.base + x, os.getpid() != shared.parent
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_fork_map_hands_shared_data_to_forked_workers_without_pickling_it(n_jobs):
+    out = fork_map(_add_base, _Unpicklable(100), list(range(7)), n_jobs)
+    assert [v for v, _ in out] == [100 + x for x in range(7)]
+    # Two jobs fork (where the platform can); one job runs here.
+    forked = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
+    assert all(in_child == forked for _, in_child in out)
+    assert fork_map(_add_base, _Unpicklable(0), [], n_jobs) == []
+
+
+def _fail_on_three(shared: object, x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_fork_map_raises_what_a_task_raised():
+    with pytest.raises(ValueError, match="three"):
+        fork_map(_fail_on_three, None, range(6), 2)

@@ -12,17 +12,26 @@ from surprise import SVD, BaselineOnly, Dataset, Reader
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.baselines import baseline_als
-from recsys_assets.ml.evaluation import grid_ndcg, grid_ndcgs, ranking_eval, ranking_evals
+from recsys_assets.ml.evaluation import EvalScope, grid_ndcgs, ranking_evals
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import (
     RankingPolicy,
-    choose_policy,
+    ShippedModel,
     item_counts,
     popularity_feature,
     rank_users,
     ranking_metrics,
 )
-from recsys_assets.ml.topn import top_n
+from recsys_assets.ml.ranking.policy import choose_policy, grid_policies
+
+
+def ranking_eval(factors, train, test, policies, **scope) -> list[dict]:
+    return ranking_evals(factors, train, [test], policies, scope=EvalScope(**scope))[0]
+
+
+def rank(f, users, train_users, train_movies, counts, policy, n=10, excluded=None):
+    shipped = ShippedModel(f, counts, policy)
+    return rank_users(shipped, users, (train_users, train_movies), n=n, excluded=excluded)
 
 
 def test_ranking_metrics_hand_computed():
@@ -66,17 +75,17 @@ def test_popularity_feature_and_counts():
     assert popularity_feature(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
 
 
-def test_top_n_reranking_keeps_the_svd_score(fitted):
+def test_the_blend_keeps_the_svd_score(fitted):
     model, ratings = fitted
     f = SVDFactors.from_svd(model)
     users = ratings["user_id"].unique()[:10]
-    bonus = np.linspace(0, 1000, f.n_items)  # dominates: rank by bonus
-    frame = top_n(f, users, ratings["user_id"], ratings["movie_id"], n=5, item_bonus=bonus)
+    counts = np.linspace(0, 1000, f.n_items)  # popularity dominates: rank by count
+    frame = rank(f, users, ratings["user_id"], ratings["movie_id"], counts, RankingPolicy(1e6), 5)
     for row in frame.head(20).itertuples():
         assert row.score == pytest.approx(model.predict(row.user_id, row.movie_id).est)
     first = frame[frame["user_id"] == frame["user_id"].iloc[0]]
     inner = [model.trainset.to_inner_iid(m) for m in first["movie_id"]]
-    assert inner == sorted(inner, key=lambda i: -bonus[i])
+    assert inner == sorted(inner, key=lambda i: -counts[i])
 
 
 def test_rank_users_cold_start_and_unknown_users_get_popular(fitted):
@@ -87,7 +96,7 @@ def test_rank_users_cold_start_and_unknown_users_get_popular(fitted):
     heavy = int(per_user[per_user < f.n_items - 5].idxmax())  # has unrated movies left
     light = int(per_user.idxmin())
     policy = RankingPolicy(1.0, 1.0, 0.0, min_user_ratings=int(per_user.min()) + 1)
-    frame = rank_users(
+    frame = rank(
         f,
         [heavy, light, 10_000],  # 10_000: unknown to the model
         ratings["user_id"],
@@ -118,9 +127,9 @@ def test_rank_users_excluded_pairs_only_leave_the_lists(fitted):
     users = per_user.index[:6].to_numpy()
     policy = RankingPolicy(1.0, 1.0, 0.5, min_user_ratings=int(per_user.iloc[:6].median()))
     args = (f, users, ratings["user_id"], ratings["movie_id"], counts, policy)
-    plain = rank_users(*args, n=5)
+    plain = rank(*args, n=5)
     first = plain.groupby("user_id").head(2)  # each user's top two, warm and cold alike
-    got = rank_users(*args, n=5, excluded=(first["user_id"], first["movie_id"]))
+    got = rank(*args, n=5, excluded=(first["user_id"], first["movie_id"]))
     # Same users, same sources (the cold-start rule and taste ignore the excluded pairs),
     # the lists shift up by two: the plain ranks 3-5 become 1-3.
     assert (
@@ -133,30 +142,36 @@ def test_rank_users_excluded_pairs_only_leave_the_lists(fitted):
 
 
 def test_choose_policy_picks_the_best_and_prefers_earlier_on_ties():
-    def evaluate(policy):
-        return {0.0: 0.1, 1.0: 0.3, 2.0: 0.3}[policy.taste_weight]
-
-    best, tried = choose_policy(
-        evaluate, RankingPolicy(min_user_ratings=3), [(0.0, 0), (1.0, 0), (2.0, 0)]
-    )
+    policies = grid_policies(RankingPolicy(min_user_ratings=3), [(0.0, 0), (1.0, 0), (2.0, 0)])
+    best, tried = choose_policy(policies, [0.1, 0.3, 0.3])
     assert (best.taste_weight, best.popularity_weight, best.min_user_ratings) == (1.0, 1.0, 3)
     assert [t["ndcg"] for t in tried] == [0.1, 0.3, 0.3]
 
 
-def test_grid_ndcg_agrees_with_rank_users_and_ranking_metrics(fitted):
+@pytest.mark.parametrize(
+    ("blend_ndcg", "chosen_taste"),
+    [(0.303, 0.0), (0.3059, 0.0), (0.3061, 1.0), (0.33, 1.0)],
+)
+def test_a_blend_is_chosen_only_when_it_beats_most_popular_by_two_percent(blend_ndcg, chosen_taste):
+    """The production rule: most-popular (0.30) stays unless a blend reaches 0.306."""
+    policies = grid_policies(RankingPolicy(), [(0.0, 0.0), (1.0, 0.0)])
+    best, tried = choose_policy(policies, [0.30, blend_ndcg])
+    assert best.taste_weight == chosen_taste and best.popularity_weight == 1.0
+    assert [t["ndcg"] for t in tried] == [0.30, blend_ndcg]
+
+
+def test_grid_ndcgs_agree_with_rank_users_and_ranking_metrics(fitted):
     model, ratings = fitted
     f = SVDFactors.from_svd(model)
     rng = np.random.default_rng(0)
     held = rng.random(len(ratings)) < 0.25
     train = Ratings(*(ratings.loc[~held, c].to_numpy() for c in ("user_id", "movie_id", "rating")))
     val = Ratings(*(ratings.loc[held, c].to_numpy() for c in ("user_id", "movie_id", "rating")))
-    base = RankingPolicy(min_user_ratings=1)
-    grid = [(0.0, 0.0), (1.0, 0.0), (0.5, 0.05)]
-    _, tried = grid_ndcg(f, train, val, base, grid)
+    ((_, tried),) = grid_ndcgs(f, train, [val], RankingPolicy(min_user_ratings=1))
     counts = item_counts(f.raw_iids, train.movies)
     for point in tried:
         policy = RankingPolicy(1.0, point["taste_weight"], point["rating_weight"], 1)
-        recs = rank_users(f, np.unique(val.users), train.users, train.movies, counts, policy, n=10)
+        recs = rank(f, np.unique(val.users), train.users, train.movies, counts, policy, n=10)
         assert point["ndcg"] == pytest.approx(ranking_metrics(recs, val.frame(), 10)["ndcg"])
 
 
@@ -184,7 +199,7 @@ def test_ranking_eval_equals_rank_users_plus_ranking_metrics(fitted):
     counts = item_counts(f.raw_iids, train.movies)
     got = ranking_eval(f, train, test, policies)
     for policy, metrics in zip(policies, got, strict=True):
-        recs = rank_users(f, np.unique(test.users), train.users, train.movies, counts, policy)
+        recs = rank(f, np.unique(test.users), train.users, train.movies, counts, policy)
         expected = ranking_metrics(recs, test.frame(), 10)
         for name in ("precision", "recall", "ndcg"):
             assert metrics[name] == pytest.approx(expected[name]), (policy, name)
@@ -211,19 +226,6 @@ def test_baseline_als_equals_surprise_baseline_only(fitted):
     np.testing.assert_allclose(bi, expected.bi, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize(("blend_ndcg", "chosen_taste"), [(0.303, 0.0), (0.33, 1.0)])
-def test_grid_keeps_popularity_unless_a_blend_wins_clearly(monkeypatch, blend_ndcg, chosen_taste):
-    from recsys_assets.ml import evaluation
-
-    def fake_eval(factors, train, test, policies, *args):
-        return [{"ndcg": 0.30 if p.taste_weight == 0 else blend_ndcg} for p in policies]
-
-    monkeypatch.setattr(evaluation, "ranking_eval", fake_eval)
-    best, tried = grid_ndcg(None, None, None, RankingPolicy(), [(0.0, 0.0), (1.0, 0.0)])
-    assert best.taste_weight == chosen_taste and best.popularity_weight == 1.0
-    assert [t["ndcg"] for t in tried] == [0.30, blend_ndcg]
-
-
 def test_ranking_evals_equal_one_ranking_eval_per_test_set(fitted):
     model, ratings = fitted
     f = SVDFactors.from_svd(model)
@@ -234,7 +236,8 @@ def test_ranking_evals_equal_one_ranking_eval_per_test_set(fitted):
         np.append(held.users, 5_000), np.append(held.movies, held.movies[0]), held.ratings
     )
     policies = [RankingPolicy(min_user_ratings=0), RankingPolicy(1.0, 1.0, 0.05, 10)]
-    together = ranking_evals(f, train, [first, second], policies, block_size=7)
+    scope = EvalScope(block_size=7)
+    together = ranking_evals(f, train, [first, second], policies, scope=scope)
     for test, got in zip([first, second], together, strict=True):
         alone = ranking_eval(f, train, test, policies, block_size=7)
         for a, b in zip(got, alone, strict=True):
@@ -242,24 +245,22 @@ def test_ranking_evals_equal_one_ranking_eval_per_test_set(fitted):
     base = RankingPolicy(min_user_ratings=3)
     grids = grid_ndcgs(f, train, [first, second], base)
     for (policy, tried), test in zip(grids, [first, second], strict=True):
-        expected_policy, expected_tried = grid_ndcg(f, train, test, base)
+        ((expected_policy, expected_tried),) = grid_ndcgs(f, train, [test], base)
         assert policy == expected_policy
         assert [t["ndcg"] for t in tried] == pytest.approx([t["ndcg"] for t in expected_tried])
 
 
 def test_ranking_on_a_user_sample_equals_ranking_those_users_alone(fitted):
     """`max_users`: the metrics of a seeded sample are those of its users' test ratings."""
-    from recsys_assets.ml.evaluation import sample_users
-
     model, ratings = fitted
     f = SVDFactors.from_svd(model)
     train, held = _split(ratings, seed=3)
     policies = [RankingPolicy(min_user_ratings=0), RankingPolicy(1.0, 1.0, 0.05, 10)]
     everyone = np.unique(held.users)
-    sample = sample_users(everyone, 7, seed=5)
+    sample = EvalScope(max_users=7, seed=5).sample(everyone)
     assert sample.size == 7 and set(sample) < set(everyone)
-    assert np.array_equal(sample, sample_users(everyone, 7, seed=5))  # seeded
-    assert np.array_equal(sample_users(everyone, everyone.size, seed=5), everyone)
+    assert np.array_equal(sample, EvalScope(max_users=7, seed=5).sample(everyone))  # seeded
+    assert np.array_equal(EvalScope(max_users=everyone.size).sample(everyone), everyone)
     sampled = ranking_eval(f, train, held, policies, max_users=7, seed=5)
     alone = ranking_eval(f, train, held.take(np.flatnonzero(np.isin(held.users, sample))), policies)
     assert sampled == alone

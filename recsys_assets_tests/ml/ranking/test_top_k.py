@@ -7,8 +7,35 @@ import pandas as pd
 import pytest
 from surprise import SVD, Dataset, Reader
 
+from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.topn import top_n
+from recsys_assets.ml.ranking import top_k
+from recsys_assets.ml.ranking.keys import popularity_feature, unit_rows
+from recsys_assets.ml.ranking.policy import RankingPolicy
+from recsys_assets.ml.ranking.top_k import BlendRanking, blend_lists, seen_matrix
+
+
+def top_n(
+    f: SVDFactors,
+    users,
+    rated_users,
+    rated_movies,
+    n: int = 50,
+    block_size: int = 2048,
+    n_threads: int | None = None,
+    policy: RankingPolicy | None = None,
+    popularity: np.ndarray | None = None,
+    taste: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The blend's lists of every user in ``users`` (unknown ones too, by ``mu + bi``); the
+    defaults rank by the estimate alone."""
+    users = unique(np.asarray(users, dtype=np.int64))
+    popularity = np.zeros(f.n_items) if popularity is None else popularity
+    unit = unit_rows(np.asarray(f.qi, dtype=np.float64)) if taste is not None else None
+    blend = BlendRanking(f, policy or RankingPolicy(), popularity, taste, unit)
+    seen = seen_matrix(users, f.raw_iids, rated_users, rated_movies)
+    return blend_lists(blend, users, seen, n, block_size, n_threads)
+
 
 N_USERS, N_MOVIES, N_RATINGS = 60, 80, 1500
 UNKNOWN_USER = 10_001  # not in the trainset: scored as mu + bi
@@ -262,11 +289,14 @@ def test_float32_factors_are_close(model, current_ratings):
 
 
 def test_rejects_bad_inputs(model):
+    from recsys_assets.ml.ranking import ShippedModel, rank_users
+
     f = SVDFactors.from_svd(model)
+    shipped = ShippedModel(f, np.zeros(f.n_items), RankingPolicy())
     with pytest.raises(ValueError, match="same length"):
-        top_n(f, np.array([7]), np.array([7, 7]), np.array([103]))
+        rank_users(shipped, np.array([7]), (np.array([7, 7]), np.array([103])))
     with pytest.raises(ValueError, match="n must be"):
-        top_n(f, np.array([7]), [], [], n=0)
+        rank_users(shipped, np.array([7]), (np.array([]), np.array([])), n=0)
     with pytest.raises(TypeError, match="surprise.SVD"):
         SVDFactors.from_svd(object())
 
@@ -305,22 +335,18 @@ def test_huge_raw_ids_match_brute_force(ratings):
 
 
 def test_float32_candidates_equal_the_exact_float64_pass(model, current_ratings, monkeypatch):
-    from recsys_assets.ml import topn
-
     f = SVDFactors.from_svd(model)
     users = np.unique(current_ratings.user_id.to_numpy())
     args = (users, current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
     fast = top_n(f, *args, n=10, block_size=7)
-    monkeypatch.setattr(topn, "_CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
+    monkeypatch.setattr(top_k, "CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
     exact = top_n(f, *args, n=10, block_size=7)
     pd.testing.assert_frame_equal(fast, exact)
 
 
 def test_ties_wider_than_the_candidate_margin_fall_back_to_exact(ratings):
-    from recsys_assets.ml.topn import _CANDIDATE_MARGIN
-
     model = fit(ratings)
-    inner = list(range(model.trainset.n_items))[: 3 * _CANDIDATE_MARGIN]
+    inner = list(range(model.trainset.n_items))[: 3 * top_k.CANDIDATE_MARGIN]
     tied = sorted(model.trainset.to_raw_iid(i) for i in inner)
     for i in inner:
         model.bi[i] = 1.5
@@ -329,7 +355,7 @@ def test_ties_wider_than_the_candidate_margin_fall_back_to_exact(ratings):
 
 
 def test_sampled_threshold_selection_equals_argpartition():
-    from recsys_assets.ml.candidates import top_m_columns
+    from recsys_assets.ml.ranking.top_k import top_m_columns
 
     rng = np.random.default_rng(5)
     scores = rng.normal(size=(64, 20_000)).astype(np.float32)
@@ -354,23 +380,19 @@ def test_reranked_float32_candidates_equal_the_exact_float64_pass(
 ):
     """The shipped blend's order (bonus + taste + weight * estimate) with and without the
     float32 candidate pass: same movies, ranks and scores, unknown users included."""
-    from recsys_assets.ml import topn
-    from recsys_assets.ml.ranking import _unit_rows, popularity_feature
-
     f = SVDFactors.from_svd(model)
     users = np.unique(np.append(current_ratings.user_id.to_numpy(), UNKNOWN_USER))
     rated = (current_ratings.user_id.to_numpy(), current_ratings.movie_id.to_numpy())
     rng = np.random.default_rng(3)
     kwargs = {
-        "item_bonus": popularity_feature(rng.integers(0, 50, f.n_items).astype(float)),
-        "estimate_weight": weight,
+        "popularity": popularity_feature(rng.integers(0, 50, f.n_items).astype(float)),
+        "policy": RankingPolicy(1.0, 1.0 if taste else 0.0, weight),
     }
     if taste:
-        kwargs["user_vectors"] = _unit_rows(rng.normal(size=(users.size, f.qi.shape[1])))
-        kwargs["item_vectors"] = _unit_rows(np.asarray(f.qi, dtype=np.float64))
+        kwargs["taste"] = unit_rows(rng.normal(size=(users.size, f.qi.shape[1])))
     fast = top_n(f, users, *rated, n=10, block_size=7, **kwargs)
     threaded = top_n(f, users, *rated, n=10, block_size=7, n_threads=3, **kwargs)
-    monkeypatch.setattr(topn, "_CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
+    monkeypatch.setattr(top_k, "CANDIDATE_MARGIN", 10**9)  # no candidate pass: all float64
     exact = top_n(f, users, *rated, n=10, block_size=7, n_threads=1, **kwargs)
     pd.testing.assert_frame_equal(fast, exact)
     pd.testing.assert_frame_equal(threaded, exact)

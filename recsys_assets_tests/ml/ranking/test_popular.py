@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys_assets.ml.popular import most_popular
+from recsys_assets.ml.ranking.popular import most_popular
 
 
 def _ratings():
