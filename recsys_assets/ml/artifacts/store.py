@@ -202,7 +202,12 @@ class ArtifactStore:
     def _refuse_unsigned_over_signed(self, manifest: dict) -> None:
         """Signing is sticky: the serving side, which has the key, would refuse an unsigned
         model and keep no model at all."""
-        champion = self.latest_manifest()
+        try:
+            champion = self.latest_manifest()
+        except ArtifactIntegrityError:
+            # Neither latest.json nor the history can name the champion: promoting a version
+            # by hand is how such a store is repaired (with a key, loads refuse unsigned ones).
+            champion = None
         if champion is not None and SIGNATURE_KEY in champion and SIGNATURE_KEY not in manifest:
             raise ArtifactSignatureError(
                 f"refusing to promote unsigned model {manifest.get('version')}: the champion "
