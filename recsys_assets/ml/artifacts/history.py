@@ -45,7 +45,8 @@ def parse_history(data: bytes, source: object) -> list[dict]:
     try:
         history = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactIntegrityError(f"{source} is not valid JSON: {exc}") from exc
+        # The decoder's error is in the message; chained, it would be what a run reports.
+        raise ArtifactIntegrityError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(history, list):
         raise ArtifactIntegrityError(f"{source} is not a JSON list")
     for i, item in enumerate(history):

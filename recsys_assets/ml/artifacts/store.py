@@ -354,7 +354,7 @@ class ArtifactStore:
         except ArtifactIntegrityError as exc:
             raise ArtifactIntegrityError(
                 f"cannot tell the champion: {problem or self._missing_pointer()}; and {exc}"
-            ) from exc
+            ) from None
         live = [e for e in history if not e.get("rolled_back_at") and not e.get(champions.SALVAGED)]
         for entry in reversed(live):
             try:
