@@ -22,10 +22,14 @@ returns to a salvaged entry (its promotion record is lost).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 
-from recsys_assets.ml.artifacts.manifest import HISTORY_NAME, VERSION_RE, ArtifactIntegrityError
+from recsys_assets.ml.artifacts.manifest import (
+    HISTORY_NAME,
+    VERSION_RE,
+    ArtifactIntegrityError,
+    load_json,
+)
 
 PENDING = "pending"
 SALVAGED = "salvaged"
@@ -42,13 +46,7 @@ def entry(version: str, reason: str) -> dict:
 
 def parse_history(data: bytes, source: object) -> list[dict]:
     """The entries in ``data``; ArtifactIntegrityError naming ``source`` if it is no history."""
-    try:
-        history = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        # The decoder's error is in the message; chained, it would be what a run reports.
-        raise ArtifactIntegrityError(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(history, list):
-        raise ArtifactIntegrityError(f"{source} is not a JSON list")
+    history = load_json(data, str(source), list, "a JSON list")
     for i, item in enumerate(history):
         version = item.get("version") if isinstance(item, dict) else None
         if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
