@@ -273,6 +273,7 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
             "svd_hyperparameters",
             "cv_report",
             "model_artifact",
+            "champion_model",
             "fallback_predictions",
             "user_predictions",
         )
@@ -291,24 +292,7 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
                     )
         if search:
             lines.append(search)
-        fallback = meta["fallback_predictions"]
-        if meta["model_artifact"] and not meta["user_predictions"]:
-            version = meta["model_artifact"]["version"]
-            if fallback.get("published"):
-                lines.append(
-                    f"model        {version} saved but NOT promoted (it failed the gates above) "
-                    "and there is no champion yet: no model was promoted"
-                )
-            else:
-                lines.append(
-                    f"model        {version} saved but NOT promoted; "
-                    "latest and user_predictions stay with the champion"
-                )
-        if fallback.get("published") and not meta["user_predictions"]:
-            lines.append(
-                f"predictions  most-popular suggestions for all {fallback['users']} users "
-                f"({fallback['rows']} rows, source='popular') until a model passes the gates"
-            )
+        lines += _outcome_lines(meta)
         causes = [
             f"step {event.step_key} failed: {failure_cause(event.step_failure_data.error)}"
             for event in result.all_events
@@ -342,11 +326,63 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         f"most-popular {cv['ndcg_at_10_most_popular']:.4f})",
         f"model        {art['version']} -> {art['artifact_path']} (promoted: passed the gates)",
         f"predictions  {pred['users']} users, {pred['rows']} rows in table {pred['table']} "
-        f"(model {pred['model_version']}; {pred['users_popular']} cold-start users get "
-        "most-popular)",
+        f"(model {pred['model_version']}, the champion's; {pred['users_popular']} cold-start "
+        "users get most-popular)",
         f"wall time    {wall:.1f}s (run {result.run_id})",
     ]
     return RunSummary(True, lines, meta)
+
+
+def _outcome_lines(meta: dict[str, dict[str, object]]) -> list[str]:
+    """What a failed run changed, from what its steps recorded: whether the candidate was
+    promoted (`champion_model` materializes only after latest.json and the history both
+    name it), and whose suggestions `user_predictions` holds now."""
+    art, champ = meta["model_artifact"], meta["champion_model"]
+    fallback, pred = meta["fallback_predictions"], meta["user_predictions"]
+    lines = []
+    if champ:
+        champion = str(champ["version"])
+        lines.append(
+            f"model        {champion} promoted: passed the gates; latest.json and the history "
+            "name it and serving uses it"
+        )
+    else:
+        # fallback_predictions reads the champion; when it did not run, latest.json and
+        # user_predictions were not touched by this run either.
+        champion = str(fallback["champion"]) if fallback else None
+        if art:
+            stays = {
+                None: "latest.json and user_predictions are unchanged",
+                "none": "there is no champion yet: no model was promoted",
+            }.get(champion, f"latest stays with the champion {champion}")
+            lines.append(f"model        {art['version']} saved but NOT promoted; {stays}")
+    if pred:
+        held = str(pred["model_version"])
+    elif fallback.get("published"):
+        held = str(fallback["model_version"])
+    else:
+        held = str(fallback.get("model_version", "unknown")) if fallback else "unknown"
+    if held == "most-popular" and fallback.get("published") and not pred:
+        lines.append(
+            f"predictions  most-popular suggestions for all {fallback['users']} users "
+            f"({fallback['rows']} rows, source='popular') until a model passes the gates"
+        )
+    elif champion in (None, "none"):
+        pass
+    elif held == champion:
+        how = "republished" if (pred or fallback.get("published")) else "unchanged"
+        lines.append(f"predictions  user_predictions holds the champion's suggestions ({how})")
+    elif held == "unknown":
+        lines.append(
+            f"predictions  NOT known to be the champion's ({champion}): user_predictions was "
+            "not written; the next `recsys run` republishes them (gates or not)"
+        )
+    else:
+        lines.append(
+            f"predictions  NOT the champion's: user_predictions holds model {held}'s, the "
+            f"champion is {champion}; the next `recsys run` republishes them (gates or not)"
+        )
+    return lines
 
 
 def _search_line(meta: dict[str, object]) -> str | None:

@@ -153,10 +153,14 @@ def champion_model(
     never points at a model that failed a gate; otherwise the previous champion stays.
     """
     candidate = _candidate_of_run(context, model_store)
-    previous = model_store.latest_manifest()
+    previous = model_store.latest_manifest()  # raises if the store cannot tell its champion
+    # All or nothing: either latest.json and champions.json both name the candidate, or
+    # neither changed and this step fails (ArtifactStore.promote).
     manifest = model_store.promote(
         candidate, reason=f"passed promotion gates (run {context.run.run_id})"
     )
+    for repair in model_store.repairs:
+        context.log.warning("repaired the model store: %s", repair)
     context.log.info(
         "promoted %s (previous champion: %s)",
         candidate,
@@ -168,6 +172,9 @@ def champion_model(
             "previous_champion": previous["version"] if previous else "none",
             "cv_rmse": manifest["cv_metrics"]["rmse_mean"],
             "artifact_path": dg.MetadataValue.path(manifest["path"]),
+            "store_repairs": dg.MetadataValue.md(
+                "\n".join(f"- {r}" for r in model_store.repairs) or "none"
+            ),
         }
     )
 
@@ -175,10 +182,13 @@ def champion_model(
 def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ArtifactStore) -> str:
     """The version model_artifact saved in this run (read from its materialization)."""
     # This run's materialization, not merely the newest: another run may have saved a
-    # candidate since (a daemon run beside a `recsys run`).
-    records = context.instance.fetch_materializations(model_artifact.key, limit=20).records
-    record = next((r for r in records if r.run_id == context.run.run_id), None)
-    mat = record.asset_materialization if record is not None else None
+    # candidate since (a daemon run beside a `recsys run`). Read from this run's own events,
+    # so any number of other materializations is no obstacle.
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    mats = [r.asset_materialization for r in records if r.asset_key == model_artifact.key]
+    mat = mats[-1] if mats else None
     if mat is None:
         raise dg.Failure(
             "champion_model promotes the candidate saved by model_artifact in the same run; "

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from recsys_assets.asset_keys import CHAMPION_MODEL, FALLBACK_PREDICTIONS, USER_PREDICTIONS
 from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
@@ -38,20 +39,20 @@ def fallback_predictions(
     model_store: dg.ResourceParam[ArtifactStore],
     ratings_db: dg.ResourceParam[RatingsStore],
 ) -> dg.MaterializeResult:
-    """Never an empty shelf: while no model is champion, every user gets most-popular.
+    """Never an empty shelf, never one from another model than the champion.
 
     Not downstream of the model, so it runs even when the candidate fails a gate (the
     blocking gates skip `champion_model` and `user_predictions`). With no champion it writes
     each user's most-rated unrated movies (`source='popular'`, `model_version='most-popular'`);
     `user_predictions` runs after it and replaces them as soon as a model passes the gates.
-    With a champion it writes nothing: the champion's suggestions stay.
+    With a champion whose suggestions are published it writes nothing. With a champion whose
+    suggestions are not (an earlier `user_predictions` write failed after the promotion, or a
+    `recsys models promote/rollback` since), it republishes them from the champion. A store
+    that cannot tell its champion fails here and leaves the table alone.
     """
-    champion = model_store.latest_manifest()
+    champion = model_store.latest_manifest()  # raises for an unreadable store: never "none"
     if champion is not None:
-        context.log.info("champion %s serves the suggestions; nothing to do", champion["version"])
-        return dg.MaterializeResult(
-            metadata={"published": False, "champion": champion["version"], "users": 0}
-        )
+        return _keep_or_republish(context, config, ratings_df, model_store, ratings_db, champion)
     with retry_only_transient_db_errors(context):
         start = time.perf_counter()
         # Movies a user marked without a rating are not suggested either (as user_predictions).
@@ -81,6 +82,70 @@ def fallback_predictions(
             "seconds": time.perf_counter() - start,
         }
     )
+
+
+def _keep_or_republish(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    ratings_df: pd.DataFrame,
+    model_store: ArtifactStore,
+    ratings_db: RatingsStore,
+    champion: dict,
+) -> dg.MaterializeResult:
+    version = champion["version"]
+    held = published_version(context.instance)
+    if held == version or _promoted_in_this_run(context):
+        # Promoted in this run: user_predictions, which runs next, publishes it.
+        context.log.info("champion %s serves the suggestions; nothing to do", version)
+        return dg.MaterializeResult(
+            metadata={
+                "published": False,
+                "champion": version,
+                "users": 0,
+                "model_version": held or "unknown",
+            }
+        )
+    context.log.warning(
+        "user_predictions holds the suggestions of %s, not of the champion %s: republishing",
+        held or "an unknown model",
+        version,
+    )
+    with retry_only_transient_db_errors(context):
+        result = _write_user_predictions(context, config, ratings_df, model_store, ratings_db)
+    return dg.MaterializeResult(
+        metadata={
+            **(result.metadata or {}),
+            "published": True,
+            "champion": version,
+            "replaced_model_version": held or "unknown",
+        }
+    )
+
+
+def published_version(instance: dg.DagsterInstance) -> str | None:
+    """The model version `user_predictions` holds, per the newest materialization of the two
+    assets that write the whole table (both record it as `model_version` after their write
+    committed); None when unknown. A write killed after its commit but before its event was
+    stored reads as the older version: the next run republishes once, never the reverse."""
+    events = [
+        e
+        for e in instance.get_latest_materialization_events(
+            [USER_PREDICTIONS, FALLBACK_PREDICTIONS]
+        ).values()
+        if e is not None
+    ]
+    for event in sorted(events, key=lambda e: e.timestamp, reverse=True):
+        version = event.asset_materialization.metadata.get("model_version")
+        if version is not None and version.value != "unknown":
+            return str(version.value)
+    return None
+
+
+def _promoted_in_this_run(context: dg.AssetExecutionContext) -> bool:
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    return any(r.asset_key == CHAMPION_MODEL for r in records)
 
 
 @dg.asset(

@@ -18,12 +18,31 @@ def _fmt(value: object, spec: str = ".4f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
-def _history_or_warn(store: ArtifactStore) -> list[dict]:
+_HISTORY_REPAIR = (
+    "the next promotion (`recsys run`, `recsys models promote VERSION` or `recsys models "
+    "rollback`) keeps the damaged file aside and rebuilds it"
+)
+
+
+def _history_or_warn(store: ArtifactStore) -> tuple[list[dict], str | None]:
+    """The promotion history, or [] and what is wrong with it (reported, never raised)."""
     try:
-        return store.history()
+        return store.history(), None
     except ArtifactIntegrityError as exc:
-        print(f"warning: {exc}; promotion history unavailable", file=sys.stderr)
-        return []
+        print(f"BROKEN champions.json: {exc}; {_HISTORY_REPAIR}", file=sys.stderr)
+        return [], str(exc)
+
+
+def _champion_or_problem(store: ArtifactStore) -> tuple[dict | None, str | None]:
+    try:
+        return store.latest_manifest(), None
+    except (ArtifactIntegrityError, OSError) as exc:
+        return None, str(exc)
+
+
+def _report_repairs(store: ArtifactStore) -> None:
+    for repair in store.repairs:
+        print(f"repaired: {repair}", file=sys.stderr)
 
 
 def _latest_pointer_problem(store: ArtifactStore) -> str | None:
@@ -35,6 +54,13 @@ def _latest_pointer_problem(store: ArtifactStore) -> str | None:
     return None
 
 
+# fallback_predictions republishes whenever the table is not the champion's, gates or not.
+_REPUBLISH = (
+    "user_predictions still holds the previous champion's suggestions: the next `recsys run` "
+    "(or a materialization of fallback_predictions or user_predictions) republishes them"
+)
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Every version, verified (size, SHA-256, signature with a key); broken ones marked."""
     store = _store()
@@ -42,9 +68,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if not versions and not unreadable:
         print(f"no model versions under {store.root}")
         return 0
-    latest = store.latest_manifest()
+    latest, champion_problem = _champion_or_problem(store)
     current = latest["version"] if latest else None
-    ever = {e.get("version") for e in _history_or_warn(store) if isinstance(e, dict)}
+    history, history_problem = _history_or_warn(store)
+    ever = {e["version"] for e in history}
     header = f"{'version':<27} {'created (UTC)':<20} {'CV RMSE':>8} {'baseline':>8} "
     print(header + f"{'NDCG@10':>8}  {'promoted':<8}  status")
     problems = dict(unreadable)
@@ -72,7 +99,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             "VERSION` (or `recsys models rollback`)",
             file=sys.stderr,
         )
-    return 1 if problems or pointer else 0
+    if champion_problem:
+        print(f"BROKEN store: {champion_problem}", file=sys.stderr)
+    return 1 if problems or pointer or history_problem or champion_problem else 0
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
@@ -83,38 +112,44 @@ def cmd_models_show(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     except ArtifactError as exc:
         raise UsageError(str(exc)) from exc
-    latest = store.latest_manifest()
-    history = [e for e in _history_or_warn(store) if e.get("version") == args.version]
+    latest, _ = _champion_or_problem(store)
+    history = [e for e in _history_or_warn(store)[0] if e["version"] == args.version]
     print(json.dumps(manifest, indent=2, sort_keys=True))
     print(f"champion now: {'yes' if latest and latest['version'] == args.version else 'no'}")
     for entry in history:
         rolled = f", rolled back {entry['rolled_back_at']}" if entry.get("rolled_back_at") else ""
-        print(f"promoted {entry['promoted_at']} ({entry['reason']}){rolled}")
+        when = entry.get("promoted_at") or "(time unknown)"
+        print(f"promoted {when} ({entry['reason']}){rolled}")
     return 0
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
 
     store = _store()
-    previous = store.latest_manifest()
+    previous, problem = _champion_or_problem(store)
     try:
         manifest = store.promote(args.version, reason="manual: recsys models promote")
     except (ValueError, ArtifactError) as exc:
         raise UsageError(str(exc)) from exc
-    was = previous["version"] if previous else "none"
+    finally:
+        _report_repairs(store)
+    was = previous["version"] if previous else ("unknown: " + problem if problem else "none")
     print(f"promoted {manifest['version']} (previous champion: {was})")
-    print("rematerialize user_predictions to publish its suggestions")
+    print(_REPUBLISH)
     return 0
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
 
+    store = _store()
     try:
-        old, new = _store().rollback()
+        old, new = store.rollback()
     except ArtifactError as exc:
         raise UsageError(str(exc)) from exc
+    finally:
+        _report_repairs(store)
     print(f"rolled back from {old['version']} to {new['version']}")
-    print("rematerialize user_predictions to publish its suggestions")
+    print(_REPUBLISH)
     return 0
 
 

@@ -181,6 +181,44 @@ def test_models_list_marks_broken_versions_and_promote_recovers_latest(models, c
     assert "size 5 does not match" in _last_line(capsys.readouterr().err)
 
 
+def test_a_garbage_champions_json_is_reported_then_repaired_by_promote(models, capsys):
+    a = ArtifactStore(models).save({"m": 1}, {}, promote=True)
+    b = ArtifactStore(models).save({"m": 2}, {}, promote=True)
+    c = ArtifactStore(models).save({"m": 3}, {}, promote=False)
+    (models / "champions.json").write_text("{garbage")
+
+    assert main(["models", "list"]) == 1
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "champion" in rows[b["version"]] and "champion" not in rows[c["version"]]
+    assert "BROKEN champions.json" in err and "rebuilds it" in err
+    # rollback: repairs the history, then says it has no record to go back to; nothing moved.
+    assert main(["models", "rollback"]) == 2
+    err = capsys.readouterr().err
+    assert "repaired: " in err and "no previous champion" in _last_line(err)
+    assert ArtifactStore(models).latest_manifest()["version"] == b["version"]
+    # promote: exits 0, and the pointer and the history both name c.
+    assert main(["models", "promote", c["version"]]) == 0
+    assert json.loads((models / "latest.json").read_text())["version"] == c["version"]
+    live = [e for e in ArtifactStore(models).history() if not e["rolled_back_at"]]
+    assert live[-1]["version"] == c["version"]
+    assert main(["models", "rollback"]) == 0
+    assert ArtifactStore(models).load_latest()[1]["version"] == b["version"]
+    assert main(["models", "list"]) == 0, capsys.readouterr().err
+    assert a["version"] not in ArtifactStore(models).champion_versions()  # {garbage names none
+
+
+def test_a_promotion_that_cannot_record_its_history_changes_nothing(models, capsys):
+    a = ArtifactStore(models).save({"m": 1}, {}, promote=True)
+    b = ArtifactStore(models).save({"m": 2}, {}, promote=False)
+    history = models / "champions.json"
+    history.unlink()
+    history.mkdir()  # cannot be read nor replaced: an I/O error at the history write
+    assert main(["models", "promote", b["version"]]) != 0
+    assert json.loads((models / "latest.json").read_text())["version"] == a["version"]
+    history.rmdir()
+
+
 def test_models_prune_keeps_champions_and_cleans_killed_writes(models, capsys):
     champion = ArtifactStore(models).save({"m": 0}, {}, promote=True)
     others = [ArtifactStore(models).save({"m": k}, {}, promote=False) for k in range(1, 4)]

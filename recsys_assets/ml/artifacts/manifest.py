@@ -82,15 +82,21 @@ def dump_json(manifest: dict | list) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
 
 
+def load_json(data: bytes, source: str, expected: type, shape: str) -> Any:
+    """JSON of type ``expected`` from ``data``; ArtifactIntegrityError naming ``source``."""
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # The decoder's error is in the message; chained, it would be what a failed run names.
+        raise ArtifactIntegrityError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, expected):
+        raise ArtifactIntegrityError(f"{source} is not {shape}")
+    return value
+
+
 def parse_manifest(data: bytes, source: object) -> dict:
     """A manifest from its bytes; ArtifactIntegrityError naming ``source`` if it is not one."""
-    try:
-        manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactIntegrityError(f"manifest {source} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ArtifactIntegrityError(f"manifest {source} is not a JSON object")
-    return manifest
+    return load_json(data, f"manifest {source}", dict, "a JSON object")
 
 
 def _signed_payload(manifest: dict) -> bytes:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import pickle
 
+from recsys_assets.ml.artifacts import history as champions
 from recsys_assets.ml.artifacts.files import files_at
 from recsys_assets.ml.artifacts.manifest import (
     HISTORY_NAME,
@@ -50,6 +52,9 @@ class ArtifactStore:
         self.root = self.files.root  # a Path for local stores, a UPath otherwise
         key = signing_key.encode() if isinstance(signing_key, str) else signing_key
         self._key: bytes | None = key or None
+        # What promote/rollback repaired on the way (a damaged champions.json), for callers
+        # to report.
+        self.repairs: list[str] = []
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> ArtifactStore:
@@ -106,8 +111,7 @@ class ArtifactStore:
         manifest_bytes = dump_json(full)
         self.files.write(f"{version}.json", manifest_bytes)
         if promote:
-            self.files.write(LATEST_NAME, manifest_bytes)
-            self._push_champion(version, "saved with promote=True")
+            self.promote(version, "saved with promote=True")
         # What is stored (numpy scalars -> plain JSON types), as later reads hand it back.
         return self._with_path(json.loads(manifest_bytes))
 
@@ -129,10 +133,13 @@ class ArtifactStore:
 
     def promote(self, version: str, reason: str = "manual") -> dict:
         """Point ``latest`` at an existing ``version`` after verifying it; record it as
-        champion."""
+        champion. All or nothing (see ``history.py``): the history is read, and repaired if
+        damaged, before anything is written, and ``latest.json`` is the commit point."""
         _, manifest = self.load_version(version)  # refuses bad versions
-        self._set_latest(manifest)
-        self._push_champion(version, reason)
+        history = self._history_for_write()
+        self._refuse_unsigned_over_signed(manifest)
+        record = champions.entry(version, reason)
+        self._commit(history + [{**record, champions.PENDING: True}], manifest, history + [record])
         return manifest
 
     def rollback(self) -> tuple[dict, dict]:
@@ -144,50 +151,90 @@ class ArtifactStore:
         current = self.latest_manifest()
         if current is None:
             raise NoModelError(f"no champion under {self.root}; nothing to roll back")
-        history = self.history()
+        history = self._history_for_write()
         live = [i for i, e in enumerate(history) if not e.get("rolled_back_at")]
         # The current champion's newest live entry, then the newest live entry before it with
-        # a different version: the champion it replaced.
+        # a different version: the champion it replaced. Salvaged entries (from a damaged
+        # history) are no known champion and never a target.
         mine = [i for i in live if history[i]["version"] == current["version"]]
         cut = mine[-1] if mine else len(history)
-        previous = [i for i in live if i < cut and history[i]["version"] != current["version"]]
+        previous = [
+            i
+            for i in live
+            if i < cut
+            and history[i]["version"] != current["version"]
+            and not history[i].get(champions.SALVAGED)
+        ]
         if not previous:
             raise NoModelError(
                 f"{current['version']} has no previous champion to roll back to under {self.root}"
+                "; promote a version by hand (`recsys models promote VERSION`)"
             )
         _, manifest = self.load_version(history[previous[-1]]["version"])  # verify first
-        self._set_latest(manifest)
-        now = dt.datetime.now(dt.UTC).isoformat()
+        self._refuse_unsigned_over_signed(manifest)
+        now = champions.now_iso()
+        marked = [dict(e) for e in history]
         for i in mine:
-            history[i]["rolled_back_at"] = now
-        self.files.write(HISTORY_NAME, dump_json(history))
+            marked[i].update(rolled_back_at=now)
+        intent = [{**e, champions.PENDING: True} if i in mine else e for i, e in enumerate(marked)]
+        self._commit(intent, manifest, marked)
         return current, manifest
 
-    def _set_latest(self, manifest: dict) -> None:
-        """Replace the pointer in one operation, after refusing an unsigned model over a
-        signed champion: signing is sticky (the serving side, which has the key, would refuse
-        it and keep no model at all)."""
-        champion = self.latest_manifest()
+    def _commit(self, intent: list[dict], manifest: dict, done: list[dict]) -> None:
+        """History with the change pending, then latest.json (the commit), then the history
+        without the mark. A failed pointer write takes the intent back (readers would ignore
+        it anyway); a failed last write changes nothing readers see."""
+        before = self.files.read(HISTORY_NAME) if self.files.has(HISTORY_NAME) else None
+        self.files.write(HISTORY_NAME, dump_json(intent))
+        try:
+            self.files.write(LATEST_NAME, dump_json(_stored(manifest)))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if before is None:
+                    self.files.delete(HISTORY_NAME)
+                else:
+                    self.files.write(HISTORY_NAME, before)
+            raise
+        # Committed: a failure to tidy the mark (e.g. a full disk) is settled by every read.
+        with contextlib.suppress(OSError):
+            self.files.write(HISTORY_NAME, dump_json(done))
+
+    def _refuse_unsigned_over_signed(self, manifest: dict) -> None:
+        """Signing is sticky: the serving side, which has the key, would refuse an unsigned
+        model and keep no model at all."""
+        try:
+            champion = self.latest_manifest()
+        except ArtifactIntegrityError:
+            # Neither latest.json nor the history can name the champion: promoting a version
+            # by hand is how such a store is repaired (with a key, loads refuse unsigned ones).
+            champion = None
         if champion is not None and SIGNATURE_KEY in champion and SIGNATURE_KEY not in manifest:
             raise ArtifactSignatureError(
                 f"refusing to promote unsigned model {manifest.get('version')}: the champion "
                 f"{champion.get('version')} is signed. Set RECSYS_MODEL_SIGNING_KEY where "
                 "training runs (see the README on key rotation) and train again"
             )
-        stored = {k: v for k, v in manifest.items() if k != "path"}
-        self.files.write(LATEST_NAME, dump_json(stored))
 
-    def _push_champion(self, version: str, reason: str) -> None:
-        history = self.history()
-        history.append(
-            {
-                "version": version,
-                "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
-                "reason": reason,
-                "rolled_back_at": None,
-            }
+    def _history_for_write(self) -> list[dict]:
+        """The settled history, or a rebuilt one if champions.json is damaged (the damaged
+        bytes kept beside it and the repair recorded in ``repairs``)."""
+        try:
+            return self.history()
+        except ArtifactIntegrityError as exc:
+            problem = str(exc)
+            damaged = self.files.read(HISTORY_NAME)
+        copy_name = champions.damaged_copy_name()
+        self.files.write(copy_name, damaged)
+        pointer = self._pointer_version()
+        known = {v for v in (version_of(n, ".json") for n in self.files.names()) if v}
+        rebuilt = champions.rebuild(damaged, copy_name, pointer, known)
+        self.repairs.append(
+            f"{problem}; kept it as {self.files.describe(copy_name)} and rebuilt the history "
+            f"(champion {pointer or 'none'} per latest.json"
+            + (f", {len(rebuilt) - bool(pointer)} earlier versions it names" if rebuilt else "")
+            + ")"
         )
-        self.files.write(HISTORY_NAME, dump_json(history))
+        return rebuilt
 
     def prune(self, keep_last: int) -> list[str]:
         """Delete versions that are neither among the newest ``keep_last`` nor ever champion
@@ -240,17 +287,25 @@ class ArtifactStore:
     # ------------------------------------------------------------------------- reads
 
     def history(self) -> list[dict]:
-        """Champion history, oldest first: ``version, promoted_at, reason, rolled_back_at``."""
-        source = self.files.describe(HISTORY_NAME)
+        """Champion history, oldest first: ``version, promoted_at, reason, rolled_back_at``
+        (and ``salvaged`` for versions a rebuilt history kept). A promotion or rollback that
+        never reached latest.json is not in it (``history.py``)."""
         try:
-            history = json.loads(self.files.read(HISTORY_NAME))
+            data = self.files.read(HISTORY_NAME)
         except FileNotFoundError:
             return []
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactIntegrityError(f"{source} is not valid JSON") from exc
-        if not isinstance(history, list):
-            raise ArtifactIntegrityError(f"{source} is not a JSON list")
-        return history
+        history = champions.parse_history(data, self.files.describe(HISTORY_NAME))
+        if not any(e.get(champions.PENDING) for e in history):
+            return history
+        return champions.resolve(history, self._pointer_version())
+
+    def _pointer_version(self) -> str | None:
+        """latest.json's version; None when it is missing or unreadable."""
+        try:
+            pointer = self.latest_pointer()
+        except (ArtifactIntegrityError, OSError):
+            return None
+        return pointer.get("version") if pointer else None
 
     def champion_versions(self) -> set[str]:
         """Every version that was ever champion (kept forever by ``prune``)."""
@@ -276,33 +331,47 @@ class ArtifactStore:
             return None
 
     def latest_manifest(self) -> dict | None:
-        """The champion's manifest, recovering from an unreadable ``latest.json``.
+        """The champion's manifest, recovering from an unusable ``latest.json``; None only
+        when nothing was ever promoted.
 
-        ``latest.json`` when it is readable; otherwise the newest champion in the history
-        (not rolled back) whose own manifest is readable, so the gates, retention and
-        ``models promote/rollback`` keep working and can rewrite the pointer.
+        ``latest.json`` when it is readable; otherwise (damaged, or missing while the history
+        names champions) the newest champion in the history (not rolled back) whose own
+        manifest is readable, so the gates, retention and ``models promote/rollback`` keep
+        working and can rewrite the pointer. A store that cannot tell its champion raises
+        ArtifactIntegrityError (or OSError): never "no champion", which would let a fallback
+        overwrite the champion's suggestions and the gates pass as for a first model.
         """
         try:
-            return self.latest_pointer()
-        except (ArtifactIntegrityError, OSError):
-            pass
+            pointer = self.latest_pointer()
+        except ArtifactIntegrityError as exc:
+            problem: Exception | None = exc
+        else:
+            if pointer is not None:
+                return pointer
+            problem = None
         try:
             history = self.history()
-        except ArtifactIntegrityError:
-            return None
-        for entry in reversed(history):
-            if not isinstance(entry, dict) or entry.get("rolled_back_at"):
-                continue
-            version = entry.get("version")
-            if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-                continue
+        except ArtifactIntegrityError as exc:
+            raise ArtifactIntegrityError(
+                f"cannot tell the champion: {problem or self._missing_pointer()}; and {exc}"
+            ) from None
+        live = [e for e in history if not e.get("rolled_back_at") and not e.get(champions.SALVAGED)]
+        for entry in reversed(live):
             try:
-                manifest = self._read_manifest(f"{version}.json")
-            except (ArtifactIntegrityError, OSError):
+                manifest = self._read_manifest(f"{entry['version']}.json")
+            except (ArtifactIntegrityError, FileNotFoundError):
                 continue
-            if manifest.get("version") == version:
+            if manifest.get("version") == entry["version"]:
                 return self._with_path(manifest)
-        return None
+        if problem is None and not live:
+            return None  # nothing promoted yet
+        raise ArtifactIntegrityError(
+            f"cannot tell the champion: {problem or self._missing_pointer()}; and no champion "
+            f"in {self.files.describe(HISTORY_NAME)} has a readable manifest"
+        )
+
+    def _missing_pointer(self) -> str:
+        return f"{self.files.describe(LATEST_NAME)} is missing"
 
     def scan(self) -> tuple[list[dict], dict[str, str]]:
         """(readable manifests oldest first, {version: problem} for unreadable ones).
@@ -393,3 +462,8 @@ class ArtifactStore:
             raise NoModelError(
                 f"no champion model under {self.root}; run the pipeline first"
             ) from None
+
+
+def _stored(manifest: dict) -> dict:
+    """A manifest as latest.json stores it (``path`` is derived on read, never stored)."""
+    return {k: v for k, v in manifest.items() if k != "path"}

@@ -3,6 +3,7 @@ pickles, killed writes, two writers at once, an unsigned candidate over a signed
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -19,6 +20,7 @@ from recsys_assets.ml.artifacts import (
     ArtifactIntegrityError,
     ArtifactSignatureError,
     ArtifactStore,
+    NoModelError,
     clean_stale_temp_files,
 )
 from recsys_assets_tests.ml.artifacts.versions import KEY, save_version
@@ -185,3 +187,169 @@ def test_orphan_pickle_of_a_killed_save_is_pruned_when_old(tmp_path):
     os.utime(tmp_path / f"{m['version']}.pkl", (old, old))
     assert ArtifactStore(tmp_path).prune(keep_last=1) == [m["version"]]
     assert not any(tmp_path.iterdir())
+
+
+# --- promotion all or nothing: latest.json, champions.json and what they say agree ----------
+
+
+def _champion_per_history(root) -> str | None:
+    live = [e for e in ArtifactStore(root).history() if not e.get("rolled_back_at")]
+    return live[-1]["version"] if live else None
+
+
+def _assert_agree(root, expected: str) -> None:
+    """The pointer, the history and serving name the same champion; no temp debris."""
+    store = ArtifactStore(root)
+    assert store.load_latest()[1]["version"] == expected
+    assert store.latest_manifest()["version"] == expected
+    assert _champion_per_history(root) == expected
+    assert not list(root.glob(".*.tmp"))
+
+
+def test_a_damaged_history_is_kept_aside_rebuilt_and_promotion_goes_through(tmp_path):
+    a = _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2, promote_it=True)
+    c = _save(tmp_path, 3)
+    history = tmp_path / "champions.json"
+    damaged = history.read_bytes()[: len(history.read_bytes()) // 2 + 40]  # names a, not b
+    assert a["version"].encode() in damaged and b["version"].encode() not in damaged
+    history.write_bytes(damaged)
+
+    store = ArtifactStore(tmp_path)
+    store.promote(c["version"], reason="test")
+    _assert_agree(tmp_path, c["version"])
+    assert len(store.repairs) == 1 and "champions.json" in store.repairs[0]
+    (copy,) = tmp_path.glob("champions.json.damaged-*")
+    assert copy.read_bytes() == damaged
+    entries = {e["version"]: e for e in ArtifactStore(tmp_path).history()}
+    assert entries[a["version"]]["salvaged"] is True  # kept by retention, no rollback target
+    assert ArtifactStore(tmp_path).champion_versions() == {a["version"], b["version"], c["version"]}
+    assert ArtifactStore(tmp_path).prune(keep_last=1) == []
+    # Rollback: back to b (latest.json's champion at the rebuild), then no further.
+    assert ArtifactStore(tmp_path).rollback()[1]["version"] == b["version"]
+    _assert_agree(tmp_path, b["version"])
+    with pytest.raises(NoModelError, match="no previous champion"):
+        ArtifactStore(tmp_path).rollback()
+
+
+def test_garbage_history_then_rollback_repairs_it_and_says_why_it_cannot_go_back(tmp_path):
+    _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2, promote_it=True)
+    (tmp_path / "champions.json").write_text("{garbage")
+    # The pointer is intact: the champion is still known, not "none".
+    assert ArtifactStore(tmp_path).latest_manifest()["version"] == b["version"]
+    with pytest.raises(NoModelError, match="no previous champion"):
+        ArtifactStore(tmp_path).rollback()
+    assert ArtifactStore(tmp_path).latest_pointer()["version"] == b["version"]
+
+
+def _fail_write_of(monkeypatch, name: str, nth: int = 1) -> None:
+    """The nth publish (os.replace) of ``name`` fails as a full disk would."""
+    real_replace, seen = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        if os.path.basename(dst) == name:
+            seen["n"] += 1
+            if seen["n"] == nth:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("name", ["champions.json", "latest.json"])
+def test_a_failed_history_or_pointer_write_leaves_the_old_champion_everywhere(
+    tmp_path, monkeypatch, name
+):
+    a = _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2)
+    before = (tmp_path / "champions.json").read_bytes()
+    _fail_write_of(monkeypatch, name)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        ArtifactStore(tmp_path).promote(b["version"])
+    monkeypatch.undo()
+    assert raised.value.filename == str(tmp_path / name)
+    _assert_agree(tmp_path, a["version"])
+    assert (tmp_path / "champions.json").read_bytes() == before
+    assert ArtifactStore(tmp_path).champion_versions() == {a["version"]}
+
+
+def test_a_failed_pointer_write_in_a_rollback_changes_nothing(tmp_path, monkeypatch):
+    _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2, promote_it=True)
+    _fail_write_of(monkeypatch, "latest.json")
+    with pytest.raises(OSError, match="No space left"):
+        ArtifactStore(tmp_path).rollback()
+    monkeypatch.undo()
+    _assert_agree(tmp_path, b["version"])
+    assert not any(e["rolled_back_at"] for e in ArtifactStore(tmp_path).history())
+
+
+def test_a_promotion_whose_last_tidying_write_fails_is_complete(tmp_path, monkeypatch):
+    _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2)
+    _fail_write_of(monkeypatch, "champions.json", nth=2)  # the intent went through
+    ArtifactStore(tmp_path).promote(b["version"])
+    monkeypatch.undo()
+    assert '"pending": true' in (tmp_path / "champions.json").read_text()
+    _assert_agree(tmp_path, b["version"])
+    assert "pending" not in ArtifactStore(tmp_path).history()[-1]
+
+
+KILL_AT_WRITE = """
+import os, signal, sys
+from recsys_assets.ml.artifacts import ArtifactStore
+name, nth, root, version = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+real, seen = os.replace, [0]
+def replace(src, dst):
+    if os.path.basename(dst) == name:
+        seen[0] += 1
+        if seen[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 just before this write
+    return real(src, dst)
+os.replace = replace
+ArtifactStore(root).promote(version)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "nth", "promoted"),
+    [("champions.json", 1, False), ("latest.json", 1, False), ("champions.json", 2, True)],
+    ids=["before-history", "before-pointer", "before-tidying"],
+)
+def test_a_promotion_killed_at_any_write_leaves_one_champion(tmp_path, name, nth, promoted):
+    a = _save(tmp_path, 1, promote_it=True)
+    b = _save(tmp_path, 2)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_WRITE, name, str(nth), str(tmp_path), b["version"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    ArtifactStore(tmp_path).prune(keep_last=10)  # as model_artifact does: the dead temp file
+    champion = b if promoted else a
+    _assert_agree(tmp_path, champion["version"])
+    assert (b["version"] in ArtifactStore(tmp_path).champion_versions()) is promoted
+    # The next promotion and a rollback work from that state.
+    c = _save(tmp_path, 3)
+    ArtifactStore(tmp_path).promote(c["version"])
+    assert ArtifactStore(tmp_path).rollback()[1]["version"] == champion["version"]
+    _assert_agree(tmp_path, champion["version"])
+
+
+def test_a_store_that_cannot_be_read_is_never_no_champion(tmp_path):
+    assert ArtifactStore(tmp_path).latest_manifest() is None  # empty: nothing promoted
+    a = _save(tmp_path, 1, promote_it=True)
+    (tmp_path / "latest.json").unlink()
+    # A lost pointer with a history: the history's champion, not "none".
+    assert ArtifactStore(tmp_path).latest_manifest()["version"] == a["version"]
+    (tmp_path / "champions.json").write_text("{garbage")
+    with pytest.raises(ArtifactIntegrityError, match="cannot tell the champion.*champions.json"):
+        ArtifactStore(tmp_path).latest_manifest()
+    (tmp_path / "latest.json").write_text("{")
+    with pytest.raises(ArtifactIntegrityError, match="latest.json.*champions.json"):
+        ArtifactStore(tmp_path).latest_manifest()
+    (tmp_path / "champions.json").write_text("[]")
+    with pytest.raises(ArtifactIntegrityError, match="no champion in"):
+        ArtifactStore(tmp_path).latest_manifest()
