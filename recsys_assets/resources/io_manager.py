@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 from typing import Any
 
@@ -17,9 +18,22 @@ class PickleUPathIOManager(UPathIOManager):
         # Stream to a sibling file and rename, so a crash never leaves a truncated value
         # where the next run would load it.
         tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.rename(path)  # overwrites on POSIX and on object stores (fs.mv)
+        try:
+            with tmp.open("wb") as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.rename(path)  # overwrites on POSIX and on object stores (fs.mv)
+        except BaseException as exc:
+            # A half-written value must not stay behind (it would fill the disk further).
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                # The bare "[Errno 28]" names no file; say which value did not fit where.
+                raise OSError(
+                    errno.ENOSPC, f"No space left on device: cannot store {path}"
+                ) from exc
+            raise
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         with path.open("rb") as f:
