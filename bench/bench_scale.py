@@ -349,7 +349,7 @@ def structures(home: Path) -> dict:
     import pandas as pd
     from surprise import Dataset, Reader
 
-    from recsys_assets.ml.compact_data import CompactDataset
+    from recsys_assets.ml.datasets import CompactDataset
 
     con = sqlite3.connect(home / "ratings.db")
     df = pd.read_sql("SELECT user_id, movie_id, rating FROM ratings WHERE active = 1", con)

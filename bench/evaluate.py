@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from surprise import Dataset, Reader
+from surprise import Reader
 
 from recsys_assets.assets.cv_tables import comparison_table
 from recsys_assets.assets.metadata import markdown_table
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.list_choice import final_ranking_choice, final_ranking_policy
 from recsys_assets.ml.training import SVDParams
 
@@ -38,7 +39,7 @@ def main() -> None:
 
     _, ratings = read_movielens(args.path)
     low, high = float(ratings["rating"].min()), float(ratings["rating"].max())
-    data = Dataset.load_from_df(
+    data = CompactDataset.from_df(
         ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(low, high))
     )
     start = time.perf_counter()

@@ -21,12 +21,13 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from surprise import Dataset, Reader
+from surprise import Reader
 
 from recsys_assets.assets.metadata import markdown_table
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.evaluation import evaluate_factors
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.list_choice import DEFAULT_EASE, final_ranking_choice, final_ranking_policy
@@ -63,7 +64,7 @@ def main() -> None:
     held = quarter_per_user(ratings, args.seed)
     train_df, test_df = ratings[~held].reset_index(drop=True), ratings[held]
     low, high = float(ratings["rating"].min()), float(ratings["rating"].max())
-    data = Dataset.load_from_df(
+    data = CompactDataset.from_df(
         train_df[["user_id", "movie_id", "rating"]], Reader(rating_scale=(low, high))
     )
     params = SVDParams()

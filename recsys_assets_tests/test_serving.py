@@ -109,6 +109,19 @@ def test_tampered_artifact_refused(trained, store):
         Recommender(store).recommend(1)
 
 
+def test_model_with_surprises_full_trainset_is_refused_with_a_retrain_hint(tmp_path):
+    # Models saved before 2026-11-27 pickled Surprise's own Trainset; serving no longer reads it.
+    import pandas as pd
+    from surprise import SVD, Dataset, Reader
+
+    frame = pd.DataFrame({"u": [1, 1, 2, 3], "i": [1, 2, 2, 3], "r": [4.0, 2.0, 5.0, 3.0]})
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    store = ArtifactStore(tmp_path)
+    store.save(SVD(n_factors=2, n_epochs=1).fit(trainset), {"algo": "SVD"})
+    with pytest.raises(ArtifactIntegrityError, match="its trainset is a Trainset.*recsys run"):
+        Recommender(store).recommend(1)
+
+
 def test_models_commands(trained, store, capsys):
     trained()
     trained(config({**FAST_SVD, "random_state": 7}))

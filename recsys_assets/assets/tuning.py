@@ -18,7 +18,6 @@ from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
-from recsys_assets.ml.training import ratings_of
 from recsys_assets.ml.tuning import (
     SEARCHABLE,
     Candidate,
@@ -83,7 +82,7 @@ def search_plan(
         )
     except ValueError as exc:
         raise dg.Failure(f"param_grid: {exc}") from exc
-    users = ratings_of(surprise_dataset).users
+    users = surprise_dataset.rating_arrays().users
     try:
         holdout = validation_split(
             users,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from surprise import Dataset, Trainset
 
 from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.datasets import CompactDataset, CompactTrainset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import (
     fold_indices,
@@ -25,14 +25,7 @@ from recsys_assets.ml.folds import (
 from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
 from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.training import (
-    DEFAULT_MIN_USER_RATINGS,
-    SVDParams,
-    build_trainset,
-    fit_svd,
-    n_ratings_of,
-    ratings_of,
-)
+from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams, fit_svd
 from recsys_assets.ml.workers import Workers, cpu_count, fork_workers, runs_inline
 
 __all__ = ["cross_validate_svd", "default_jobs"]
@@ -59,7 +52,7 @@ class _CVRun:
     """What every CV task reads: forked workers inherit it (`workers.fork_workers`), never
     pickled: no serialisation, no re-import, copy-on-write memory."""
 
-    dataset: Dataset
+    dataset: CompactDataset
     indices: np.ndarray
     bounds: list[int]
     seed: int
@@ -74,8 +67,8 @@ class _CVRun:
     # The EASE ranking model's validation grid (None: EASE is not evaluated).
     ease: EaseSettings | None = None
 
-    def trainset(self, index: np.ndarray) -> Trainset:
-        return build_trainset(self.dataset, self.everything, index)
+    def trainset(self, index: np.ndarray) -> CompactTrainset:
+        return self.dataset.trainset_of(index)
 
 
 def _fit_fold(run: _CVRun, fold: int) -> tuple[dict, SVDFactors | None]:
@@ -233,7 +226,7 @@ def default_jobs(n_folds: int) -> int:
 
 
 def cross_validate_svd(
-    dataset: Dataset,
+    dataset: CompactDataset,
     params: SVDParams,
     n_folds: int = 4,
     seed: int = 42,
@@ -265,7 +258,7 @@ def cross_validate_svd(
     every test fold (`list_choice.choose_on_holdout`): used by every fold, no inner fits.
     """
     # Before forking.
-    indices, bounds = fold_split(n_ratings_of(dataset), n_folds, seed, holdout)
+    indices, bounds = fold_split(len(dataset), n_folds, seed, holdout)
     folds = list(range(1, n_folds + 1) if folds is None else folds)
     if not folds or min(folds) < 1 or max(folds) > n_folds:
         raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
@@ -273,7 +266,7 @@ def cross_validate_svd(
     # A lone fold with ranking still has two independent fits (its own and the inner one).
     n_parallel = max(len(folds), 2 if ranking and choice is None else 1)
     n_jobs = default_jobs(n_parallel) if n_jobs is None else n_jobs
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     rows = []
 
     def report(row: dict) -> None:

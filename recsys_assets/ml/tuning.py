@@ -29,12 +29,12 @@ from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
-from surprise import Dataset, Trainset
 
 from recsys_assets.ml.arrays import Ratings, unique
+from recsys_assets.ml.datasets import CompactDataset, CompactTrainset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
+from recsys_assets.ml.training import SVDParams, fit_svd
 from recsys_assets.ml.workers import cpu_count, fork_workers
 
 # What may be searched (SVDParams fields). Per-parameter rates are left out: lr_all/reg_all
@@ -212,15 +212,15 @@ def plan_fractions(
 class _Rung:
     """What the forked evaluation workers share (`workers.fork_workers`), never pickled."""
 
-    trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
+    trainset: CompactTrainset | None  # built once per rung step, before forking (None: no fits)
     val: Ratings
 
 
 def rung_data(
-    dataset: Dataset, holdout: np.ndarray, fraction: float, seed: int
+    dataset: CompactDataset, holdout: np.ndarray, fraction: float, seed: int
 ) -> tuple[Ratings, np.ndarray, np.ndarray]:
     """Every rating as arrays, and the rung's training and validation indices."""
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     in_v = np.zeros(everything.ratings.size, dtype=bool)
     in_v[holdout] = True
     sample = user_sample(everything.users, fraction, seed)
@@ -252,7 +252,7 @@ def _uses_compiled(candidates: Sequence[Candidate]) -> bool:
 
 
 def evaluate_rung(
-    dataset: Dataset,
+    dataset: CompactDataset,
     plan: SearchPlan,
     rung: int,
     candidates: Sequence[Candidate],
@@ -279,7 +279,7 @@ def evaluate_rung(
     skipped = [c for c in candidates if c not in todo]
     n_jobs = n_jobs or min(len(todo), cpu_count())
     shared = _Rung(
-        build_trainset(dataset, everything, train_idx) if todo else None,
+        dataset.trainset_of(train_idx) if todo else None,
         everything.take(val_idx),
     )
     rows = []

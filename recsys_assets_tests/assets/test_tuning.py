@@ -13,7 +13,7 @@ from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.folds import fold_indices, fold_split
 from recsys_assets.ml.list_choice import choose_on_holdout
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, n_ratings_of, ratings_of
+from recsys_assets.ml.training import SVDParams, fit_svd
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
 # A small search around FAST_SVD: 7 grid points besides the seed's, 3 of them sampled.
@@ -66,7 +66,7 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
     assert set(chosen.table.loc[chosen.table["rung"] == 2, "fraction"]) == {1.0}
 
     # cv_report: the chosen configuration, V in every fold's training part and never tested.
-    n = n_ratings_of(dataset)
+    n = len(dataset)
     indices, bounds = fold_split(n, 4, 42, chosen.holdout)
     tested = np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     assert not set(tested) & set(chosen.holdout) and tested.size == n - chosen.holdout.size
@@ -79,11 +79,9 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
 
     # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
     # search's own fit of the chosen configuration on every rating but V, for every fold.
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     outside_v = np.setdiff1d(np.arange(n), chosen.holdout)
-    refit = SVDFactors.from_svd(
-        fit_svd(build_trainset(dataset, everything, outside_v), chosen.params)
-    )
+    refit = SVDFactors.from_svd(fit_svd(dataset.trainset_of(outside_v), chosen.params))
     for name in ("pu", "qi", "bu", "bi"):
         assert np.array_equal(getattr(chosen.factors, name), getattr(refit, name))
     cv = CVConfig()

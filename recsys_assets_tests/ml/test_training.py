@@ -7,6 +7,7 @@ from surprise import Dataset, Reader, accuracy
 from surprise.model_selection import KFold
 
 from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.ranking import RankingPolicy
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 
@@ -14,24 +15,39 @@ PARAMS = SVDParams(n_epochs=5, n_factors=8, random_state=3)
 
 
 @pytest.fixture(scope="module")
-def dataset() -> Dataset:
+def frame() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     users, movies = rng.integers(1, 80, 3000), rng.integers(1, 120, 3000)
     df = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": rng.integers(1, 6, 3000)})
-    df = df.drop_duplicates(["user_id", "movie_id"])
-    return Dataset.load_from_df(df, Reader(rating_scale=(1, 5)))
+    return df.drop_duplicates(["user_id", "movie_id"])
 
 
-def test_cv_matches_surprise_on_the_same_folds(dataset):
+@pytest.fixture(scope="module")
+def dataset(frame) -> CompactDataset:
+    return CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
+
+
+@pytest.fixture(scope="module")
+def reference(frame) -> Dataset:
+    """Surprise's own dataset of the same ratings: the reference the project's is checked by."""
+    return Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+
+
+def _pairs(dataset: CompactDataset) -> list[tuple]:
+    """(user, movie) of each rating, in the dataset's order."""
+    return list(zip(dataset.users.tolist(), dataset.items.tolist(), strict=True))
+
+
+def test_cv_matches_surprise_on_the_same_folds(dataset, reference):
     report = cross_validate_svd(dataset, PARAMS, n_folds=3, seed=7, n_jobs=1)
     expected = []
-    for trainset, testset in KFold(n_splits=3, random_state=7, shuffle=True).split(dataset):
+    for trainset, testset in KFold(n_splits=3, random_state=7, shuffle=True).split(reference):
         preds = PARAMS.build().fit(trainset).test(testset)
         expected.append((accuracy.rmse(preds, verbose=False), accuracy.mae(preds, verbose=False)))
     assert list(report["fold"]) == [1, 2, 3]
     np.testing.assert_allclose(report[["rmse", "mae"]].to_numpy(), np.array(expected))
     assert (report["fit_time"] > 0).all() and (report["n_test"] > 0).all()
-    assert report["n_train"].iloc[0] + report["n_test"].iloc[0] == len(dataset.raw_ratings)
+    assert report["n_train"].iloc[0] + report["n_test"].iloc[0] == len(dataset)
 
 
 def test_parallel_folds_give_the_same_numbers(dataset):
@@ -94,24 +110,20 @@ def test_fit_progress_is_throttled(dataset, caplog):
     assert [r.getMessage() for r in caplog.records] == ["svd fit: Processing epoch 0"]
 
 
-def test_fast_fit_is_identical_to_surprise_and_leaves_no_trace(dataset):
+def test_surprise_engine_leaves_no_cached_ratings(dataset):
     trainset = dataset.build_full_trainset()
-    ours = fit_svd(trainset, PARAMS)
-    reference = PARAMS.build().fit(dataset.build_full_trainset())
-    np.testing.assert_array_equal(ours.pu, reference.pu)
-    np.testing.assert_array_equal(ours.qi, reference.qi)
-    np.testing.assert_array_equal(ours.bu, reference.bu)
-    assert "all_ratings" not in vars(trainset)  # nothing of the speed-up gets pickled
+    fit_svd(trainset, SVDParams(n_epochs=2, n_factors=4, engine="surprise"))
+    assert trainset._rating_lists is None  # nothing of the speed-up gets pickled
 
 
-def test_fold_bounds_match_surprise_kfold(dataset):
+def test_fold_bounds_match_surprise_kfold(reference):
     from recsys_assets.ml.folds import fold_bounds
 
-    indices, bounds = fold_bounds(len(dataset.raw_ratings), 3, 7)
+    indices, bounds = fold_bounds(len(reference.raw_ratings), 3, 7)
     for k, (_, testset) in enumerate(
-        KFold(n_splits=3, random_state=7, shuffle=True).split(dataset)
+        KFold(n_splits=3, random_state=7, shuffle=True).split(reference)
     ):
-        expected = [dataset.raw_ratings[i][:3] for i in indices[bounds[k] : bounds[k + 1]]]
+        expected = [reference.raw_ratings[i][:3] for i in indices[bounds[k] : bounds[k + 1]]]
         assert expected == testset
 
 
@@ -170,8 +182,8 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
     monkeypatch.setattr(evaluation, "grid_ndcgs", tagging_grids)
     n_folds, seed = 5, 2
     report = cross_validate_svd(dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1)
-    indices, bounds = folds.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
-    raw = dataset.raw_ratings
+    indices, bounds = folds.fold_bounds(len(dataset), n_folds, seed)
+    raw = _pairs(dataset)
     assert len(fits) == n_folds + 3  # + 2 shared inner fits (folds 1-2, 3-4) + fold 5's own
     assert len(grids) == 5 and sorted(report["taste_weight"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     for fold, call in zip(report["fold"], report["taste_weight"], strict=True):
@@ -181,30 +193,6 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
         assert not inner & validation and inner in fits  # the inner model saw only `inner`
     # Folds 1-2 and 3-4 share an inner model each: three distinct inner training sets.
     assert len({frozenset(inner) for inner, _ in grids}) == 3
-
-
-def test_build_trainset_equals_surprise(dataset):
-    from recsys_assets.ml.arrays import Ratings
-    from recsys_assets.ml.training import build_trainset
-
-    raw = dataset.raw_ratings
-    index = np.random.default_rng(4).permutation(len(raw))[: len(raw) * 2 // 3]
-    ours = build_trainset(dataset, Ratings.from_tuples(raw), index)
-    expected = dataset.construct_trainset([raw[i] for i in index])
-    assert ours._raw2inner_id_users == expected._raw2inner_id_users
-    assert list(ours._raw2inner_id_items.items()) == list(expected._raw2inner_id_items.items())
-    assert dict(ours.ur) == dict(expected.ur) and dict(ours.ir) == dict(expected.ir)
-    assert list(ours.ur) == list(expected.ur)  # same iteration order, so the same SGD
-    assert (ours.n_users, ours.n_items, ours.n_ratings, ours.rating_scale) == (
-        expected.n_users,
-        expected.n_items,
-        expected.n_ratings,
-        expected.rating_scale,
-    )
-    assert ours.global_mean == expected.global_mean
-    a, b = fit_svd(ours, PARAMS), PARAMS.build().fit(expected)
-    np.testing.assert_array_equal(a.pu, b.pu)
-    np.testing.assert_array_equal(a.qi, b.qi)
 
 
 def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, monkeypatch):
@@ -252,8 +240,8 @@ def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, 
     report = cross_validate_svd(
         dataset, PARAMS, n_folds=n_folds, seed=seed, n_jobs=1, ease=EaseSettings(lambdas)
     )
-    indices, bounds = folds.fold_bounds(len(dataset.raw_ratings), n_folds, seed)
-    raw = dataset.raw_ratings
+    indices, bounds = folds.fold_bounds(len(dataset), n_folds, seed)
+    raw = _pairs(dataset)
     assert sorted(report["ease_lambda"]) == list(lambdas)  # one validation set per fold
     assert (report["shipped_ease"] == 1.0).all()  # EASE "won" every validation (planted)
     for fold, lam in zip(report["fold"], report["ease_lambda"], strict=True):

@@ -11,12 +11,12 @@ from surprise import Dataset, Reader
 from surprise.model_selection import KFold
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.compact_data import CompactDataset
 from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.folds import fold_bounds, fold_indices, fold_split, train_indices
 from recsys_assets.ml.search_result import choose
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
+from recsys_assets.ml.training import SVDParams, fit_svd
 from recsys_assets.ml.tuning import (
     CHAMPION,
     SEED,
@@ -41,7 +41,7 @@ def dataset() -> CompactDataset:
 
 
 def _plan(dataset, candidates, fractions=(1.0, 1.0, 1.0), eta=2, max_seconds=0.0):
-    users = ratings_of(dataset).users
+    users = dataset.rating_arrays().users
     return SearchPlan(
         candidates=tuple(candidates),
         holdout=validation_split(users, 0.1, 10, 42),
@@ -112,7 +112,7 @@ def test_cross_validation_never_tests_the_holdout(n_folds):
     )
     holdout = np.sort(rng.choice(n, 70, replace=False))
     frame.loc[holdout, "rating"] = 5.0
-    dataset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    dataset = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
     mean_only = SVDParams(n_epochs=0, n_factors=0)
     got = cross_validate_svd(
         dataset,
@@ -224,14 +224,12 @@ def test_a_configuration_best_on_the_reported_test_folds_only_does_not_win(datas
     result = _search(dataset, plan)
     assert result.record["chosen_label"] != "planted"
 
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     indices, bounds = fold_split(everything.ratings.size, 4, 42, plan.holdout)
     reported = everything.take(
         np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     )
-    train = build_trainset(
-        dataset, everything, np.setdiff1d(np.arange(everything.ratings.size), plan.holdout)
-    )
+    train = dataset.trainset_of(np.setdiff1d(np.arange(everything.ratings.size), plan.holdout))
     on_test_folds = {}
     for candidate in candidates:
         factors = SVDFactors.from_svd(fit_svd(train, candidate.params))
