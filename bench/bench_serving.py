@@ -26,10 +26,10 @@ from surprise import Reader
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.datasets import CompactDataset
-from recsys_assets.ml.evaluation import validation_split
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.list_choice import DEFAULT_EASE, choose_lists
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.selection.evaluation import validation_split
+from recsys_assets.ml.selection.list_choice import DEFAULT_EASE, choose_lists
 from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.ml.training import (
     DEFAULT_MIN_USER_RATINGS,

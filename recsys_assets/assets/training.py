@@ -18,9 +18,10 @@ from recsys_assets.assets.cv_tables import (
     summary_rows,
 )
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
-from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.datasets import CompactDataset
-from recsys_assets.ml.list_choice import (
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.list_choice import (
     DEFAULT_EASE,
     EaseSettings,
     ListChoice,
@@ -28,8 +29,7 @@ from recsys_assets.ml.list_choice import (
     final_ranking_choice,
     final_ranking_policy,
 )
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.search_result import SearchResult
+from recsys_assets.ml.selection.search_result import SearchResult
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 from recsys_assets.resources.executor_layout import ExecutorLayout
 
@@ -167,21 +167,20 @@ def cv_fold(
 ) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
-    # The rows of the full run (`ml.cross_validation.cross_validate_svd` restricted to these folds):
-    # fold fit, baselines, ranking metrics, blend weights from inner models without the fold.
+    # The rows of the full run (`ml.selection.cross_validation.cross_validate_svd` restricted to
+    # these folds): fold fit, baselines, ranking metrics, blend weights from inner models
+    # without the fold.
+    settings = CVSettings(
+        task.n_folds, task.seed, task.n_jobs, task.min_user_ratings, task.ranking_users, task.ease
+    )
     table = cross_validate_svd(
         surprise_dataset,
         task.params,
-        n_folds=task.n_folds,
-        seed=task.seed,
-        n_jobs=task.n_jobs,
-        log=context.log,
-        min_user_ratings=task.min_user_ratings,
+        settings,
         folds=task.folds,
-        ranking_users=task.ranking_users,
         holdout=svd_hyperparameters.holdout,
-        ease=task.ease,
         choice=task.choice,
+        log=context.log,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -299,7 +298,7 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
 
     The SVD is the configuration `svd_hyperparameters` chose. When it was searched, its
     validation ratings are in the training part of every fold and the k test folds partition
-    the other ratings (`ml.folds.fold_split`): nothing reported here was used to choose.
+    the other ratings (`ml.selection.folds.fold_split`): nothing reported here was used to choose.
 
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
     Celery executor runs them on workers; collected into one table.

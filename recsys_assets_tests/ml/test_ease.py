@@ -9,7 +9,6 @@ from surprise import SVD, Dataset, Reader
 
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, gram, kept_items
-from recsys_assets.ml.evaluation import ranking_evals
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
@@ -21,6 +20,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
+from recsys_assets.ml.selection.evaluation import ranking_evals
 
 
 def direct_ease(x: np.ndarray, lam: float) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_the_floor_leaves_out_rarely_rated_movies():
 
 
 def test_ease_settings_name_a_bad_floor():
-    from recsys_assets.ml.list_choice import EaseSettings
+    from recsys_assets.ml.selection.list_choice import EaseSettings
 
     with pytest.raises(ValueError, match="ease_min_item_ratings"):
         EaseSettings(min_item_ratings=0)

@@ -11,13 +11,11 @@ from surprise import Dataset, Reader
 from surprise.model_selection import KFold
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
-from recsys_assets.ml.folds import fold_bounds, fold_indices, fold_split, train_indices
-from recsys_assets.ml.search_result import choose
-from recsys_assets.ml.training import SVDParams, fit_svd
-from recsys_assets.ml.tuning import (
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.folds import fold_bounds, fold_indices, fold_split, train_indices
+from recsys_assets.ml.selection.search import (
     CHAMPION,
     SEED,
     Candidate,
@@ -28,6 +26,8 @@ from recsys_assets.ml.tuning import (
     user_sample,
     validation_split,
 )
+from recsys_assets.ml.selection.search_result import choose
+from recsys_assets.ml.training import SVDParams, fit_svd
 
 SEED_PARAMS = SVDParams(n_epochs=20, n_factors=5, lr_all=0.02, reg_all=0.1)
 GRID = {"n_factors": [2, 5, 10], "n_epochs": [10, 20], "lr_all": [0.01, 0.02], "reg_all": [0.1]}
@@ -114,16 +114,8 @@ def test_cross_validation_never_tests_the_holdout(n_folds):
     frame.loc[holdout, "rating"] = 5.0
     dataset = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
     mean_only = SVDParams(n_epochs=0, n_factors=0)
-    got = cross_validate_svd(
-        dataset,
-        mean_only,
-        n_folds=n_folds,
-        seed=42,
-        n_jobs=1,
-        min_user_ratings=None,
-        holdout=holdout,
-        ease=None,
-    )
+    settings = CVSettings(n_folds, 42, n_jobs=1, min_user_ratings=None, ease=None)
+    got = cross_validate_svd(dataset, mean_only, settings, holdout=holdout)
 
     rest = frame.drop(index=holdout)
     kfold = KFold(n_splits=n_folds, random_state=42, shuffle=True)
