@@ -43,9 +43,7 @@ def main() -> None:
         ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(low, high))
     )
     start = time.perf_counter()
-    settings = CVSettings(
-        args.folds, SVDParams().random_state, args.jobs, args.min_user_ratings
-    )
+    settings = CVSettings(args.folds, SVDParams().random_state, args.jobs, args.min_user_ratings)
     result = CVResult.of_folds(
         cross_validate_svd(data, SVDParams(), settings),
         SVDParams(),

@@ -230,3 +230,34 @@ def test_a_configuration_best_on_the_reported_test_folds_only_does_not_win(datas
     assert min(on_test_folds, key=on_test_folds.get) == "planted"
     on_validation = result.table.set_index("label")["rmse"]
     assert on_validation["planted"] == on_validation.max()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_each_candidate_is_logged_as_its_result_arrives(dataset, monkeypatch, n_jobs):
+    """Progress of a long rung: a line per candidate as it finishes, not all at the end."""
+    import logging
+
+    from recsys_assets.ml.selection import search
+
+    events: list[str] = []
+    real_fit = search.fit_svd
+
+    def spy_fit(trainset, params, *args, **kwargs):
+        events.append("fit")  # forked fits append in the child: invisible here
+        return real_fit(trainset, params, *args, **kwargs)
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(record.getMessage())
+
+    log = logging.getLogger(f"test-search-progress-{n_jobs}")
+    log.addHandler(Recorder())
+    log.setLevel(logging.INFO)
+    monkeypatch.setattr(search, "fit_svd", spy_fit)
+    candidates = sample_candidates(SEED_PARAMS, GRID, n_iter=2, random_state=0)
+    plan = _plan(dataset, candidates, fractions=(1.0,))
+    rows = evaluate_rung(dataset, plan, 0, plan.candidates, n_jobs=n_jobs, log=log)
+    lines = [e for e in events if e != "fit"]
+    assert len(lines) == len(rows) == 3 and all("validation RMSE" in line for line in lines)
+    if n_jobs == 1:
+        assert [e if e == "fit" else "line" for e in events] == ["fit", "line"] * 3
