@@ -11,6 +11,7 @@ from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError, ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
+from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.assets.test_gates import config
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
@@ -198,9 +199,10 @@ def loner():
 
 def _loner_store(tmp_path, loner, policy):
     svd, ease, _ = loner
-    svd.ranking_model = ease  # as the pipeline's artifact carries it
+    shipped = strip_svd(svd)
+    shipped.ranking_model = ease  # as the pipeline's artifact carries it
     store = ArtifactStore(str(tmp_path / "store"))
-    store.save(svd, {"ranking": policy.as_dict()}, promote=True)
+    store.save(shipped, {"ranking": policy.as_dict()}, promote=True)
     return Recommender(store, check_interval=0.0)
 
 

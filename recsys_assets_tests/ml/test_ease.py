@@ -8,6 +8,7 @@ import pytest
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, gram, kept_items
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.ranking import (
@@ -260,7 +261,7 @@ def loner_models():
     tail = counts.index[np.lexsort((counts.index, counts.to_numpy()))][:4]  # least rated
     loner = pd.DataFrame({"user_id": LONER, "movie_id": np.sort(tail), "rating": 4})
     frame = pd.concat([frame, loner], ignore_index=True)
-    data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    data = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
     svd = SVD(n_factors=4, n_epochs=5, random_state=0).fit(data.build_full_trainset())
     ease = fit_ease(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(), 20.0, max_items=25)
     assert not set(tail.tolist()) & set(ease.raw_iids.tolist())
