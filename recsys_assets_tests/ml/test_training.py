@@ -2,28 +2,12 @@
 
 import logging
 
-import numpy as np
-import pandas as pd
 import pytest
-from surprise import Reader, accuracy
+from surprise import accuracy
 
-from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 
 PARAMS = SVDParams(n_epochs=5, n_factors=8, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    users, movies = rng.integers(1, 80, 3000), rng.integers(1, 120, 3000)
-    df = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": rng.integers(1, 6, 3000)})
-    return df.drop_duplicates(["user_id", "movie_id"])
-
-
-@pytest.fixture(scope="module")
-def dataset(frame) -> CompactDataset:
-    return CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
 
 
 def test_training_error_equals_surprise_on_the_trainset(dataset):

@@ -15,19 +15,6 @@ PARAMS = SVDParams(n_epochs=5, n_factors=8, random_state=3)
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    users, movies = rng.integers(1, 80, 3000), rng.integers(1, 120, 3000)
-    df = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": rng.integers(1, 6, 3000)})
-    return df.drop_duplicates(["user_id", "movie_id"])
-
-
-@pytest.fixture(scope="module")
-def dataset(frame) -> CompactDataset:
-    return CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
-
-
-@pytest.fixture(scope="module")
 def reference(frame) -> Dataset:
     """Surprise's own dataset of the same ratings: the reference the project's is checked by."""
     return Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
