@@ -258,7 +258,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
             pairs_per_s=pairs / (score + write),
         )
     elif phase.startswith("fold:"):
-        from recsys_assets.ml.cross_validation import cross_validate_svd
+        from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
         from recsys_assets.ml.training import SVDParams
 
         with open(home / "storage" / "surprise_dataset.pkl", "rb") as f:
@@ -267,7 +267,10 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
         fold = int(phase.split(":")[1])
         out["fold"] = (
             cross_validate_svd(
-                dataset, SVDParams(), folds, 42, n_jobs=1, min_user_ratings=None, folds=[fold]
+                dataset,
+                SVDParams(),
+                CVSettings(folds, 42, n_jobs=1, min_user_ratings=None),
+                folds=[fold],
             )
             .iloc[0]
             .to_dict()
@@ -349,7 +352,7 @@ def structures(home: Path) -> dict:
     import pandas as pd
     from surprise import Dataset, Reader
 
-    from recsys_assets.ml.compact_data import CompactDataset
+    from recsys_assets.ml.datasets import CompactDataset
 
     con = sqlite3.connect(home / "ratings.db")
     df = pd.read_sql("SELECT user_id, movie_id, rating FROM ratings WHERE active = 1", con)

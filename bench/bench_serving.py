@@ -21,20 +21,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from surprise import Dataset, Reader
+from surprise import Reader
 
 from recsys_assets.data.movielens import read_movielens
-from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.artifacts import ArtifactStore
-from recsys_assets.ml.compact import strip_svd
-from recsys_assets.ml.evaluation import validation_split
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.list_choice import DEFAULT_EASE, choose_lists
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.selection.evaluation import validation_split
+from recsys_assets.ml.selection.list_choice import DEFAULT_EASE, choose_lists
+from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.ml.training import (
     DEFAULT_MIN_USER_RATINGS,
     SVDParams,
-    build_trainset,
     fit_svd,
 )
 from recsys_assets.serving import Recommender
@@ -76,16 +75,16 @@ def main() -> None:
     args = parser.parse_args()
 
     _, ratings = read_movielens(args.path)
-    data = Dataset.load_from_df(
+    data = CompactDataset.from_df(
         ratings[["user_id", "movie_id", "rating"]],
         Reader(rating_scale=(float(ratings["rating"].min()), float(ratings["rating"].max()))),
     )
     params = SVDParams()
     t0 = time.perf_counter()
     model = fit_svd(data.build_full_trainset(), params)
-    everything = Ratings.from_tuples(data.raw_ratings)
-    fit_idx, val_idx = validation_split(len(data.raw_ratings), params.random_state)
-    inner = SVDFactors.from_svd(fit_svd(build_trainset(data, everything, fit_idx), params))
+    everything = data.rating_arrays()
+    fit_idx, val_idx = validation_split(len(data), params.random_state)
+    inner = SVDFactors.from_svd(fit_svd(data.trainset_of(fit_idx), params))
     (choice,) = choose_lists(
         inner,
         everything.take(fit_idx),

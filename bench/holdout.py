@@ -21,15 +21,13 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from surprise import Dataset, Reader
+from surprise import Reader
 
 from recsys_assets.assets.metadata import markdown_table
 from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.arrays import Ratings
-from recsys_assets.ml.cross_validation import cross_validate_svd
-from recsys_assets.ml.evaluation import evaluate_factors
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.list_choice import DEFAULT_EASE, final_ranking_choice, final_ranking_policy
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
     SOURCE_SVD,
@@ -38,6 +36,10 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.cv_result import CVResult
+from recsys_assets.ml.selection.evaluation import evaluate_factors
+from recsys_assets.ml.selection.list_choice import DEFAULT_EASE
 from recsys_assets.ml.training import SVDParams, fit_svd
 
 
@@ -63,22 +65,16 @@ def main() -> None:
     held = quarter_per_user(ratings, args.seed)
     train_df, test_df = ratings[~held].reset_index(drop=True), ratings[held]
     low, high = float(ratings["rating"].min()), float(ratings["rating"].max())
-    data = Dataset.load_from_df(
+    data = CompactDataset.from_df(
         train_df[["user_id", "movie_id", "rating"]], Reader(rating_scale=(low, high))
     )
     params = SVDParams()
     start = time.perf_counter()
-    folds = cross_validate_svd(
-        data,
-        params,
-        n_folds=args.folds,
-        seed=params.random_state,
-        n_jobs=args.jobs,
-        min_user_ratings=args.min_user_ratings,
-    )
+    settings = CVSettings(args.folds, params.random_state, args.jobs, args.min_user_ratings)
+    folds = cross_validate_svd(data, params, settings)
     cv_seconds = time.perf_counter() - start
-    policy = final_ranking_policy(folds, args.min_user_ratings)
-    _, lam = final_ranking_choice(folds, policy)
+    cv = CVResult.of_folds(folds, params, args.min_user_ratings, settings.ease)
+    policy, lam = cv.policy, cv.ease.lam
 
     start = time.perf_counter()
     factors = SVDFactors.from_svd(fit_svd(data.build_full_trainset(), params))

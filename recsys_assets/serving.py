@@ -40,6 +40,7 @@ from recsys_assets.ml.ranking.policy import (
     RankingPolicy,
     ranking_model_of,
 )
+from recsys_assets.ml.stripped_svd import PredictionTrainset
 
 __all__ = ["Recommendation", "Recommender"]
 
@@ -49,17 +50,6 @@ class Recommendation:
     movie_id: int
     score: float  # the SVD's predicted rating, clipped to the rating scale
     source: str  # 'ease' (ranking model), 'svd' (the SVD blend) or 'popular' (fallback)
-
-
-def _rated_csr(trainset: object, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each inner user's rated inner items as CSR arrays (compact or full Surprise trainset)."""
-    if hasattr(trainset, "user_indptr"):
-        return np.asarray(trainset.user_indptr), np.asarray(trainset.user_items)
-    # A full surprise.Trainset (models saved before artifacts were compacted).
-    lengths = [len(trainset.ur[u]) for u in range(n_users)]
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.fromiter((i for u in range(n_users) for i, _ in trainset.ur[u]), np.int64)
-    return indptr, items
 
 
 class _Champion:
@@ -72,13 +62,16 @@ class _Champion:
         f = SVDFactors.from_svd(model)
         self.f = f
         ts = model.trainset
+        if not isinstance(ts, PredictionTrainset):
+            # Models saved before 2026-11-27 kept Surprise's full Trainset.
+            raise ArtifactIntegrityError(
+                f"model {self.version} was saved in a format this version cannot serve "
+                f"(its trainset is a {type(ts).__name__}); retrain it with `recsys run`"
+            )
         self.user_index = {int(r): i for i, r in enumerate(f.raw_uids.tolist())}
         self.item_index = {int(r): i for i, r in enumerate(f.raw_iids.tolist())}
-        self.indptr, self.items = _rated_csr(ts, f.n_users)
-        counts = getattr(ts, "item_counts", None)
-        if counts is None:
-            counts = np.bincount(self.items, minlength=f.n_items)
-        self.counts = np.asarray(counts, dtype=np.float64)
+        self.indptr, self.items = np.asarray(ts.user_indptr), np.asarray(ts.user_items)
+        self.counts = np.asarray(ts.item_counts, dtype=np.float64)
         self.popularity = popularity_feature(self.counts)
         self.qi_t = np.ascontiguousarray(f.qi.T)
         self.item_unit_t = np.ascontiguousarray(unit_rows(np.asarray(f.qi, dtype=np.float64)).T)

@@ -11,6 +11,7 @@ from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactSignatureError, ArtifactStore
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
+from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.assets.test_gates import config
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
@@ -109,6 +110,19 @@ def test_tampered_artifact_refused(trained, store):
         Recommender(store).recommend(1)
 
 
+def test_model_with_surprises_full_trainset_is_refused_with_a_retrain_hint(tmp_path):
+    # Models saved before 2026-11-27 pickled Surprise's own Trainset; serving no longer reads it.
+    import pandas as pd
+    from surprise import SVD, Dataset, Reader
+
+    frame = pd.DataFrame({"u": [1, 1, 2, 3], "i": [1, 2, 2, 3], "r": [4.0, 2.0, 5.0, 3.0]})
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    store = ArtifactStore(tmp_path)
+    store.save(SVD(n_factors=2, n_epochs=1).fit(trainset), {"algo": "SVD"})
+    with pytest.raises(ArtifactIntegrityError, match="its trainset is a Trainset.*recsys run"):
+        Recommender(store).recommend(1)
+
+
 def test_models_commands(trained, store, capsys):
     trained()
     trained(config({**FAST_SVD, "random_state": 7}))
@@ -185,9 +199,10 @@ def loner():
 
 def _loner_store(tmp_path, loner, policy):
     svd, ease, _ = loner
-    svd.ranking_model = ease  # as the pipeline's artifact carries it
+    shipped = strip_svd(svd)
+    shipped.ranking_model = ease  # as the pipeline's artifact carries it
     store = ArtifactStore(str(tmp_path / "store"))
-    store.save(svd, {"ranking": policy.as_dict()}, promote=True)
+    store.save(shipped, {"ranking": policy.as_dict()}, promote=True)
     return Recommender(store, check_interval=0.0)
 
 

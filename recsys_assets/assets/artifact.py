@@ -9,10 +9,10 @@ from surprise import SVD
 
 from recsys_assets.assets.config import ArtifactConfig
 from recsys_assets.ml.artifacts import ArtifactStore
-from recsys_assets.ml.compact import strip_svd
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.search_result import SearchResult
+from recsys_assets.ml.selection.search_result import SearchResult
+from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.ml.training import fit_engine_of
 
 _PACKAGES = ("dagster", "scikit-surprise", "numpy", "numba", "pandas", "scipy")

@@ -8,9 +8,9 @@ import dagster as dg
 from pydantic import Field
 
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MIN_ITEM_RATINGS
-from recsys_assets.ml.list_choice import EaseSettings
+from recsys_assets.ml.selection.list_choice import EaseSettings
+from recsys_assets.ml.selection.search import DEFAULT_PARAM_GRID
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
-from recsys_assets.ml.tuning import DEFAULT_PARAM_GRID
 
 _DEFAULTS = SVDParams()
 
@@ -58,7 +58,7 @@ TUNING_MODES = ("search", "fixed")
 
 
 class TuningConfig(SVDConfig):
-    """How `svd_hyperparameters` picks the SVD's hyperparameters (see `ml.tuning`).
+    """How `svd_hyperparameters` picks the SVD's hyperparameters (see `ml.selection.search`).
 
     The SVDConfig fields are the seed configuration: with `tuning="fixed"` it is used as is
     (no search, no validation split: the run is the same as before tuning existed); with

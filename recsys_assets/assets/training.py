@@ -18,9 +18,10 @@ from recsys_assets.assets.cv_tables import (
     summary_rows,
 )
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
-from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.cross_validation import cross_validate_svd
-from recsys_assets.ml.list_choice import (
+from recsys_assets.ml.datasets import CompactDataset
+from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.list_choice import (
     DEFAULT_EASE,
     EaseSettings,
     ListChoice,
@@ -28,9 +29,8 @@ from recsys_assets.ml.list_choice import (
     final_ranking_choice,
     final_ranking_policy,
 )
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.search_result import SearchResult
-from recsys_assets.ml.training import SVDParams, fit_svd, n_ratings_of, ratings_of, training_error
+from recsys_assets.ml.selection.search_result import SearchResult
+from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 from recsys_assets.resources.executor_layout import ExecutorLayout
 
 SURPRISE_COLUMNS = ["user_id", "movie_id", "rating"]
@@ -50,7 +50,7 @@ def surprise_dataset(
         )
     start = time.perf_counter()
     # A surprise Dataset stored as arrays: the same ratings and folds as
-    # Dataset.load_from_df, without ~150 bytes of Python objects per rating (ml/compact_data.py).
+    # Dataset.load_from_df, without ~150 bytes of Python objects per rating (ml/datasets.py).
     dataset = CompactDataset.from_df(ratings_df[SURPRISE_COLUMNS], Reader(rating_scale=(low, high)))
     seconds = time.perf_counter() - start
     context.log.info("built Surprise dataset of %d ratings in %.2fs", len(ratings_df), seconds)
@@ -93,7 +93,7 @@ def cv_fold_plan(
     """Split the k folds into steps: one per fold, or all in one when steps share a process."""
     params = svd_hyperparameters.params
     # The search's validation ratings are in every fold's training part, never a test fold.
-    n_ratings = n_ratings_of(surprise_dataset) - svd_hyperparameters.holdout.size
+    n_ratings = len(surprise_dataset) - svd_hyperparameters.holdout.size
     if n_ratings < config.n_folds * 2:
         raise dg.Failure(
             f"{n_ratings} ratings are too few for {config.n_folds}-fold cross-validation"
@@ -133,7 +133,7 @@ def _choice_on_holdout(
         return None
     start = time.perf_counter()
     choice = choose_on_holdout(
-        ratings_of(dataset),
+        dataset.rating_arrays(),
         search.holdout,
         search.factors,
         RankingPolicy(min_user_ratings=config.min_user_ratings),
@@ -167,21 +167,20 @@ def cv_fold(
 ) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
     start = time.perf_counter()
-    # The rows of the full run (`ml.cross_validation.cross_validate_svd` restricted to these folds):
-    # fold fit, baselines, ranking metrics, blend weights from inner models without the fold.
+    # The rows of the full run (`ml.selection.cross_validation.cross_validate_svd` restricted to
+    # these folds): fold fit, baselines, ranking metrics, blend weights from inner models
+    # without the fold.
+    settings = CVSettings(
+        task.n_folds, task.seed, task.n_jobs, task.min_user_ratings, task.ranking_users, task.ease
+    )
     table = cross_validate_svd(
         surprise_dataset,
         task.params,
-        n_folds=task.n_folds,
-        seed=task.seed,
-        n_jobs=task.n_jobs,
-        log=context.log,
-        min_user_ratings=task.min_user_ratings,
+        settings,
         folds=task.folds,
-        ranking_users=task.ranking_users,
         holdout=svd_hyperparameters.holdout,
-        ease=task.ease,
         choice=task.choice,
+        log=context.log,
     )
     rows = table.to_dict("records")
     seconds = time.perf_counter() - start
@@ -299,7 +298,7 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
 
     The SVD is the configuration `svd_hyperparameters` chose. When it was searched, its
     validation ratings are in the training part of every fold and the k test folds partition
-    the other ratings (`ml.folds.fold_split`): nothing reported here was used to choose.
+    the other ratings (`ml.selection.folds.fold_split`): nothing reported here was used to choose.
 
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
     Celery executor runs them on workers; collected into one table.

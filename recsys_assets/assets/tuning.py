@@ -1,7 +1,7 @@
 """`svd_hyperparameters`: the SVD's hyperparameters, searched on every run (or fixed).
 
 Successive halving over a sampled grid, validated on ratings that every CV fold of
-`cv_report` keeps in its training part (see `recsys_assets.ml.tuning` for why the figures
+`cv_report` keeps in its training part (see `recsys_assets.ml.selection.search` for why the figures
 stay honest). Each rung fans out its candidates as steps, like the CV folds: the
 multiprocess executor fits them side by side and Celery spreads them over workers.
 """
@@ -17,9 +17,7 @@ from recsys_assets.assets.config import TUNING_MODES, TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
-from recsys_assets.ml.search_result import SearchResult, choose, params_of_manifest
-from recsys_assets.ml.training import ratings_of
-from recsys_assets.ml.tuning import (
+from recsys_assets.ml.selection.search import (
     SEARCHABLE,
     Candidate,
     SearchPlan,
@@ -28,6 +26,7 @@ from recsys_assets.ml.tuning import (
     sample_candidates,
     validation_split,
 )
+from recsys_assets.ml.selection.search_result import SearchResult, choose, params_of_manifest
 from recsys_assets.resources.executor_layout import ExecutorLayout
 
 # Rungs of the successive halving: fixed, because each is a stage of the graph.
@@ -83,7 +82,7 @@ def search_plan(
         )
     except ValueError as exc:
         raise dg.Failure(f"param_grid: {exc}") from exc
-    users = ratings_of(surprise_dataset).users
+    users = surprise_dataset.rating_arrays().users
     try:
         holdout = validation_split(
             users,

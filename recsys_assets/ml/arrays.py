@@ -33,15 +33,6 @@ class Ratings:
     movies: np.ndarray
     ratings: np.ndarray
 
-    @classmethod
-    def from_tuples(cls, raw: list[tuple]) -> Ratings:
-        n = len(raw)
-        return cls(
-            np.fromiter((r[0] for r in raw), dtype=np.int64, count=n),
-            np.fromiter((r[1] for r in raw), dtype=np.int64, count=n),
-            np.fromiter((r[2] for r in raw), dtype=np.float64, count=n),
-        )
-
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame({"user_id": self.users, "movie_id": self.movies})
 

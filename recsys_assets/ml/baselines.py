@@ -11,6 +11,10 @@ from recsys_assets.ml.factors import SVDFactors
 __all__ = ["baseline_als", "baseline_factors", "error"]
 
 
+# Surprise's BaselineOnly defaults (bsl_options): ALS epochs and the user / item regularisation.
+ALS_EPOCHS, REG_U, REG_I = 10, 15.0, 10.0
+
+
 def baseline_als(
     users: np.ndarray,
     items: np.ndarray,
@@ -18,9 +22,6 @@ def baseline_als(
     n_users: int,
     n_items: int,
     global_mean: float,
-    n_epochs: int = 10,
-    reg_u: float = 15.0,
-    reg_i: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Surprise's ``BaselineOnly`` fit (``baseline_als``, its default options), vectorized.
 
@@ -30,9 +31,9 @@ def baseline_als(
     bu, bi = np.zeros(n_users), np.zeros(n_items)
     n_u = np.bincount(users, minlength=n_users)
     n_i = np.bincount(items, minlength=n_items)
-    for _ in range(n_epochs):
-        bi = np.bincount(items, ratings - global_mean - bu[users], n_items) / (reg_i + n_i)
-        bu = np.bincount(users, ratings - global_mean - bi[items], n_users) / (reg_u + n_u)
+    for _ in range(ALS_EPOCHS):
+        bi = np.bincount(items, ratings - global_mean - bu[users], n_items) / (REG_I + n_i)
+        bu = np.bincount(users, ratings - global_mean - bi[items], n_users) / (REG_U + n_u)
     return bu, bi
 
 

@@ -3,12 +3,12 @@
 Pinned to scikit-surprise 1.1.5 (pyproject.toml). These are private attributes and internal
 modules of that version; at an upgrade, check them here first. The bit-identity tests of the
 compiled fit (`recsys_assets_tests/ml/test_svd_sgd.py`) and of the array-backed trainset
-(`test_compact_data.py`) fail if any of them changed meaning.
+(`test_datasets.py`) fail if any of them changed meaning.
 
 * `Trainset._raw2inner_id_users` / `_raw2inner_id_items` (and the `_inner2raw_*` caches): the
   raw -> inner id maps. Read to pull factors out of a model; set by the array-backed trainset.
 * `surprise.dataset.DatasetAutoFolds`: what `Dataset.load_from_df` returns; the array-backed
-  dataset subclasses it so `surprise.model_selection` and `build_full_trainset` work on it.
+  dataset subclasses it, so it is a `surprise.Dataset` with Surprise's `build_full_trainset`.
 * `AlgoBase.fit` and `surprise.utils.get_rng`: what `SVD.fit` runs before its SGD loop (the
   compiled fit repeats it so the model's state and its random initialisation are the same).
 """

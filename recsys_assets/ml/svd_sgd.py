@@ -20,13 +20,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from surprise import SVD, Trainset
+from surprise import SVD
 
-from recsys_assets.ml.compact_data import CompactTrainset
+from recsys_assets.ml.datasets import CompactTrainset
 from recsys_assets.ml.surprise_internals import AlgoBase, get_rng
 from recsys_assets.settings import recsys_home
 
@@ -36,7 +35,6 @@ __all__ = [
     "njit_cached",
     "numba_cache_dir",
     "sgd_kernel",
-    "trainset_arrays",
 ]
 
 _log = logging.getLogger(__name__)
@@ -193,24 +191,9 @@ def kernel_load_seconds() -> float | None:
     return _loaded_kernel()[1] if _loaded_kernel.cache_info().currsize else None
 
 
-def trainset_arrays(trainset: Trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inner user ids, inner item ids and ratings, in `trainset.all_ratings()` order."""
-    if isinstance(trainset, CompactTrainset):
-        return trainset.arrays()
-    ur = trainset.ur
-    n = trainset.n_ratings
-    lengths = np.fromiter((len(v) for v in ur.values()), dtype=np.int64, count=len(ur))
-    users = np.repeat(np.fromiter(ur.keys(), dtype=np.int64, count=len(ur)), lengths)
-    # ur holds (item, rating) tuples: flatten them straight into one float array.
-    flat = np.fromiter(
-        chain.from_iterable(chain.from_iterable(ur.values())), dtype=np.float64, count=2 * n
-    ).reshape(n, 2)
-    return users, flat[:, 0].astype(np.int64), flat[:, 1].copy()
-
-
 def fit_compiled(
     model: SVD,
-    trainset: Trainset,
+    trainset: CompactTrainset,
     on_epoch: Callable[[int], None] | None = None,
 ) -> SVD:
     """`model.fit(trainset)` with the compiled loop: the same `model`, fitted, returned.
@@ -218,7 +201,7 @@ def fit_compiled(
     `on_epoch(e)` is called before epoch e (progress; the loop runs an epoch per call).
     """
     kernel = sgd_kernel()
-    users, items, ratings = trainset_arrays(trainset)
+    users, items, ratings = trainset.arrays()
     users = np.ascontiguousarray(users, dtype=np.int32)
     items = np.ascontiguousarray(items, dtype=np.int32)
     ratings = np.ascontiguousarray(ratings, dtype=np.float64)

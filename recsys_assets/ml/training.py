@@ -1,5 +1,5 @@
-"""Fitting Surprise's SVD (`fit_svd`, every fit of the project), with progress reported through a
-logger; the trainsets and rating arrays the fits and evaluations share."""
+"""Fitting Surprise's SVD (`fit_svd`, every fit of the project) on a `CompactTrainset`, with
+progress reported through a logger."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ import contextlib
 import io
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from surprise import SVD, Dataset, Trainset
+from surprise import SVD
 
-from recsys_assets.ml.arrays import Ratings
-from recsys_assets.ml.compact_data import CompactDataset, CompactTrainset, shared_objects
+from recsys_assets.ml.datasets import CompactTrainset
 from recsys_assets.ml.svd_sgd import fit_compiled
-from recsys_assets.ml.svd_sgd import trainset_arrays as _trainset_arrays
 
 # Users with fewer training ratings than this get the popularity list (cold start).
 DEFAULT_MIN_USER_RATINGS = 5
@@ -90,72 +87,8 @@ def _progress_to(
         yield True
 
 
-def _first_seen_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inner ids numbered by first appearance (as Surprise does), and each id's first row."""
-    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    inner = np.empty_like(order)
-    inner[order] = np.arange(order.size)
-    return inner[inverse.ravel()], first[order]
-
-
-def _grouped(keys: np.ndarray, values: np.ndarray, ratings: np.ndarray, n: int) -> defaultdict:
-    """{key: [(value, rating), ...]} in row order, keys 0..n-1 in order (as Surprise's ur/ir)."""
-    perm = np.argsort(keys, kind="stable")
-    pairs = list(zip(values[perm].tolist(), ratings[perm].tolist(), strict=True))
-    bounds = [0, *np.cumsum(np.bincount(keys, minlength=n)).tolist()]
-    return defaultdict(list, {k: pairs[bounds[k] : bounds[k + 1]] for k in range(n)})
-
-
-def build_trainset(dataset: Dataset, ratings: Ratings, index: np.ndarray) -> Trainset:
-    """`dataset.construct_trainset([raw[i] for i in index])`, equal in every field, faster.
-
-    `ratings` are `dataset.raw_ratings` as arrays. Surprise's builder is a per-rating Python
-    loop; here ids are numbered with numpy and only the (id, rating) tuples are Python
-    objects. The id maps are keyed by the raw ids' own objects.
-    """
-    index = np.asarray(index, dtype=np.int64)
-    if isinstance(dataset, CompactDataset):
-        # Straight from the arrays, without materializing per-rating tuples (same trainset).
-        return dataset.trainset_of(index)
-    raw = dataset.raw_ratings
-    users, user_first = _first_seen_ids(ratings.users[index])
-    items, item_first = _first_seen_ids(ratings.movies[index])
-    values = ratings.ratings[index]
-    return Trainset(
-        _grouped(users, items, values, user_first.size),
-        _grouped(items, users, values, item_first.size),
-        user_first.size,
-        item_first.size,
-        index.size,
-        dataset.reader.rating_scale,
-        {raw[index[f]][0]: u for u, f in enumerate(user_first.tolist())},
-        {raw[index[f]][1]: i for i, f in enumerate(item_first.tolist())},
-    )
-
-
-@contextlib.contextmanager
-def _fast_all_ratings(trainset: Trainset) -> Iterator[None]:
-    """Serve Surprise's SGD the same ratings, in the same order, from flat lists.
-
-    `SVD.fit` iterates `trainset.all_ratings()` (a nested Python generator) once per epoch;
-    zipping precomputed lists yields identical (u, i, r) tuples at about half the cost.
-    The override is removed afterwards so it never ends up in a pickled model.
-    """
-    if isinstance(trainset, CompactTrainset):
-        with trainset.cached_ratings():
-            yield
-        return
-    users, items, ratings = (shared_objects(a) for a in _trainset_arrays(trainset))
-    trainset.all_ratings = lambda: zip(users, items, ratings, strict=True)
-    try:
-        yield
-    finally:
-        del trainset.all_ratings
-
-
 def fit_svd(
-    trainset: Trainset,
+    trainset: CompactTrainset,
     params: SVDParams,
     log: logging.Logger | None = None,
     progress_interval: float = 5.0,
@@ -175,7 +108,8 @@ def fit_svd(
 
             fit_compiled(model, trainset, progress if verbose else None)
         else:
-            with _fast_all_ratings(trainset):
+            # One build of the all_ratings() lists for every epoch of SVD.fit.
+            with trainset.cached_ratings():
                 model.fit(trainset)
     model.fit_engine = params.engine
     return model
@@ -186,9 +120,11 @@ def fit_engine_of(model: SVD) -> str:
     return getattr(model, "fit_engine", "surprise")
 
 
-def training_error(model: SVD, trainset: Trainset, chunk: int = 8_192) -> tuple[float, float]:
+def training_error(
+    model: SVD, trainset: CompactTrainset, chunk: int = 8_192
+) -> tuple[float, float]:
     """RMSE and MAE on the ratings the model was trained on (NOT a generalisation estimate)."""
-    users, items, ratings = _trainset_arrays(trainset)
+    users, items, ratings = trainset.arrays()
     low, high = trainset.rating_scale
     squared = absolute = 0.0
     # Small chunks: the gathered factor rows stay in reused heap memory (no page faults for
@@ -202,18 +138,3 @@ def training_error(model: SVD, trainset: Trainset, chunk: int = 8_192) -> tuple[
         absolute += float(np.abs(err).sum())
     n = max(len(ratings), 1)
     return float(np.sqrt(squared / n)), absolute / n
-
-
-def n_ratings_of(dataset: Dataset) -> int:
-    """Number of ratings, without materializing a CompactDataset's per-rating tuples."""
-    return len(dataset) if isinstance(dataset, CompactDataset) else len(dataset.raw_ratings)
-
-
-def ratings_of(dataset: Dataset) -> Ratings:
-    """Every rating of `dataset` as arrays (a CompactDataset's own, without tuples)."""
-    if isinstance(dataset, CompactDataset):
-        users, items, ratings = dataset.testset_arrays(slice(None))
-        return Ratings(
-            users.astype(np.int64, copy=False), items.astype(np.int64, copy=False), ratings
-        )
-    return Ratings.from_tuples(dataset.raw_ratings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -87,14 +87,34 @@ def fork_workers(shared: S, n_jobs: int, n_tasks: int) -> Iterator[Workers[S]]:
 
 
 def fork_map(
-    fn: Callable[[S, T], R], shared: S, items: Sequence[T], n_jobs: int | None = None
+    fn: Callable[[S, T], R],
+    shared: S,
+    items: Sequence[T],
+    n_jobs: int | None = None,
+    on_result: Callable[[T, R], None] | None = None,
 ) -> list[R]:
     """``[fn(shared, x) for x in items]`` in up to `n_jobs` forked workers (None: the CPUs),
-    in order; `shared` reaches the workers through the fork, not pickled."""
+    in order; `shared` reaches the workers through the fork, not pickled.
+
+    `on_result(x, result)` runs here, in the parent, as each result arrives (in completion
+    order; run inline, right after each item): progress of long steps, as they go.
+    """
     n_jobs = min(n_jobs or cpu_count(), max(len(items), 1))
+    report = on_result or (lambda x, result: None)
+    if runs_inline(n_jobs, len(items)):
+        results = []
+        for x in items:
+            results.append(fn(shared, x))
+            report(x, results[-1])
+        return results
     with fork_workers(shared, n_jobs, len(items)) as workers:
-        futures = [workers.submit(fn, x) for x in items]
-        return [f.result() for f in futures]
+        futures = {workers.submit(fn, x): k for k, x in enumerate(items)}
+        out: dict[int, R] = {}
+        for future in as_completed(futures):
+            k = futures[future]
+            out[k] = future.result()
+            report(items[k], out[k])
+    return [out[k] for k in range(len(items))]
 
 
 def thread_map(fn: Callable[[T], R], items: Iterable[T], n_threads: int | None = None) -> list[R]:

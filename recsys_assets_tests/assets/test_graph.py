@@ -68,7 +68,7 @@ def test_surprise_dataset_scale_from_data(graph_run):
     dataset = graph_run.output_for_node("surprise_dataset")
     assert isinstance(dataset, Dataset)
     assert dataset.reader.rating_scale == (1.0, 5.0)
-    assert len(dataset.raw_ratings) == len(graph_run.output_for_node("ratings_df"))
+    assert len(dataset) == len(graph_run.output_for_node("ratings_df"))
 
 
 def test_cv_report_table_and_metadata(graph_run):

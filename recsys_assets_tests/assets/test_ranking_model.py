@@ -14,9 +14,9 @@ from recsys_assets.definitions import all_assets, all_checks
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.ease import EASEModel
-from recsys_assets.ml.evaluation import ranking_evals
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import ranking_metrics
+from recsys_assets.ml.selection.evaluation import ranking_evals
 from recsys_assets.serving import Recommender
 from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 from recsys_assets_tests.ops.test_refresh_predictions import _refresh

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from recsys_assets.assets.config import CVConfig, training_run_config
-from recsys_assets.ml.cross_validation import cross_validate_svd
 from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.folds import fold_indices, fold_split
-from recsys_assets.ml.list_choice import choose_on_holdout
 from recsys_assets.ml.ranking import RankingPolicy
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, n_ratings_of, ratings_of
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.folds import fold_indices, fold_split
+from recsys_assets.ml.selection.list_choice import choose_on_holdout
+from recsys_assets.ml.training import SVDParams, fit_svd
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD
 
 # A small search around FAST_SVD: 7 grid points besides the seed's, 3 of them sampled.
@@ -66,24 +66,20 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
     assert set(chosen.table.loc[chosen.table["rung"] == 2, "fraction"]) == {1.0}
 
     # cv_report: the chosen configuration, V in every fold's training part and never tested.
-    n = n_ratings_of(dataset)
+    n = len(dataset)
     indices, bounds = fold_split(n, 4, 42, chosen.holdout)
     tested = np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     assert not set(tested) & set(chosen.holdout) and tested.size == n - chosen.holdout.size
     report = search_run.output_for_node("cv_report")
     assert report.attrs["svd_params"] == chosen.params.as_dict()
-    expected = cross_validate_svd(
-        dataset, chosen.params, n_folds=4, seed=42, holdout=chosen.holdout
-    )
+    expected = cross_validate_svd(dataset, chosen.params, holdout=chosen.holdout)
     assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(expected["rmse"].mean())
 
     # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
     # search's own fit of the chosen configuration on every rating but V, for every fold.
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     outside_v = np.setdiff1d(np.arange(n), chosen.holdout)
-    refit = SVDFactors.from_svd(
-        fit_svd(build_trainset(dataset, everything, outside_v), chosen.params)
-    )
+    refit = SVDFactors.from_svd(fit_svd(dataset.trainset_of(outside_v), chosen.params))
     for name in ("pu", "qi", "bu", "bi"):
         assert np.array_equal(getattr(chosen.factors, name), getattr(refit, name))
     cv = CVConfig()
@@ -160,7 +156,7 @@ def test_fixed_mode_is_the_pipeline_without_tuning(run):
     assert not {s for s in steps(result) if "search_fit" in s}
     # The CV of the plain folds (no holdout) and a plain fit on every rating, as before.
     dataset = result.output_for_node("surprise_dataset")
-    today = cross_validate_svd(dataset, params, n_folds=4, seed=42)
+    today = cross_validate_svd(dataset, params, CVSettings(n_folds=4, seed=42))
     report = result.output_for_node("cv_report")
     figures = [c for c in today.columns if c != "fold" and not c.endswith("_time")]
     np.testing.assert_array_equal(report[figures].iloc[:4].to_numpy(), today[figures].to_numpy())

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from surprise import SVD, Dataset, Reader
+from surprise import SVD, Reader
 
 import recsys_assets
 from recsys_assets.ml.artifacts import ArtifactStore
+from recsys_assets.ml.datasets import CompactDataset
+from recsys_assets.ml.stripped_svd import strip_svd
 
 PACKAGE = Path(recsys_assets.__file__).parent
 
@@ -43,10 +45,12 @@ def test_serving_stores_and_cli_import_without_dagster(tmp_path):
 
 
 def _svd(ratings, seed: int) -> SVD:
-    data = Dataset.load_from_df(
+    """A model as the pipeline ships it (fitted on a CompactDataset, stripped)."""
+    data = CompactDataset.from_df(
         ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(0.5, 5))
     )
-    return SVD(n_factors=3, n_epochs=3, random_state=seed).fit(data.build_full_trainset())
+    model = SVD(n_factors=3, n_epochs=3, random_state=seed).fit(data.build_full_trainset())
+    return strip_svd(model)
 
 
 def test_model_commands_and_recommend_run_without_dagster(demo_db, recsys_home):

@@ -8,8 +8,8 @@ import pytest
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR, fit_ease, fit_ease_path, gram, kept_items
-from recsys_assets.ml.evaluation import ranking_evals
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.ranking import (
     SOURCE_EASE,
@@ -21,6 +21,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_metrics,
 )
+from recsys_assets.ml.selection.evaluation import ranking_evals
 
 
 def direct_ease(x: np.ndarray, lam: float) -> np.ndarray:
@@ -111,7 +112,7 @@ def test_the_floor_leaves_out_rarely_rated_movies():
 
 
 def test_ease_settings_name_a_bad_floor():
-    from recsys_assets.ml.list_choice import EaseSettings
+    from recsys_assets.ml.selection.list_choice import EaseSettings
 
     with pytest.raises(ValueError, match="ease_min_item_ratings"):
         EaseSettings(min_item_ratings=0)
@@ -260,7 +261,7 @@ def loner_models():
     tail = counts.index[np.lexsort((counts.index, counts.to_numpy()))][:4]  # least rated
     loner = pd.DataFrame({"user_id": LONER, "movie_id": np.sort(tail), "rating": 4})
     frame = pd.concat([frame, loner], ignore_index=True)
-    data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    data = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
     svd = SVD(n_factors=4, n_epochs=5, random_state=0).fit(data.build_full_trainset())
     ease = fit_ease(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(), 20.0, max_items=25)
     assert not set(tail.tolist()) & set(ease.raw_iids.tolist())

@@ -16,16 +16,16 @@ import pytest
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.compact import strip_svd
-from recsys_assets.ml.compact_data import CompactDataset
+from recsys_assets.ml.datasets import CompactDataset
+from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.ml.svd_sgd import fit_compiled, numba_cache_dir
 from recsys_assets.ml.training import SVDParams, fit_engine_of, fit_svd
 
 FACTORS = ("pu", "qi", "bu", "bi")
 
 
-def _dataset(frame: pd.DataFrame, scale: tuple[float, float] = (1, 5)) -> Dataset:
-    return Dataset.load_from_df(
+def _dataset(frame: pd.DataFrame, scale: tuple[float, float] = (1, 5)) -> CompactDataset:
+    return CompactDataset.from_df(
         frame[["user_id", "movie_id", "rating"]], Reader(rating_scale=scale)
     )
 
@@ -64,12 +64,13 @@ def test_movielens_shaped_data_gives_the_same_factors(movielens_like, n_epochs):
     _assert_identical(reference, compiled)
 
 
-def test_default_hyperparameters_on_a_compact_trainset(movielens_like):
-    # The project's own path: CompactDataset trainsets, the seed's SVD(n_epochs=20, ...).
+def test_the_projects_fit_is_surprises_own_bit_for_bit(movielens_like):
+    # The one end-to-end check against Surprise itself: its Dataset.load_from_df + SVD.fit
+    # with the seed's SVD(n_epochs=20, ...) and the project's CompactDataset + fit_svd.
     frame = movielens_like[["user_id", "movie_id", "rating"]]
-    compact = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
-    reference = SVDParams().build().fit(_dataset(movielens_like).build_full_trainset())
-    compiled = fit_svd(compact.build_full_trainset(), SVDParams())
+    surprise_data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    reference = SVDParams().build().fit(surprise_data.build_full_trainset())
+    compiled = fit_svd(_dataset(movielens_like).build_full_trainset(), SVDParams())
     _assert_identical(reference, compiled)
 
 
@@ -254,11 +255,12 @@ def test_numba_cache_dir_is_under_recsys_home_unless_numba_cache_dir(monkeypatch
 _FIT_IN_FRESH_PROCESS = """
 import json, sys
 import numpy as np
-from surprise import SVD, Dataset, Reader
+from surprise import SVD, Reader
 import pandas as pd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.svd_sgd import fit_compiled, kernel_load_seconds
 frame = pd.DataFrame({"u": [1, 1, 2, 3], "i": [1, 2, 2, 3], "r": [4.0, 2.0, 5.0, 3.0]})
-data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+data = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
 a = SVD(n_epochs=5, random_state=0).fit(data.build_full_trainset())
 b = fit_compiled(SVD(n_epochs=5, random_state=0), data.build_full_trainset())
 same = all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ("pu", "qi", "bu", "bi"))

@@ -63,3 +63,47 @@ def _fail_on_three(shared: object, x: int) -> int:
 def test_fork_map_raises_what_a_task_raised():
     with pytest.raises(ValueError, match="three"):
         fork_map(_fail_on_three, None, range(6), 2)
+
+
+def _wait_for_marker(marker: str, x: int) -> bool:
+    """Item 0 returns at once; item 1 waits for the parent's callback of item 0 (up to 60 s)."""
+    if x == 0:
+        return True
+    for _ in range(600):
+        if os.path.exists(marker):
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+def test_fork_map_reports_each_result_as_it_arrives(tmp_path):
+    # The callback of item 0 unblocks item 1: had results been reported only once all were
+    # in, item 1 would have given up waiting.
+    marker = str(tmp_path / "item-0-reported")
+    seen = []
+
+    def on_result(x: int, result: bool) -> None:
+        seen.append(x)
+        if x == 0:
+            open(marker, "w").close()
+
+    assert fork_map(_wait_for_marker, marker, [0, 1], 2, on_result=on_result) == [True, True]
+    assert sorted(seen) == [0, 1]
+
+
+def test_fork_map_inline_reports_each_result_before_the_next_item_runs():
+    events = []
+
+    def task(shared: object, x: int) -> int:
+        events.append(("run", x))
+        return x
+
+    fork_map(task, None, [1, 2, 3], 1, on_result=lambda x, r: events.append(("result", x)))
+    assert events == [
+        ("run", 1),
+        ("result", 1),
+        ("run", 2),
+        ("result", 2),
+        ("run", 3),
+        ("result", 3),
+    ]

@@ -12,7 +12,6 @@ from surprise import SVD, BaselineOnly, Dataset, Reader
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.baselines import baseline_als
-from recsys_assets.ml.evaluation import EvalScope, grid_ndcgs, ranking_evals
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import (
     RankingPolicy,
@@ -23,6 +22,7 @@ from recsys_assets.ml.ranking import (
     ranking_metrics,
 )
 from recsys_assets.ml.ranking.policy import choose_policy, grid_policies
+from recsys_assets.ml.selection.evaluation import EvalScope, grid_ndcgs, ranking_evals
 
 
 def ranking_eval(factors, train, test, policies, **scope) -> list[dict]:

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 from surprise import SVD, Dataset, Reader
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.compact import PredictionTrainset, strip_svd
+from recsys_assets.ml.datasets import CompactDataset, CompactTrainset
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.stripped_svd import PredictionTrainset, strip_svd
+from recsys_assets.ml.training import SVDParams, fit_svd
 
 
 @pytest.fixture(scope="module")
 def model_and_ratings():
     _, ratings = generate_demo_ratings(n_users=150, n_movies=120, n_ratings=6000, seed=5)
-    data = Dataset.load_from_df(
+    data = CompactDataset.from_df(
         ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(1, 5))
     )
-    return SVD(n_factors=8, n_epochs=10, random_state=0).fit(data.build_full_trainset()), ratings
+    return fit_svd(data.build_full_trainset(), SVDParams(n_factors=8, n_epochs=10)), ratings
 
 
 def test_stripped_model_predicts_like_the_full_one(model_and_ratings):
@@ -33,7 +36,7 @@ def test_stripped_model_predicts_like_the_full_one(model_and_ratings):
             assert small.est == full.est
             assert small.details == full.details
     # The original keeps its full trainset.
-    assert hasattr(model.trainset, "ur")
+    assert isinstance(model.trainset, CompactTrainset)
 
 
 def test_stripped_model_is_smaller_and_keeps_serving_data(model_and_ratings):
@@ -58,36 +61,27 @@ def test_strip_refuses_an_unfitted_model():
         strip_svd(SVD())
 
 
-def test_strip_reads_an_array_backed_trainset_without_its_tuples(model_and_ratings):
-    # The project's CompactDataset trainsets: the same serving data, from the arrays.
-    from recsys_assets.ml.compact_data import CompactDataset
-
+def test_serving_data_equals_surprises_trainset(model_and_ratings):
+    # Reference: the same ratings through Surprise's own Trainset (per-user lists `ur`).
     _, ratings = model_and_ratings
     frame = ratings[["user_id", "movie_id", "rating"]]
     reader = Reader(rating_scale=(1, 5))
-    surprise_ts = Dataset.load_from_df(frame, reader).build_full_trainset()
-    array_ts = CompactDataset.from_df(frame, reader).build_full_trainset()
-    from_tuples, from_arrays = PredictionTrainset(surprise_ts), PredictionTrainset(array_ts)
-    assert array_ts._ur is None  # ur was never built
-    for name in ("user_indptr", "user_items", "item_counts"):
-        ours, theirs = getattr(from_arrays, name), getattr(from_tuples, name)
-        assert ours.dtype == theirs.dtype and (ours == theirs).all(), name
-    assert from_arrays._raw2inner_id_users == from_tuples._raw2inner_id_users
-    assert from_arrays._raw2inner_id_items == from_tuples._raw2inner_id_items
+    theirs = Dataset.load_from_df(frame, reader).build_full_trainset()
+    ours = PredictionTrainset(CompactDataset.from_df(frame, reader).build_full_trainset())
+    lengths = [len(theirs.ur[u]) for u in range(theirs.n_users)]
+    items = [i for u in range(theirs.n_users) for i, _ in theirs.ur[u]]
+    np.testing.assert_array_equal(ours.user_indptr, np.concatenate([[0], np.cumsum(lengths)]))
+    np.testing.assert_array_equal(ours.user_items, items)
+    np.testing.assert_array_equal(ours.item_counts, np.bincount(items, minlength=theirs.n_items))
+    assert ours._raw2inner_id_users == theirs._raw2inner_id_users
+    assert ours._raw2inner_id_items == theirs._raw2inner_id_items
 
 
-def test_model_pickled_before_the_rename_still_loads(model_and_ratings):
-    """Saved models name the stand-in `recsys_assets.ml.compact.CompactTrainset`."""
-    model, ratings = model_and_ratings
-    stripped = strip_svd(model)
-    # Pickle it under the former class name, exactly as models saved before the rename are.
-    PredictionTrainset.__qualname__ = "CompactTrainset"
-    try:
-        old = pickle.dumps(stripped, protocol=5)
-    finally:
-        PredictionTrainset.__qualname__ = "PredictionTrainset"
-    assert b"CompactTrainset" in old and b"PredictionTrainset" not in old
-    loaded = pickle.loads(old)
-    assert isinstance(loaded.trainset, PredictionTrainset)
-    u, m = ratings["user_id"].iloc[0], ratings["movie_id"].iloc[0]
-    assert loaded.predict(u, m).est == model.predict(u, m).est
+def test_strip_refuses_a_model_fitted_on_surprises_trainset(model_and_ratings):
+    _, ratings = model_and_ratings
+    data = Dataset.load_from_df(
+        ratings[["user_id", "movie_id", "rating"]], Reader(rating_scale=(1, 5))
+    )
+    model = SVD(n_factors=2, n_epochs=1).fit(data.build_full_trainset())
+    with pytest.raises(TypeError, match="fitted on a CompactTrainset .* not on a Trainset"):
+        strip_svd(model)

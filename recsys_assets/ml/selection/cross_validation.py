@@ -11,31 +11,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from surprise import Dataset, Trainset
 
-from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
+from recsys_assets.ml.datasets import CompactDataset, CompactTrainset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
-from recsys_assets.ml.folds import (
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.selection import evaluation
+from recsys_assets.ml.selection.folds import (
     fold_indices,
     fold_split,
     shared_inner_pairs,
     train_indices,
 )
-from recsys_assets.ml.list_choice import DEFAULT_EASE, EaseSettings, ListChoice, choose_lists
-from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
-from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.training import (
-    DEFAULT_MIN_USER_RATINGS,
-    SVDParams,
-    build_trainset,
-    fit_svd,
-    n_ratings_of,
-    ratings_of,
+from recsys_assets.ml.selection.list_choice import (
+    DEFAULT_EASE,
+    EaseSettings,
+    ListChoice,
+    choose_lists,
 )
+from recsys_assets.ml.svd_sgd import sgd_kernel
+from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams, fit_svd
 from recsys_assets.ml.workers import Workers, cpu_count, fork_workers, runs_inline
 
-__all__ = ["cross_validate_svd", "default_jobs"]
+__all__ = ["CVSettings", "cross_validate_svd", "default_jobs"]
 
 
 def _fold_row(
@@ -55,27 +53,43 @@ def _fold_row(
 
 
 @dataclass(frozen=True)
+class CVSettings:
+    """How the folds are cut and what each fold reports (`CVConfig`'s figures)."""
+
+    n_folds: int = 4
+    seed: int = 42
+    # Forked worker processes (None: one per task that can run side by side, at most the CPUs).
+    n_jobs: int | None = None
+    # Ranking metrics and list choice, with users below this many training ratings on the
+    # popular list (cold start); None: rating error (RMSE/MAE) only.
+    min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS
+    # Ranking metrics and list choice on a seeded sample of this many users (None or 0: all).
+    ranking_users: int | None = None
+    # The EASE ranking model's validation grid (None: EASE is not evaluated).
+    ease: EaseSettings | None = DEFAULT_EASE
+
+    @property
+    def ranking(self) -> bool:
+        return self.min_user_ratings is not None
+
+
+@dataclass(frozen=True)
 class _CVRun:
     """What every CV task reads: forked workers inherit it (`workers.fork_workers`), never
     pickled: no serialisation, no re-import, copy-on-write memory."""
 
-    dataset: Dataset
+    dataset: CompactDataset
     indices: np.ndarray
     bounds: list[int]
-    seed: int
     params: SVDParams
-    min_user_ratings: int | None
+    settings: CVSettings
     # Every rating as arrays, built once in the parent rather than once per fold.
     everything: Ratings
     # Epoch progress of the fold fits, only when they run in this process (one-fold steps).
     log: logging.Logger | None = None
-    # Ranking metrics and weight selection on a seeded sample of this many users (None: all).
-    ranking_users: int | None = None
-    # The EASE ranking model's validation grid (None: EASE is not evaluated).
-    ease: EaseSettings | None = None
 
-    def trainset(self, index: np.ndarray) -> Trainset:
-        return build_trainset(self.dataset, self.everything, index)
+    def trainset(self, index: np.ndarray) -> CompactTrainset:
+        return self.dataset.trainset_of(index)
 
 
 def _fit_fold(run: _CVRun, fold: int) -> tuple[dict, SVDFactors | None]:
@@ -94,31 +108,38 @@ def _fit_fold(run: _CVRun, fold: int) -> tuple[dict, SVDFactors | None]:
     err = score_pairs(factors, test.users, test.movies) - test.ratings
     test_time = time.perf_counter() - t0
     row = _fold_row(fold, err, fit_time, test_time, build_time, trainset.n_ratings)
-    return row, (factors if run.min_user_ratings is not None else None)
+    return row, (factors if run.settings.ranking else None)
 
 
 def _select_shared(
     run: _CVRun, a: int, b: int, wanted: tuple[int, ...] | None = None
 ) -> tuple[dict[int, ListChoice], float]:
     """Blend weights, EASE λ and shipped list for folds a and b from inner models fitted on
-    the other folds (`ml.list_choice.choose_lists`).
+    the other folds (`ml.selection.list_choice.choose_lists`).
 
     `wanted`: the folds whose weights are needed (a fold step of the Dagster fan-out that has
     only one of the pair fits the same inner model and validates on the other fold only).
     """
-    assert run.min_user_ratings is not None
+    settings = run.settings
+    assert settings.min_user_ratings is not None
     t0 = time.perf_counter()
     inner_idx = train_indices(run.indices, run.bounds, [a, b])
     factors = SVDFactors.from_svd(fit_svd(run.trainset(inner_idx), run.params))
     inner = run.everything.take(inner_idx)
-    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
+    base = RankingPolicy(min_user_ratings=settings.min_user_ratings)
     # Validated on a, the model picks b's weights; validated on b, a's (one ranking pass).
     wanted = (a, b) if wanted is None else wanted
     # Fold a's weights are validated on b and b's on a.
     on = [f for f in (a, b) if (b if f == a else a) in wanted]
     validations = [run.everything.take(fold_indices(run.indices, run.bounds, f)) for f in on]
     chosen = choose_lists(
-        factors, inner, validations, base, run.ease, max_users=run.ranking_users, seed=run.seed
+        factors,
+        inner,
+        validations,
+        base,
+        settings.ease,
+        max_users=settings.ranking_users,
+        seed=settings.seed,
     )
     choices = {(b if f == a else a): choice for f, choice in zip(on, chosen, strict=True)}
     return choices, time.perf_counter() - t0
@@ -127,21 +148,22 @@ def _select_shared(
 def _select_own(run: _CVRun, fold: int) -> tuple[dict[int, ListChoice], float]:
     """Blend weights, EASE λ and shipped list for `fold` from an inner split of its own
     training ratings (`evaluation.validation_split`: a quarter validates)."""
-    assert run.min_user_ratings is not None
+    settings = run.settings
+    assert settings.min_user_ratings is not None
     t0 = time.perf_counter()
     train_idx = train_indices(run.indices, run.bounds, [fold])
-    fit_idx, val_idx = evaluation.validation_split(train_idx.size, run.seed + fold)
+    fit_idx, val_idx = evaluation.validation_split(train_idx.size, settings.seed + fold)
     factors = SVDFactors.from_svd(fit_svd(run.trainset(train_idx[fit_idx]), run.params))
     train = run.everything.take(train_idx)
-    base = RankingPolicy(min_user_ratings=run.min_user_ratings)
+    base = RankingPolicy(min_user_ratings=settings.min_user_ratings)
     (choice,) = choose_lists(
         factors,
         train.take(fit_idx),
         [train.take(val_idx)],
         base,
-        run.ease,
-        max_users=run.ranking_users,
-        seed=run.seed + fold,
+        settings.ease,
+        max_users=settings.ranking_users,
+        seed=settings.seed + fold,
     )
     return {fold: choice}, time.perf_counter() - t0
 
@@ -153,11 +175,17 @@ def _evaluate(run: _CVRun, fold: int, factors: SVDFactors, choice: ListChoice) -
     t0 = time.perf_counter()
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
-    ease = None
-    if run.ease is not None and choice.ease_lambda is not None:
-        ease = run.ease.fit(train.users, train.movies, choice.ease_lambda)
+    settings, ease = run.settings, None
+    if settings.ease is not None and choice.ease_lambda is not None:
+        ease = settings.ease.fit(train.users, train.movies, choice.ease_lambda)
     row = evaluation.evaluate_factors(
-        factors, train, test, choice.policy, max_users=run.ranking_users, seed=run.seed, ease=ease
+        factors,
+        train,
+        test,
+        choice.policy,
+        max_users=settings.ranking_users,
+        seed=settings.seed,
+        ease=ease,
     )
     row["blend_validation_ndcg"] = choice.blend_ndcg
     if ease is not None:
@@ -232,96 +260,89 @@ def default_jobs(n_folds: int) -> int:
     return max(1, min(n_folds, cpu_count()))
 
 
+def _log_row(log: logging.Logger, row: dict, n_folds: int, n_done: int) -> None:
+    log.info(
+        "cv fold %d/%d: rmse=%.4f mae=%.4f fit=%.2fs test=%.2fs (%d done)",
+        row["fold"],
+        n_folds,
+        row["rmse"],
+        row["mae"],
+        row["fit_time"],
+        row["test_time"],
+        n_done,
+    )
+    if "blend_ndcg" in row:
+        log.info(
+            "cv fold %d/%d: NDCG@10 shipped=%.4f (%s) blend=%.4f ease=%.4f "
+            "svd-only=%.4f most-popular=%.4f; baseline rmse=%.4f (eval %.2fs)",
+            row["fold"],
+            n_folds,
+            row["shipped_ndcg"],
+            "ease" if row["shipped_ease"] else "blend",
+            row["blend_ndcg"],
+            row.get("ease_ndcg", float("nan")),
+            row["svd_ndcg"],
+            row["popular_ndcg"],
+            row["baseline_rmse"],
+            row["eval_time"],
+        )
+
+
 def cross_validate_svd(
-    dataset: Dataset,
+    dataset: CompactDataset,
     params: SVDParams,
-    n_folds: int = 4,
-    seed: int = 42,
-    n_jobs: int | None = None,
-    log: logging.Logger | None = None,
-    min_user_ratings: int | None = DEFAULT_MIN_USER_RATINGS,
+    settings: CVSettings = CVSettings(),
+    *,
     folds: Sequence[int] | None = None,
-    ranking_users: int | None = None,
     holdout: np.ndarray | None = None,
-    ease: EaseSettings | None = DEFAULT_EASE,
     choice: ListChoice | None = None,
+    log: logging.Logger | None = None,
 ) -> pd.DataFrame:
     """Seeded k-fold CV (the folds of Surprise's KFold); a row per fold: RMSE, MAE, times.
 
     Each SVD fit is single-threaded, so fits, blend-weight selections and evaluations run as
-    tasks in `n_jobs` forked worker processes. With `min_user_ratings` set, each row also has
-    `ml.evaluation.evaluate_factors`' baselines and ranking metrics; the blend's weights come
-    from inner models that never saw the fold (`shared_inner_pairs`, `_select_own`).
+    tasks in `settings.n_jobs` forked worker processes. With ranking on
+    (`settings.min_user_ratings`), each row also has `ml.selection.evaluation.evaluate_factors`'
+    baselines and ranking metrics; the blend's weights come from inner models that never saw
+    the fold (`shared_inner_pairs`, `_select_own`); with `settings.ease`, also EASE (λ chosen
+    on validation) and the shipped list, the better of blend and EASE on validation
+    (`ml.selection.list_choice`). Ranking uses a seeded sample of `settings.ranking_users`
+    users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
 
     `folds` (1-based) restricts the run to some of the folds, with the rows the full run
     would give them: the Dagster fan-out gives each step its share. A step holding one fold
-    of a shared pair fits the pair's inner model itself. `ranking_users`: rank for a seeded
-    sample of that many users (`evaluation.ranking_evals`); RMSE/MAE use every rating.
+    of a shared pair fits the pair's inner model itself.
     `holdout`: rating indices kept out of every test fold and in every fold's training part
     (the hyperparameter search's validation ratings, see `fold_split`).
-    `ease`: also evaluate the EASE ranking model (λ from this grid, chosen on validation) and
-    report the shipped list, the better of blend and EASE on validation (`ml.list_choice`).
     `choice`: blend weights, λ and shipped list already chosen on validation ratings outside
     every test fold (`list_choice.choose_on_holdout`): used by every fold, no inner fits.
     """
+    n_folds = settings.n_folds
     # Before forking.
-    indices, bounds = fold_split(n_ratings_of(dataset), n_folds, seed, holdout)
+    indices, bounds = fold_split(len(dataset), n_folds, settings.seed, holdout)
     folds = list(range(1, n_folds + 1) if folds is None else folds)
     if not folds or min(folds) < 1 or max(folds) > n_folds:
         raise ValueError(f"folds must be a non-empty subset of 1..{n_folds}, got {folds}")
-    ranking = min_user_ratings is not None
     # A lone fold with ranking still has two independent fits (its own and the inner one).
-    n_parallel = max(len(folds), 2 if ranking and choice is None else 1)
-    n_jobs = default_jobs(n_parallel) if n_jobs is None else n_jobs
-    everything = ratings_of(dataset)
-    rows = []
-
-    def report(row: dict) -> None:
-        rows.append(row)
-        if log is not None:
-            log.info(
-                "cv fold %d/%d: rmse=%.4f mae=%.4f fit=%.2fs test=%.2fs (%d done)",
-                row["fold"],
-                n_folds,
-                row["rmse"],
-                row["mae"],
-                row["fit_time"],
-                row["test_time"],
-                len(rows),
-            )
-            if "blend_ndcg" in row:
-                log.info(
-                    "cv fold %d/%d: NDCG@10 shipped=%.4f (%s) blend=%.4f ease=%.4f "
-                    "svd-only=%.4f most-popular=%.4f; baseline rmse=%.4f (eval %.2fs)",
-                    row["fold"],
-                    n_folds,
-                    row["shipped_ndcg"],
-                    "ease" if row["shipped_ease"] else "blend",
-                    row["blend_ndcg"],
-                    row.get("ease_ndcg", float("nan")),
-                    row["svd_ndcg"],
-                    row["popular_ndcg"],
-                    row["baseline_rmse"],
-                    row["eval_time"],
-                )
-
-    inline = runs_inline(n_jobs, n_parallel)
+    n_parallel = max(len(folds), 2 if settings.ranking and choice is None else 1)
+    n_jobs = default_jobs(n_parallel) if settings.n_jobs is None else settings.n_jobs
     if params.engine == "compiled":
         # Loaded (from the on-disk cache) once here, before forking: the workers inherit it.
         sgd_kernel()
+    inline = runs_inline(n_jobs, n_parallel)
     run = _CVRun(
         dataset,
         indices,
         bounds,
-        seed,
         params,
-        min_user_ratings,
-        everything,
+        settings,
+        dataset.rating_arrays(),
         log if inline and len(folds) == 1 else None,
-        ranking_users or None,
-        ease,
     )
+    rows = []
     with fork_workers(run, n_jobs, n_parallel) as pool:
-        for row in _run_tasks(pool, n_folds, ranking, folds, choice):
-            report(row)
+        for row in _run_tasks(pool, n_folds, settings.ranking, folds, choice):
+            rows.append(row)
+            if log is not None:
+                _log_row(log, row, n_folds, len(rows))
     return pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)

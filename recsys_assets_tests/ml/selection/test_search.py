@@ -11,13 +11,11 @@ from surprise import Dataset, Reader
 from surprise.model_selection import KFold
 
 from recsys_assets.data.demo import generate_demo_ratings
-from recsys_assets.ml.compact_data import CompactDataset
-from recsys_assets.ml.cross_validation import cross_validate_svd
+from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
-from recsys_assets.ml.folds import fold_bounds, fold_indices, fold_split, train_indices
-from recsys_assets.ml.search_result import choose
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
-from recsys_assets.ml.tuning import (
+from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.folds import fold_bounds, fold_indices, fold_split, train_indices
+from recsys_assets.ml.selection.search import (
     CHAMPION,
     SEED,
     Candidate,
@@ -28,6 +26,8 @@ from recsys_assets.ml.tuning import (
     user_sample,
     validation_split,
 )
+from recsys_assets.ml.selection.search_result import choose
+from recsys_assets.ml.training import SVDParams, fit_svd
 
 SEED_PARAMS = SVDParams(n_epochs=20, n_factors=5, lr_all=0.02, reg_all=0.1)
 GRID = {"n_factors": [2, 5, 10], "n_epochs": [10, 20], "lr_all": [0.01, 0.02], "reg_all": [0.1]}
@@ -41,7 +41,7 @@ def dataset() -> CompactDataset:
 
 
 def _plan(dataset, candidates, fractions=(1.0, 1.0, 1.0), eta=2, max_seconds=0.0):
-    users = ratings_of(dataset).users
+    users = dataset.rating_arrays().users
     return SearchPlan(
         candidates=tuple(candidates),
         holdout=validation_split(users, 0.1, 10, 42),
@@ -112,18 +112,10 @@ def test_cross_validation_never_tests_the_holdout(n_folds):
     )
     holdout = np.sort(rng.choice(n, 70, replace=False))
     frame.loc[holdout, "rating"] = 5.0
-    dataset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    dataset = CompactDataset.from_df(frame, Reader(rating_scale=(1, 5)))
     mean_only = SVDParams(n_epochs=0, n_factors=0)
-    got = cross_validate_svd(
-        dataset,
-        mean_only,
-        n_folds=n_folds,
-        seed=42,
-        n_jobs=1,
-        min_user_ratings=None,
-        holdout=holdout,
-        ease=None,
-    )
+    settings = CVSettings(n_folds, 42, n_jobs=1, min_user_ratings=None, ease=None)
+    got = cross_validate_svd(dataset, mean_only, settings, holdout=holdout)
 
     rest = frame.drop(index=holdout)
     kfold = KFold(n_splits=n_folds, random_state=42, shuffle=True)
@@ -224,14 +216,12 @@ def test_a_configuration_best_on_the_reported_test_folds_only_does_not_win(datas
     result = _search(dataset, plan)
     assert result.record["chosen_label"] != "planted"
 
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     indices, bounds = fold_split(everything.ratings.size, 4, 42, plan.holdout)
     reported = everything.take(
         np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     )
-    train = build_trainset(
-        dataset, everything, np.setdiff1d(np.arange(everything.ratings.size), plan.holdout)
-    )
+    train = dataset.trainset_of(np.setdiff1d(np.arange(everything.ratings.size), plan.holdout))
     on_test_folds = {}
     for candidate in candidates:
         factors = SVDFactors.from_svd(fit_svd(train, candidate.params))
@@ -240,3 +230,34 @@ def test_a_configuration_best_on_the_reported_test_folds_only_does_not_win(datas
     assert min(on_test_folds, key=on_test_folds.get) == "planted"
     on_validation = result.table.set_index("label")["rmse"]
     assert on_validation["planted"] == on_validation.max()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_each_candidate_is_logged_as_its_result_arrives(dataset, monkeypatch, n_jobs):
+    """Progress of a long rung: a line per candidate as it finishes, not all at the end."""
+    import logging
+
+    from recsys_assets.ml.selection import search
+
+    events: list[str] = []
+    real_fit = search.fit_svd
+
+    def spy_fit(trainset, params, *args, **kwargs):
+        events.append("fit")  # forked fits append in the child: invisible here
+        return real_fit(trainset, params, *args, **kwargs)
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(record.getMessage())
+
+    log = logging.getLogger(f"test-search-progress-{n_jobs}")
+    log.addHandler(Recorder())
+    log.setLevel(logging.INFO)
+    monkeypatch.setattr(search, "fit_svd", spy_fit)
+    candidates = sample_candidates(SEED_PARAMS, GRID, n_iter=2, random_state=0)
+    plan = _plan(dataset, candidates, fractions=(1.0,))
+    rows = evaluate_rung(dataset, plan, 0, plan.candidates, n_jobs=n_jobs, log=log)
+    lines = [e for e in events if e != "fit"]
+    assert len(lines) == len(rows) == 3 and all("validation RMSE" in line for line in lines)
+    if n_jobs == 1:
+        assert [e if e == "fit" else "line" for e in events] == ["fit", "line"] * 3

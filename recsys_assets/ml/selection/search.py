@@ -29,13 +29,13 @@ from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
-from surprise import Dataset, Trainset
 
 from recsys_assets.ml.arrays import Ratings, unique
+from recsys_assets.ml.datasets import CompactDataset, CompactTrainset
 from recsys_assets.ml.factors import SVDFactors, score_pairs
 from recsys_assets.ml.svd_sgd import sgd_kernel
-from recsys_assets.ml.training import SVDParams, build_trainset, fit_svd, ratings_of
-from recsys_assets.ml.workers import cpu_count, fork_workers
+from recsys_assets.ml.training import SVDParams, fit_svd
+from recsys_assets.ml.workers import cpu_count, fork_map, runs_inline
 
 # What may be searched (SVDParams fields). Per-parameter rates are left out: lr_all/reg_all
 # set all four, and the grid would grow fourfold per parameter.
@@ -210,27 +210,33 @@ def plan_fractions(
 
 @dataclass(frozen=True)
 class _Rung:
-    """What the forked evaluation workers share (`workers.fork_workers`), never pickled."""
+    """What the forked evaluation workers share (`workers.fork_map`), never pickled."""
 
-    trainset: Trainset | None  # built once per rung step, before forking (None: no fits)
+    trainset: CompactTrainset | None  # built once per rung step, before forking (None: no fits)
     val: Ratings
+    plan: SearchPlan
+    keep_factors: bool  # full-size rung: keep each fit's factors
 
 
 def rung_data(
-    dataset: Dataset, holdout: np.ndarray, fraction: float, seed: int
+    dataset: CompactDataset, holdout: np.ndarray, fraction: float, seed: int
 ) -> tuple[Ratings, np.ndarray, np.ndarray]:
     """Every rating as arrays, and the rung's training and validation indices."""
-    everything = ratings_of(dataset)
+    everything = dataset.rating_arrays()
     in_v = np.zeros(everything.ratings.size, dtype=bool)
     in_v[holdout] = True
     sample = user_sample(everything.users, fraction, seed)
     return everything, np.flatnonzero(sample & ~in_v), np.flatnonzero(sample & in_v)
 
 
-def _evaluate(run: _Rung, params: SVDParams, keep_factors: bool) -> dict:
+def _evaluate(run: _Rung, candidate: Candidate) -> dict | None:
+    """The candidate's validation figures; None (skipped) when a sampled candidate would
+    start after the seconds budget ran out."""
+    if not candidate.mandatory and run.plan.over_time():
+        return None
     trainset = run.trainset
     t0 = time.perf_counter()
-    model = fit_svd(trainset, params)
+    model = fit_svd(trainset, candidate.params)
     fit = time.perf_counter() - t0
     factors = SVDFactors.from_svd(model)
     # Validation users/movies the sampled trainset never saw are scored as SVD.predict would.
@@ -243,16 +249,52 @@ def _evaluate(run: _Rung, params: SVDParams, keep_factors: bool) -> dict:
         "n_validation": int(err.size),
         # Full-size fits (every rating but V): the chosen one's factors pick the shipped list
         # on V (`SearchResult.factors`), so CV needs no inner fits of its own.
-        FACTORS: factors if keep_factors else None,
+        FACTORS: factors if run.keep_factors else None,
     }
 
 
-def _uses_compiled(candidates: Sequence[Candidate]) -> bool:
-    return any(c.params.engine == "compiled" for c in candidates)
+_SKIPPED = {
+    "rmse": float("nan"),
+    "mae": float("nan"),
+    "fit_seconds": 0.0,
+    "n_train": 0,
+    "n_validation": 0,
+    FACTORS: None,
+}
+
+
+def _table_row(plan: SearchPlan, rung: int, candidate: Candidate, result: dict | None) -> dict:
+    """The search table's row of a candidate in a rung (`result` None: skipped)."""
+    return {
+        "rung": rung,
+        "label": candidate.label,
+        "order": [c.label for c in plan.candidates].index(candidate.label),
+        "fraction": plan.fractions[rung],
+        **{k: getattr(candidate.params, k) for k in SEARCHABLE},
+        **(result if result is not None else _SKIPPED),
+        "skipped": result is None,
+        "reused": False,
+    }
+
+
+def _log_row(log: logging.Logger, plan: SearchPlan, candidate: Candidate, row: dict) -> None:
+    if row["skipped"]:
+        log.info("search rung %d: %s skipped, budget spent", row["rung"] + 1, candidate.label)
+        return
+    log.info(
+        "search rung %d/%d (%.0f%% of users) %s [%s]: validation RMSE %.4f, fit %.2fs",
+        row["rung"] + 1,
+        plan.n_rungs,
+        100 * row["fraction"],
+        candidate.label,
+        candidate.describe(),
+        row["rmse"],
+        row["fit_seconds"],
+    )
 
 
 def evaluate_rung(
-    dataset: Dataset,
+    dataset: CompactDataset,
     plan: SearchPlan,
     rung: int,
     candidates: Sequence[Candidate],
@@ -262,81 +304,41 @@ def evaluate_rung(
 ) -> list[dict]:
     """Fit each candidate on the rung's training ratings and score it on the rung's share of V.
 
-    Runs in `n_jobs` forked workers (each fit is single-threaded). A sampled candidate that
-    would start after the seconds budget ran out is skipped (row with `skipped=True`); the
-    seed's and champion's configurations always run. `reuse`: earlier rows of candidates
-    already fitted on this very sample (`SearchPlan.reusable`), copied instead of refitted.
+    Runs in `n_jobs` forked workers (each fit is single-threaded), each candidate logged as
+    its result arrives. A sampled candidate that would start after the seconds budget ran out
+    is skipped (row with `skipped=True`); the seed's and champion's configurations always
+    run. `reuse`: earlier rows of candidates already fitted on this very sample
+    (`SearchPlan.reusable`), copied instead of refitted.
     """
-    if _uses_compiled(candidates):
-        sgd_kernel()  # compiled (or loaded) once here, not once per forked worker
-    fraction = plan.fractions[rung]
-    keep_factors = fraction >= 1.0
-    done = {r["label"]: {**r, "rung": rung, "reused": True} for r in reuse}
-    candidates = [c for c in candidates if c.label not in done]
-    everything, train_idx, val_idx = rung_data(dataset, plan.holdout, fraction, plan.seed)
-    order = {c.label: i for i, c in enumerate(plan.candidates)}
-    todo = [c for c in candidates if c.mandatory or not plan.over_time()]
-    skipped = [c for c in candidates if c not in todo]
+    done = [{**r, "rung": rung, "reused": True} for r in reuse]
+    reused = {r["label"] for r in done}
+    todo = [c for c in candidates if c.label not in reused]
+    # Budget already spent: the sampled candidates are skipped without a fit (or a fork).
+    late = [c for c in todo if not c.mandatory] if plan.over_time() else []
+    todo = [c for c in todo if c not in late]
     n_jobs = n_jobs or min(len(todo), cpu_count())
+    if any(c.params.engine == "compiled" for c in todo):
+        sgd_kernel()  # compiled (or loaded) once here, not once per forked worker
+    if not runs_inline(n_jobs, len(todo)):
+        # Longest first (epochs x factors) packs the workers better.
+        todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
+    everything, train_idx, val_idx = rung_data(
+        dataset, plan.holdout, plan.fractions[rung], plan.seed
+    )
     shared = _Rung(
-        build_trainset(dataset, everything, train_idx) if todo else None,
+        dataset.trainset_of(train_idx) if todo else None,
         everything.take(val_idx),
+        plan,
+        plan.fractions[rung] >= 1.0,
     )
     rows = []
 
-    def row(candidate: Candidate, result: dict) -> dict:
-        out = {
-            "rung": rung,
-            "label": candidate.label,
-            "order": order[candidate.label],
-            "fraction": fraction,
-            **{k: getattr(candidate.params, k) for k in SEARCHABLE},
-            **result,
-            "skipped": False,
-            "reused": False,
-        }
+    def progress(candidate: Candidate, result: dict | None) -> None:
+        rows.append(_table_row(plan, rung, candidate, result))
         if log is not None:
-            log.info(
-                "search rung %d/%d (%.0f%% of users) %s [%s]: validation RMSE %.4f, fit %.2fs",
-                rung + 1,
-                plan.n_rungs,
-                100 * fraction,
-                candidate.label,
-                candidate.describe(),
-                out["rmse"],
-                out["fit_seconds"],
-            )
-        return out
+            _log_row(log, plan, candidate, rows[-1])
 
-    # Longest first (epochs x factors) packs the workers better.
-    todo.sort(key=lambda c: -c.params.n_epochs * (c.params.n_factors + 10))
-    with fork_workers(shared, n_jobs, len(todo)) as workers:
-        futures = []
-        for candidate in todo:
-            # Inline, a candidate runs at submit: the budget is checked before each one.
-            if not candidate.mandatory and plan.over_time():
-                skipped.append(candidate)
-                continue
-            futures.append((candidate, workers.submit(_evaluate, candidate.params, keep_factors)))
-        rows.extend(row(candidate, future.result()) for candidate, future in futures)
-    for candidate in skipped:
-        if log is not None:
-            log.info("search rung %d: %s skipped, budget spent", rung + 1, candidate.label)
-        rows.append(
-            {
-                "rung": rung,
-                "label": candidate.label,
-                "order": order[candidate.label],
-                "fraction": fraction,
-                **{k: getattr(candidate.params, k) for k in SEARCHABLE},
-                "rmse": float("nan"),
-                "mae": float("nan"),
-                "fit_seconds": 0.0,
-                "n_train": 0,
-                "n_validation": 0,
-                FACTORS: None,
-                "skipped": True,
-                "reused": False,
-            }
-        )
-    return sorted([*rows, *done.values()], key=lambda r: r["order"])
+    fork_map(_evaluate, shared, todo, n_jobs, on_result=progress)
+    for candidate in late:
+        progress(candidate, None)
+    return sorted([*rows, *done], key=lambda r: r["order"])

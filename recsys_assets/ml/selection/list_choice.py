@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from recsys_assets.ml import evaluation
 from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.ease import (
     DEFAULT_LAMBDAS,
@@ -35,6 +34,7 @@ from recsys_assets.ml.ease import (
 )
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking.policy import SOURCE_EASE, SOURCE_SVD, RankingPolicy
+from recsys_assets.ml.selection import evaluation
 
 __all__ = [
     "DEFAULT_EASE",

@@ -1,4 +1,4 @@
-"""Surprise's `Dataset` and `Trainset`, backed by numpy arrays instead of per-rating objects.
+"""The ratings the SVD is trained on: Surprise's `Dataset` and `Trainset`, as numpy arrays.
 
 Surprise keeps one Python tuple per rating, several times over: `Dataset.raw_ratings` (a 4-tuple
 plus a float and two ints each, ~150 bytes), its `df`, and every `Trainset` (`ur` and `ir`, a
@@ -7,17 +7,17 @@ them (the IO manager between steps) costs minutes. SVD itself needs much less: `
 `n_users`, `n_items`, `global_mean` and iterates `all_ratings()`; `predict` asks
 `knows_user/knows_item` and `to_inner_uid/iid`.
 
-`CompactDataset` and `CompactTrainset` are drop-in subclasses that store three flat arrays
-(ids and ratings) and build the Python structures only when someone asks for them
-(`raw_ratings`, `ur`, `ir`); they pickle as arrays. The inner ids and the order of
-`all_ratings()` are exactly those of `Dataset.construct_trainset` on the same ratings in the
-same order, so a fitted SVD is bit-for-bit the model Surprise's own path produces (tested).
+`CompactDataset` and `CompactTrainset` store three flat arrays (ids and ratings) and offer only
+that; they pickle as arrays. The inner ids and the order of `all_ratings()` are exactly those
+of `Dataset.construct_trainset` on the same ratings in the same order, so a fitted SVD is bit
+for bit the model Surprise's own path produces (tested against `Dataset.load_from_df` and
+`SVD.fit`). Surprise's per-rating structures (`raw_ratings`, `ur`, `ir`) are not built: no
+code of the project reads them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from surprise import Reader, Trainset
 
+from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.surprise_internals import DatasetAutoFolds, set_id_maps
 
 __all__ = ["CompactDataset", "CompactTrainset", "compact_trainset", "shared_objects"]
@@ -50,11 +51,7 @@ def _first_appearance_ids(raw: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 class CompactTrainset(Trainset):
-    """A `surprise.Trainset` stored as inner-id/rating arrays in the order they were given.
-
-    `ur`/`ir` are built on first access (BaselineOnly, SVD++ and KNN use them; SVD does not)
-    and are never pickled.
-    """
+    """A `surprise.Trainset` stored as inner-id/rating arrays in the order they were given."""
 
     def __init__(
         self,
@@ -67,7 +64,7 @@ class CompactTrainset(Trainset):
         raw2inner_id_users: dict,
         raw2inner_id_items: dict,
     ) -> None:
-        # Not Trainset.__init__: it would store ur/ir, which here are derived on demand.
+        # Not Trainset.__init__: it would store the per-rating ur/ir.
         self._users = np.ascontiguousarray(users, dtype=np.int32)
         self._items = np.ascontiguousarray(items, dtype=np.int32)
         # float32 holds every half-star rating exactly; float64 on the way out.
@@ -78,55 +75,13 @@ class CompactTrainset(Trainset):
         self.rating_scale = rating_scale
         set_id_maps(self, raw2inner_id_users, raw2inner_id_items)
         self._global_mean: float | None = None
-        self._ur: dict | None = None
-        self._ir: dict | None = None
         self._rating_lists: tuple[list, list, list] | None = None
-
-    # -- arrays (used by the vectorized code in this project) -----------------------------------
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Inner user ids, inner item ids, ratings (float64), in `all_ratings()` order."""
         # all_ratings() walks users in inner-id order, each user's ratings in input order.
         order = np.argsort(self._users, kind="stable")
         return self._users[order], self._items[order], self._ratings[order].astype(np.float64)
-
-    # -- the Trainset API -------------------------------------------------------------------
-
-    def _grouped(self, keys: np.ndarray, other: np.ndarray, n: int) -> dict:
-        # Surprise appends in input order, so a stable sort by key reproduces its lists.
-        order = np.argsort(keys, kind="stable")
-        pairs = list(
-            zip(
-                shared_objects(other[order]),
-                shared_objects(self._ratings[order].astype(np.float64)),
-                strict=True,
-            )
-        )
-        bounds = np.searchsorted(keys[order], np.arange(n + 1)).tolist()
-        out: dict = defaultdict(list)
-        for k in range(n):
-            out[k] = pairs[bounds[k] : bounds[k + 1]]
-        return out
-
-    @property
-    def ur(self) -> dict:
-        if self._ur is None:
-            self._ur = self._grouped(self._users, self._items, self.n_users)
-        return self._ur
-
-    @ur.setter
-    def ur(self, value: dict) -> None:
-        self._ur = value
-
-    @property
-    def ir(self) -> dict:
-        if self._ir is None:
-            self._ir = self._grouped(self._items, self._users, self.n_items)
-        return self._ir
-
-    @ir.setter
-    def ir(self, value: dict) -> None:
-        self._ir = value
 
     def knows_user(self, uid: Any) -> bool:
         # Inner ids are 0..n-1; predict() passes a string for unknown raw ids.
@@ -136,6 +91,7 @@ class CompactTrainset(Trainset):
         return isinstance(iid, int | np.integer) and 0 <= iid < self.n_items
 
     def all_ratings(self) -> Iterator[tuple[int, int, float]]:
+        """What Surprise's own `SVD.fit` iterates (the "surprise" engine), as Surprise orders it."""
         if self._rating_lists is not None:
             return zip(*self._rating_lists, strict=True)
         return zip(*self._build_rating_lists(), strict=True)
@@ -162,8 +118,7 @@ class CompactTrainset(Trainset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_ur=None, _ir=None, _rating_lists=None)
-        state.update(_inner2raw_id_users=None, _inner2raw_id_items=None)
+        state.update(_rating_lists=None, _inner2raw_id_users=None, _inner2raw_id_items=None)
         return state
 
 
@@ -191,7 +146,6 @@ def compact_trainset(
 class CompactDataset(DatasetAutoFolds):
     """`Dataset.load_from_df(df[[user, item, rating]], reader)`, kept as three arrays.
 
-    `raw_ratings` is materialized only if read (and then cached, never pickled);
     `build_full_trainset` and `trainset_of` go straight from the arrays.
     """
 
@@ -204,7 +158,6 @@ class CompactDataset(DatasetAutoFolds):
         self.users = np.ascontiguousarray(users)
         self.items = np.ascontiguousarray(items)
         self.ratings = np.ascontiguousarray(ratings)
-        self._raw_ratings: list | None = None
 
     @classmethod
     def from_df(cls, df: pd.DataFrame, reader: Reader) -> CompactDataset:
@@ -215,20 +168,6 @@ class CompactDataset(DatasetAutoFolds):
     def __len__(self) -> int:
         return int(self.users.size)
 
-    @property
-    def raw_ratings(self) -> list:
-        if self._raw_ratings is None:
-            ratings = self.ratings.astype(np.float64).tolist()
-            self._raw_ratings = [
-                (u, i, r, None)
-                for u, i, r in zip(self.users.tolist(), self.items.tolist(), ratings, strict=True)
-            ]
-        return self._raw_ratings
-
-    @raw_ratings.setter
-    def raw_ratings(self, value: list) -> None:
-        self._raw_ratings = value
-
     def build_full_trainset(self) -> CompactTrainset:
         return compact_trainset(self.users, self.items, self.ratings, self.reader.rating_scale)
 
@@ -238,11 +177,10 @@ class CompactDataset(DatasetAutoFolds):
             self.users[index], self.items[index], self.ratings[index], self.reader.rating_scale
         )
 
-    def testset_arrays(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw user ids, raw item ids and float64 ratings of the given rows."""
-        return self.users[index], self.items[index], self.ratings[index].astype(np.float64)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_raw_ratings"] = None
-        return state
+    def rating_arrays(self) -> Ratings:
+        """Every rating as int64 raw ids and float64 ratings, in the dataset's order."""
+        return Ratings(
+            self.users.astype(np.int64, copy=False),
+            self.items.astype(np.int64, copy=False),
+            self.ratings.astype(np.float64),
+        )

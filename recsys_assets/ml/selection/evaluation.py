@@ -1,13 +1,13 @@
 """Held-out evaluation of one CV fold: baselines for rating error, ranking quality of top-10s.
 
-Called by ``ml.cross_validation.cross_validate_svd`` after it fitted the fold's SVD, so every figure
-here is measured on the same folds as the SVD's RMSE:
+Called by ``ml.selection.cross_validation.cross_validate_svd`` after it fitted the fold's SVD, so
+every figure here is measured on the same folds as the SVD's RMSE:
 
 * rating error of the global mean and of Surprise's ``BaselineOnly`` (``mu + bu + bi``, its
   ALS fit vectorized: ``baseline_als``, tested equal to Surprise's);
 * precision/recall/NDCG@k of the lists: SVD estimate only (the seed's), most popular, the
   blend (``ml.ranking``) and EASE, whose weights and λ are chosen on validation ratings from
-  the fold's *training* data (``ml.list_choice``): the search's V, or with fixed
+  the fold's *training* data (``ml.selection.list_choice``): the search's V, or with fixed
   hyperparameters an inner split of the fold's own training ratings. The test fold is never
   used to pick anything.
 """

@@ -1,7 +1,7 @@
 """A fitted SVD without its training ratings: what ``predict`` and serving need, nothing more.
 
-A fitted ``surprise.SVD`` keeps a reference to its whole ``Trainset`` (every rating, twice:
-by user and by item), which made the seed's pickles ~4.9 MB on ml-100k. ``strip_svd`` swaps
+A fitted ``surprise.SVD`` keeps a reference to its whole trainset (every rating; Surprise's own
+``Trainset`` made the seed's pickles ~4.9 MB on ml-100k). ``strip_svd`` swaps
 it for a ``PredictionTrainset`` that keeps the raw->inner id maps, ``global_mean`` and
 ``rating_scale`` (all ``SVD.predict``/``estimate`` read), plus what serving needs to rank
 without a database: ratings per movie (popularity) and each user's rated movies as CSR arrays.
@@ -13,6 +13,7 @@ import copy
 
 import numpy as np
 
+from recsys_assets.ml.datasets import CompactTrainset
 from recsys_assets.ml.surprise_internals import raw2inner_items, raw2inner_users
 
 __all__ = ["PredictionTrainset", "strip_svd"]
@@ -21,7 +22,7 @@ __all__ = ["PredictionTrainset", "strip_svd"]
 class PredictionTrainset:
     """Stand-in for ``surprise.Trainset`` with the interface ``AlgoBase.predict`` uses."""
 
-    def __init__(self, trainset: object) -> None:
+    def __init__(self, trainset: CompactTrainset) -> None:
         self._raw2inner_id_users = dict(raw2inner_users(trainset))
         self._raw2inner_id_items = dict(raw2inner_items(trainset))
         self.global_mean = float(trainset.global_mean)
@@ -30,22 +31,10 @@ class PredictionTrainset:
         self.n_items = int(trainset.n_items)
         self.n_ratings = int(trainset.n_ratings)
         # Each user's rated movies (inner ids), CSR by inner user id: excluded when ranking.
-        arrays = getattr(trainset, "arrays", None)
-        if arrays is not None:
-            # The project's array-backed trainset (ml/compact_data.py): its ratings in
-            # all_ratings() order are ur's, without building 25M (item, rating) tuples.
-            users, items, _ = arrays()
-            lengths = np.bincount(users, minlength=self.n_users).astype(np.int64)
-            self.user_items = np.ascontiguousarray(items, dtype=np.int32)
-        else:
-            lengths = np.fromiter(
-                (len(trainset.ur[u]) for u in range(self.n_users)), np.int64, self.n_users
-            )
-            self.user_items = np.fromiter(
-                (i for u in range(self.n_users) for i, _ in trainset.ur[u]),
-                np.int32,
-                self.n_ratings,
-            )
+        # The trainset's arrays are in all_ratings() order, i.e. grouped by inner user id.
+        users, items, _ = trainset.arrays()
+        lengths = np.bincount(users, minlength=self.n_users).astype(np.int64)
+        self.user_items = np.ascontiguousarray(items, dtype=np.int32)
         self.user_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.item_counts = np.bincount(self.user_items, minlength=self.n_items).astype(np.int32)
 
@@ -77,14 +66,11 @@ def strip_svd(model: object) -> object:
     """A copy of a fitted SVD whose ``trainset`` is a ``PredictionTrainset`` (same predictions)."""
     if getattr(model, "trainset", None) is None:
         raise ValueError("model is not fitted")
+    if not isinstance(model.trainset, CompactTrainset):
+        raise TypeError(
+            f"strip_svd needs an SVD fitted on a CompactTrainset (ml/datasets.py), not on a "
+            f"{type(model.trainset).__name__}"
+        )
     stripped = copy.copy(model)
     stripped.trainset = PredictionTrainset(model.trainset)
     return stripped
-
-
-def __getattr__(name: str) -> object:
-    # Saved models pickled this class under its former name (ml/compact_data.py's array-backed
-    # Trainset has that name now); unpickling looks it up here.
-    if name == "CompactTrainset":
-        return PredictionTrainset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.selection.search import CHAMPION, FACTORS, SEARCHABLE, SEED, SearchPlan
 from recsys_assets.ml.training import SVDParams
-from recsys_assets.ml.tuning import CHAMPION, FACTORS, SEARCHABLE, SEED, SearchPlan
 
 __all__ = ["SearchResult", "choose", "params_of_manifest"]
 
@@ -26,7 +26,7 @@ class SearchResult:
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     record: dict = field(default_factory=dict)  # the manifest's `hyperparameter_search`
     # The chosen configuration fitted on every rating but V (None when fixed): what the
-    # shipped list is chosen with, on V (`ml.list_choice.choose_on_holdout`).
+    # shipped list is chosen with, on V (`ml.selection.list_choice.choose_on_holdout`).
     factors: SVDFactors | None = None
 
     @classmethod

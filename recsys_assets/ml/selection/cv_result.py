@@ -1,0 +1,69 @@
+"""What the cross-validation decided, as one value: the fold table, the ranking the model
+fitted on every rating ships, the EASE model to fit for it and the SVD's hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from recsys_assets.ml.ranking.policy import RankingPolicy
+from recsys_assets.ml.selection.list_choice import (
+    EaseSettings,
+    final_ranking_choice,
+    final_ranking_policy,
+)
+from recsys_assets.ml.training import SVDParams
+
+__all__ = ["CVResult", "EaseSpec"]
+
+
+@dataclass(frozen=True)
+class EaseSpec:
+    """The EASE ranking model to fit on every rating: λ and which movies it keeps."""
+
+    lam: float
+    max_items: int | None
+    min_item_ratings: int
+
+    def as_dict(self) -> dict:
+        """The manifest's `ranking_model` entry."""
+        return {
+            "kind": "ease",
+            "lambda": self.lam,
+            "max_items": self.max_items,
+            "min_item_ratings": self.min_item_ratings,
+        }
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """The folds (one row each, `cross_validate_svd`'s) and what they choose for the model
+    fitted on every rating (`list_choice.final_ranking_policy`)."""
+
+    folds: pd.DataFrame
+    policy: RankingPolicy  # the shipped ranking: its ranker and the blend's weights
+    ease: EaseSpec | None  # the EASE model to fit (None: EASE was not evaluated)
+    params: SVDParams
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    @classmethod
+    def of_folds(
+        cls,
+        folds: pd.DataFrame,
+        params: SVDParams,
+        min_user_ratings: int,
+        ease: EaseSettings | None,
+    ) -> CVResult:
+        """From every fold's row: blend weights the folds' median, the shipped list and λ from
+        their validation figures (`list_choice.final_ranking_choice`)."""
+        folds = folds.sort_values("fold").reset_index(drop=True)
+        policy = final_ranking_policy(folds, min_user_ratings)
+        _, lam = final_ranking_choice(folds, policy)
+        spec = None
+        if lam is not None and ease is not None:
+            spec = EaseSpec(lam, ease.max_items, ease.min_item_ratings)
+        return cls(folds, policy, spec, params)
