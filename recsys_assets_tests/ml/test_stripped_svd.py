@@ -85,3 +85,44 @@ def test_strip_refuses_a_model_fitted_on_surprises_trainset(model_and_ratings):
     model = SVD(n_factors=2, n_epochs=1).fit(data.build_full_trainset())
     with pytest.raises(TypeError, match="fitted on a CompactTrainset .* not on a Trainset"):
         strip_svd(model)
+
+
+def test_a_champion_saved_before_the_module_rename_still_loads(model_and_ratings, tmp_path):
+    """Models saved when `PredictionTrainset` lived in `ml.compact` load through the store
+    (the gates and serving need the champion before any retrain); a class that is gone is a
+    clear "retrain" error, not a bare ModuleNotFoundError."""
+    import sys
+
+    from recsys_assets.ml import stripped_svd
+    from recsys_assets.ml.artifacts import ArtifactIntegrityError, ArtifactStore
+
+    model, ratings = model_and_ratings
+    shipped = strip_svd(model)
+    store = ArtifactStore(tmp_path)
+    # Pickle it as the old code did: the class under its old module path.
+    sys.modules["recsys_assets.ml.compact"] = stripped_svd
+    PredictionTrainset.__module__ = "recsys_assets.ml.compact"
+    try:
+        store.save(shipped, {}, promote=True)
+        old_path = pickle.dumps(PredictionTrainset, protocol=5)
+    finally:
+        PredictionTrainset.__module__ = stripped_svd.__name__
+        del sys.modules["recsys_assets.ml.compact"]
+    assert b"recsys_assets.ml.compact" in old_path
+    loaded, _ = store.load_latest()
+    assert isinstance(loaded.trainset, PredictionTrainset)
+    u, m = ratings["user_id"].iloc[0], ratings["movie_id"].iloc[0]
+    assert loaded.predict(u, m).est == model.predict(u, m).est
+
+    class Gone:
+        pass
+
+    Gone.__module__, Gone.__qualname__ = "recsys_assets.ml.no_such_module", "Gone"
+    sys.modules["recsys_assets.ml.no_such_module"] = type(sys)("recsys_assets.ml.no_such_module")
+    sys.modules["recsys_assets.ml.no_such_module"].Gone = Gone
+    try:
+        store.save(Gone(), {}, promote=True)
+    finally:
+        del sys.modules["recsys_assets.ml.no_such_module"]
+    with pytest.raises(ArtifactIntegrityError, match="retrain it with `recsys run`"):
+        store.load_latest()

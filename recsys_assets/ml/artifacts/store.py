@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -35,6 +36,29 @@ from recsys_assets.ml.artifacts.manifest import (
 from recsys_assets.settings import Settings
 
 PICKLE_PROTOCOL = 5
+# Modules renamed since models were first saved: a pickle names the class by its module path,
+# so a champion saved before a rename still loads (and can be compared, served, rolled back)
+# instead of failing every run until a retrain that its own gates would need it for.
+MOVED_MODULES = {"recsys_assets.ml.compact": "recsys_assets.ml.stripped_svd"}
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+def loads_model(data: bytes) -> object:
+    """Unpickle verified model bytes, following `MOVED_MODULES`; a class that no longer exists
+    is an ArtifactIntegrityError saying to retrain."""
+    try:
+        return _ModelUnpickler(io.BytesIO(data)).load()
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ArtifactIntegrityError(
+            f"the model was saved by an incompatible version of recsys_assets ({exc}); "
+            "retrain it with `recsys run` (or materialize training_job)"
+        ) from exc
+
+
 _MAX_VERSION_CLASHES = 100
 # A pickle without its manifest (a write killed between the two) older than this is removed.
 ORPHAN_SECONDS = 3600
@@ -439,7 +463,7 @@ class ArtifactStore:
                 f"manifest {self.files.describe(name)} describes version "
                 f"{manifest.get('version')!r}, not {version!r}"
             )
-        model = pickle.loads(self._verified_bytes(manifest, self.files.describe(name)))
+        model = loads_model(self._verified_bytes(manifest, self.files.describe(name)))
         return model, self._with_path(manifest)
 
     def load_latest(self) -> tuple[object, dict]:
@@ -451,7 +475,7 @@ class ArtifactStore:
                 "first"
             )
         data = self._verified_bytes(manifest, self.files.describe(LATEST_NAME))
-        return pickle.loads(data), manifest
+        return loads_model(data), manifest
 
     def latest_stamp(self) -> object:
         """A value that changes whenever ``latest`` is replaced (serving's reload check);
