@@ -36,6 +36,15 @@ def _non_negative(value: str) -> int:
     return number
 
 
+def _scale(value: str) -> tuple[float, float]:
+    from recsys_assets.settings import parse_rating_scale
+
+    try:
+        return parse_rating_scale(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {value!r}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Lazy: the Dagster definitions are heavy to import and only `run` needs them.
     from recsys_assets.runner import run_command
@@ -110,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-demo-data",
         action="store_true",
         help="fail instead of generating demo data into a new embedded database",
+    )
+    run.add_argument(
+        "--rating-scale",
+        type=_scale,
+        metavar="MIN,MAX",
+        help="valid ratings, e.g. 1,10 (RECSYS_RATING_SCALE, else 0.5,5); "
+        "rows outside it are dropped, and a run that would drop many fails",
     )
     run.add_argument(
         "--max-drop-fraction",
