@@ -36,6 +36,18 @@ def _non_negative(value: str) -> int:
     return number
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _user_id(value: str) -> int:
+    # Ids are 64-bit integers in every table; a larger number is bad input, not a crash of
+    # the database driver (OverflowError).
+    number = int(value)
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise argparse.ArgumentTypeError(f"user ids are 64-bit integers, got {number}")
+    return number
+
+
 def _scale(value: str) -> tuple[float, float]:
     from recsys_assets.settings import parse_rating_scale
 
@@ -163,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(handler=cmd_models_prune)
 
     rec = sub.add_parser("recommend", help="a user's top-N from the champion, with titles")
-    rec.add_argument("user", type=int, help="user id")
+    rec.add_argument("user", type=_user_id, help="user id")
     rec.add_argument("--n", type=_positive, default=10, help="number of movies (10)")
     rec.set_defaults(handler=cmd_recommend)
 
