@@ -85,7 +85,7 @@ def _load_ratings_df(
     if problem is not None:
         # Before the empty check: when every row is out of scale, the scale is the cause.
         raise dg.Failure(
-            f"{problem}. {ratings_db.safe_url()}: the champion and user_predictions are unchanged",
+            f"{ratings_db.safe_url()}: {problem}. The champion and user_predictions are unchanged",
             metadata={**counts, "max_invalid_fraction": float(limit)},
         )
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import dagster as dg
 import sqlalchemy.exc
 
+from recsys_assets.db import DatabaseUnusableError
 from recsys_assets.settings import Settings
 
 # Errors the database driver raises when the server or the network, not the query, failed.
@@ -83,6 +84,13 @@ def retry_only_transient_db_errors(context: dg.OpExecutionContext) -> Iterator[N
         raise dg.Failure(
             description=failure.description, metadata=failure.metadata, allow_retries=False
         ) from failure
+    except DatabaseUnusableError as exc:
+        # Its message names the database, quotes the driver and says what to change. The
+        # driver's error under it would be shown instead by whatever reports a failure's
+        # innermost cause (the `recsys run` summary, the failure sensor): cut it off.
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except Exception as exc:
         if is_transient_db_error(exc):
             context.log.warning(

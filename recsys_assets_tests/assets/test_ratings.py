@@ -31,6 +31,14 @@ def _failure(result) -> str:
     return data.user_failure_data.description if data.user_failure_data else str(data.error)
 
 
+def _cause(result) -> str:
+    """What `recsys run` and the failure sensor report: the innermost cause."""
+    from recsys_assets.runner import failure_cause
+
+    (event,) = [e for e in result.all_events if e.is_step_failure]
+    return failure_cause(event.step_failure_data.error)
+
+
 def _meta(result) -> dict:
     (event,) = result.asset_materializations_for_node("ratings_df")
     return {k: v.value for k, v in event.metadata.items()}
@@ -112,13 +120,14 @@ def test_a_file_that_is_not_a_database_fails_the_step_naming_it(recsys_home, ins
     junk.write_bytes(b"this is not a database" * 100)
     result = _materialize(recsys_home, RatingsStore(f"sqlite:///{junk}"), instance)
     assert not result.success
-    message = _failure(result)
-    assert str(junk) in message and "is not a SQLite database" in message
+    for message in (_failure(result), _cause(result)):
+        assert str(junk) in message and "is not a SQLite database" in message
 
 
 def test_a_missing_driver_fails_the_step_naming_the_url_and_the_fix(recsys_home, instance):
     url = "postgresql+psycopg://app:s3cret@db.example/app"
     result = _materialize(recsys_home, RatingsStore(url), instance)
-    message = _failure(result)
-    assert "postgresql+psycopg://app:***@db.example/app" in message and "s3cret" not in message
-    assert "No module named 'psycopg'" in message and "postgresql+psycopg2://" in message
+    for message in (_failure(result), _cause(result)):
+        assert "postgresql+psycopg://app:***@db.example/app" in message
+        assert "s3cret" not in message
+        assert "No module named 'psycopg'" in message and "postgresql+psycopg2://" in message
