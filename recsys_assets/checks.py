@@ -107,8 +107,23 @@ def ratings_not_empty(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 def ratings_within_scale(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
-    low, high = ratings_df.attrs.get("rating_scale", (-math.inf, math.inf))
+    scale = ratings_df.attrs.get("rating_scale")
     values = pd.to_numeric(ratings_df["rating"], errors="coerce")
+    observed = {
+        "rating_min": float(values.min()) if len(values) else float("nan"),
+        "rating_max": float(values.max()) if len(values) else float("nan"),
+    }
+    if scale is None:
+        # Nothing to hold the ratings to is a failure, not a pass: a frame that lost its
+        # scale (another IO manager, an older ratings_df) could hold anything.
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=ERROR,
+            description="ratings_df carries no rating scale (attrs['rating_scale']), so its "
+            "ratings cannot be checked; materialize ratings_df again",
+            metadata=observed,
+        )
+    low, high = scale
     bad = int((values.isna() | (values < low) | (values > high)).sum())
     return dg.AssetCheckResult(
         passed=bad == 0,
@@ -118,8 +133,7 @@ def ratings_within_scale(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
             "outside_scale": bad,
             "scale_min": float(low),
             "scale_max": float(high),
-            "rating_min": float(values.min()) if len(values) else float("nan"),
-            "rating_max": float(values.max()) if len(values) else float("nan"),
+            **observed,
         },
     )
 

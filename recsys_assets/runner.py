@@ -142,6 +142,7 @@ def run_pipeline(
     rmse_tolerance: float | None = None,
     wait: bool = False,
     verbose: bool = False,
+    rating_scale: tuple[float, float] | None = None,
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance.
 
@@ -175,6 +176,7 @@ def run_pipeline(
             rmse_tolerance=rmse_tolerance,
             log_level=log_level,
             verbose=verbose,
+            rating_scale=rating_scale,
         )
         # In process unless RECSYS_EXECUTOR says otherwise (launched runs default to
         # multiprocess): the quickest path for one run on one machine.
@@ -196,6 +198,7 @@ def cli_run_config(
     rmse_tolerance: float | None = None,
     log_level: str = "INFO",
     verbose: bool = False,
+    rating_scale: tuple[float, float] | None = None,
 ) -> dict:
     """training_job's run config for `recsys run`, with the check overrides it was given."""
     from recsys_assets.assets.config import training_run_config
@@ -210,6 +213,8 @@ def cli_run_config(
         "ratings_df_checks": {"max_drop_fraction": max_drop_fraction},
         "model_artifact_gates": {"rmse_tolerance": rmse_tolerance},
     }
+    if rating_scale is not None:
+        checks["ratings_df"] = dict(zip(("rating_min", "rating_max"), rating_scale, strict=True))
     for op, op_config in checks.items():
         values = {k: v for k, v in op_config.items() if v is not None}
         if values:
@@ -313,6 +318,13 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         for k, v in r.items()
         if k.startswith("dropped_")
     )
+    flagged = ", ".join(
+        f"{k.removeprefix('flagged_').replace('_', ' ')} {v}"
+        for k, v in r.items()
+        if k.startswith("flagged_") and v
+    )
+    if flagged:
+        dropped += f"; flagged, kept: {flagged}"
     lines += [
         f"ratings      read {r['rows_read']}, kept {r['rows_kept']}, dropped {r['rows_dropped']}"
         f" ({dropped}); {r['users']} users, {r['movies']} movies",
@@ -432,6 +444,7 @@ def run_command(args: argparse.Namespace) -> int:
         rmse_tolerance=args.rmse_tolerance,
         wait=args.wait,
         verbose=args.verbose,
+        rating_scale=args.rating_scale,
     )
     print("\n".join(summary.lines), file=sys.stdout if summary.success else sys.stderr)
     return 0 if summary.success else 1

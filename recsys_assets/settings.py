@@ -8,6 +8,7 @@ value is a `SettingsError` (a ValueError) naming the variable and the value.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,6 +81,11 @@ class Settings(BaseModel):
     alert_webhook_url: str | None = Field(
         default=None, alias="RECSYS_ALERT_WEBHOOK_URL", repr=False
     )
+    # What counts as a usable rating (`ratings_df`; its run config may override both).
+    rating_scale: tuple[float, float] = Field(default=(0.5, 5.0), alias="RECSYS_RATING_SCALE")
+    max_invalid_fraction: float = Field(
+        default=0.05, ge=0.0, le=1.0, alias="RECSYS_MAX_INVALID_FRACTION"
+    )
     db_max_retries: int = Field(default=3, ge=0, alias="RECSYS_DB_MAX_RETRIES")
     db_retry_delay_seconds: float = Field(
         default=5.0, ge=0.0, alias="RECSYS_DB_RETRY_DELAY_SECONDS"
@@ -105,6 +111,13 @@ class Settings(BaseModel):
     def _strip(cls, value: object) -> object:
         # Names, not secrets: surrounding blanks are a typo, never meant.
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("rating_scale", mode="before")
+    @classmethod
+    def _min_max(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_rating_scale(value)
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -174,12 +187,25 @@ class Settings(BaseModel):
         return (self.dagster_home_dir or self.recsys_home / "dagster_home").resolve()
 
 
+def parse_rating_scale(text: str) -> tuple[float, float]:
+    """'MIN,MAX' (e.g. '1,10') → (1.0, 10.0); ValueError unless two finite numbers, MIN < MAX."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError("must be MIN,MAX, two numbers such as 1,10") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError("must be MIN,MAX with finite MIN < MAX, such as 1,10")
+    return low, high
+
+
 # pydantic's error types, said the way the rest of the project says them.
 _MESSAGES = {
     "int_parsing": "is not a valid int",
     "int_from_float": "is not a valid int",
     "float_parsing": "is not a valid float",
     "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le}",
     "literal_error": "is not one of {expected}",
 }
 

@@ -6,7 +6,7 @@ each other.
 
 from __future__ import annotations
 
-from recsys_assets.db import MissingDatabaseError, RatingsStore, SchemaError
+from recsys_assets.db import DatabaseUnusableError, RatingsStore, SchemaError
 from recsys_assets.settings import Settings
 
 
@@ -48,7 +48,7 @@ def open_db(create: bool = False) -> RatingsStore:
         database.ensure_schema()
     except SchemaError as exc:
         raise UsageError(str(exc)) from exc
-    except MissingDatabaseError as exc:
+    except DatabaseUnusableError as exc:  # missing, not a database, unwritable, no driver
         raise UsageError(f"{exc} (schema preset {preset})") from exc
     except sqlalchemy.exc.DBAPIError as exc:  # server down, wrong password, not a database
         raise UsageError(f"cannot use the ratings database {where}: {db_error(exc)}") from exc

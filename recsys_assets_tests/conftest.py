@@ -39,6 +39,8 @@ def recsys_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "RECSYS_SCHEMA",
         "RECSYS_IO_BASE",
         "RECSYS_MODEL_STORE",
+        "RECSYS_RATING_SCALE",
+        "RECSYS_MAX_INVALID_FRACTION",
         "DAGSTER_HOME",
     ):
         monkeypatch.delenv(var, raising=False)

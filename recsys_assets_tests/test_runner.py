@@ -86,3 +86,21 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
     assert "console" in cli_run_config(verbose=True)["loggers"]
     dg.validate_run_config(build_training_job(), cli_run_config(verbose=True))
     assert build_parser().parse_args(["run"]).max_drop_fraction is None  # check's default
+
+
+def test_rating_scale_flag_reaches_ratings_df_as_valid_run_config(capsys):
+    import dagster as dg
+
+    from recsys_assets.cli import build_parser, main
+    from recsys_assets.definitions import build_training_job
+    from recsys_assets.runner import cli_run_config
+
+    args = build_parser().parse_args(["run", "--rating-scale", "1,10"])
+    assert args.rating_scale == (1.0, 10.0)
+    config = cli_run_config(rating_scale=args.rating_scale)
+    ops = dg.validate_run_config(build_training_job(), config)["ops"]
+    assert ops["ratings_df"]["config"]["rating_min"] == 1.0
+    assert ops["ratings_df"]["config"]["rating_max"] == 10.0
+    assert "ratings_df" not in cli_run_config()["ops"]  # unset: RECSYS_RATING_SCALE's
+    assert main(["run", "--rating-scale", "10,1"]) == 2
+    assert "--rating-scale: must be MIN,MAX with finite MIN < MAX" in capsys.readouterr().err

@@ -174,6 +174,9 @@ def test_recommend_command_prints_the_shipped_order_with_a_header(trained, demo_
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("# ranked by popularity (ratings per movie): the user has fewer ")
     assert len(out) == 6
+    # An id no table can hold is bad input (exit 2), not an OverflowError from the driver.
+    assert main(["recommend", "99999999999999999999"]) == 2
+    assert "user ids are 64-bit integers" in capsys.readouterr().err
 
 
 def test_recommend_leaves_out_excluded_movies(trained, store, demo_db):

@@ -37,6 +37,7 @@ def test_defaults_are_the_readmes(tmp_path, monkeypatch):
     ) == (1000, 0.0, 3600)
     assert (settings.db_max_retries, settings.db_retry_delay_seconds) == (3, 5.0)
     assert settings.executor is None  # each caller's default (multiprocess / in_process)
+    assert (settings.rating_scale, settings.max_invalid_fraction) == ((0.5, 5.0), 0.05)
 
 
 def test_values_are_typed_and_blank_means_unset(tmp_path):
@@ -50,6 +51,8 @@ def test_values_are_typed_and_blank_means_unset(tmp_path):
             "RECSYS_SENSOR_INTERVAL_SECONDS": "5",
             "RECSYS_RETRAIN_MIN_NEW_FRACTION": "0.02",
             "RECSYS_EXECUTOR": "celery",
+            "RECSYS_RATING_SCALE": " 1, 10 ",
+            "RECSYS_MAX_INVALID_FRACTION": "0.2",
             "RECSYS_TIMEZONE": "  ",  # blank: the default
             "DAGSTER_HOME": str(tmp_path / "dh"),
             "UNRELATED": "ignored",
@@ -63,6 +66,7 @@ def test_values_are_typed_and_blank_means_unset(tmp_path):
     assert settings.sensor_interval_seconds == 5
     assert settings.retrain_min_new_fraction == 0.02
     assert settings.executor == "celery"
+    assert (settings.rating_scale, settings.max_invalid_fraction) == ((1.0, 10.0), 0.2)
     assert settings.timezone == "UTC"
     assert settings.dagster_home == (tmp_path / "dh").resolve()
     # A URL with a password never shows in a repr (logs, tracebacks).
@@ -87,6 +91,9 @@ def test_values_are_typed_and_blank_means_unset(tmp_path):
             "RECSYS_DB_RETRY_DELAY_SECONDS='soon' is not a valid float",
         ),
         ({"RECSYS_TIMEZONE": "Mars/Olympus"}, "RECSYS_TIMEZONE='Mars/Olympus' is not a known"),
+        ({"RECSYS_RATING_SCALE": "10"}, "RECSYS_RATING_SCALE='10' must be MIN,MAX, two numbers"),
+        ({"RECSYS_RATING_SCALE": "10,1"}, "RECSYS_RATING_SCALE='10,1' must be MIN,MAX with"),
+        ({"RECSYS_MAX_INVALID_FRACTION": "1.5"}, "RECSYS_MAX_INVALID_FRACTION='1.5' must be <= 1"),
     ],
 )
 def test_a_bad_value_names_the_variable(environ, message):

@@ -11,17 +11,44 @@ from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MI
 from recsys_assets.ml.selection.list_choice import EaseSettings
 from recsys_assets.ml.selection.search import DEFAULT_PARAM_GRID
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
+from recsys_assets.settings import Settings
 
 _DEFAULTS = SVDParams()
 
 
 class RatingsConfig(dg.Config):
-    """What counts as a usable rating and how much data training needs."""
+    """What counts as a usable rating and how much data training needs.
 
-    rating_min: float = 0.5
-    rating_max: float = 5.0
+    Unset fields take the environment's values (`Settings`), so the UI, the schedule, the
+    sensors and `recsys run` clean alike unless a run says otherwise.
+    """
+
+    rating_min: float | None = Field(
+        default=None, description="Lowest valid rating; unset: RECSYS_RATING_SCALE's (0.5)"
+    )
+    rating_max: float | None = Field(
+        default=None, description="Highest valid rating; unset: RECSYS_RATING_SCALE's (5)"
+    )
+    max_invalid_fraction: float | None = Field(
+        default=None,
+        description="Largest share of rows dropped as unusable (bad ids, non-numeric or "
+        "out-of-scale ratings) that still trains; more fails the run. Unset: "
+        "RECSYS_MAX_INVALID_FRACTION (0.05)",
+    )
     min_ratings: int = 20
     min_users: int = 2
+
+    def rating_scale(self, settings: Settings) -> tuple[float, float]:
+        low, high = settings.rating_scale
+        return (
+            low if self.rating_min is None else self.rating_min,
+            high if self.rating_max is None else self.rating_max,
+        )
+
+    def invalid_limit(self, settings: Settings) -> float:
+        if self.max_invalid_fraction is None:
+            return settings.max_invalid_fraction
+        return self.max_invalid_fraction
 
 
 class DatasetConfig(dg.Config):

@@ -10,8 +10,9 @@ from recsys_assets.asset_keys import RATINGS
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
-from recsys_assets.data.cleaning import clean_ratings
+from recsys_assets.data.cleaning import clean_ratings, invalid_share_problem
 from recsys_assets.db import RatingsStore
+from recsys_assets.settings import Settings
 
 # The ratings table is written by the web app, not by Dagster: an external asset. The ratings
 # sensor (and any app calling Dagster's API) reports a materialization when it changes.
@@ -45,18 +46,48 @@ def _load_ratings_df(
     config: RatingsConfig,
     ratings_db: RatingsStore,
 ) -> dg.Output[pd.DataFrame]:
+    settings = Settings.from_env()
+    low, high = scale = config.rating_scale(settings)
+    if not low < high:
+        raise dg.Failure(
+            f"the rating scale {low:g}–{high:g} is empty: its minimum must be below its "
+            "maximum (RECSYS_RATING_SCALE=MIN,MAX, `recsys run --rating-scale MIN,MAX`, or "
+            "ratings_df config rating_min/rating_max)"
+        )
     start = time.perf_counter()
     raw = ratings_db.read_ratings()
     read_seconds = time.perf_counter() - start
-    df, report = clean_ratings(raw, (config.rating_min, config.rating_max))
+    df, report = clean_ratings(raw, scale)
     del raw
     context.log.info(
-        "read %d ratings in %.2fs, kept %d, dropped %s",
+        "read %d ratings in %.2fs, kept %d, dropped %s, flagged %s (scale %g–%g)",
         report.rows_read,
         read_seconds,
         report.rows_kept,
         report.dropped,
+        report.flagged,
+        low,
+        high,
     )
+    counts: dict[str, dg.RawMetadataValue] = {
+        "rows_read": report.rows_read,
+        "rows_kept": report.rows_kept,
+        "rows_dropped": report.rows_dropped,
+        **{f"dropped_{reason}": count for reason, count in report.dropped.items()},
+        **{f"flagged_{reason}": count for reason, count in report.flagged.items()},
+        # The cleaning settings this run used (the refresh op cleans with the champion's).
+        "scale_min": float(low),
+        "scale_max": float(high),
+        "invalid_fraction": float(report.invalid_fraction),
+    }
+    limit = config.invalid_limit(settings)
+    problem = invalid_share_problem(report, limit)
+    if problem is not None:
+        # Before the empty check: when every row is out of scale, the scale is the cause.
+        raise dg.Failure(
+            f"{ratings_db.safe_url()}: {problem}. The champion and user_predictions are unchanged",
+            metadata={**counts, "max_invalid_fraction": float(limit)},
+        )
 
     users, movies = df["user_id"].nunique(), df["movie_id"].nunique()
     if df.empty:
@@ -73,12 +104,9 @@ def _load_ratings_df(
         )
 
     # The scale the data checks hold the ratings to (see recsys_assets.checks).
-    df.attrs["rating_scale"] = (config.rating_min, config.rating_max)
+    df.attrs["rating_scale"] = scale
     metadata: dict[str, dg.RawMetadataValue] = {
-        "rows_read": report.rows_read,
-        "rows_kept": report.rows_kept,
-        "rows_dropped": report.rows_dropped,
-        **{f"dropped_{reason}": count for reason, count in report.dropped.items()},
+        **counts,
         "users": users,
         "movies": movies,
         "rating_min": float(df["rating"].min()),

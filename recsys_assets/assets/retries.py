@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import dagster as dg
 import sqlalchemy.exc
 
+from recsys_assets.db import DatabaseUnusableError
 from recsys_assets.settings import Settings
 
 # Errors the database driver raises when the server or the network, not the query, failed.
@@ -42,20 +43,34 @@ def db_retry_policy(settings: Settings | None = None) -> dg.RetryPolicy:
 
 
 # SQLite reports syntax errors and missing tables as OperationalError too; only these pass.
-_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "unable to open", "busy")
+# ("unable to open database file" is a path or permission problem: not retried, see
+# db.engines.DatabaseUnusableError.)
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy")
+# PEP 249 names every driver's connection-level error classes alike (psycopg2, MySQLdb, ...):
+# raised bare where code uses the driver's cursor directly (server-side cursors, COPY).
+_DBAPI_TRANSIENT_NAMES = frozenset({"OperationalError", "InterfaceError"})
+
+
+def _is_transient_driver_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return isinstance(exc, sqlite3.OperationalError) and any(
+            marker in str(exc).lower() for marker in _SQLITE_TRANSIENT
+        )
+    if type(exc).__module__.startswith("sqlalchemy"):
+        return False
+    return any(cls.__name__ in _DBAPI_TRANSIENT_NAMES for cls in type(exc).__mro__)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
-    """True for errors worth retrying: lost/refused connections, timeouts, SQLite lock waits."""
+    """True for errors worth retrying: lost/refused connections, timeouts, SQLite lock waits,
+    whether SQLAlchemy wrapped the driver's error or it arrived bare."""
     # A disconnect surfaces as DBAPIError with connection_invalidated on some drivers.
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    if not isinstance(exc, TRANSIENT_DB_ERRORS):
-        return False
-    orig = getattr(exc, "orig", None)
-    if isinstance(orig, sqlite3.Error):
-        return any(marker in str(orig).lower() for marker in _SQLITE_TRANSIENT)
-    return True
+    if isinstance(exc, TRANSIENT_DB_ERRORS):
+        orig = getattr(exc, "orig", None)
+        return not isinstance(orig, sqlite3.Error) or _is_transient_driver_error(orig)
+    return _is_transient_driver_error(exc)
 
 
 @contextmanager
@@ -69,6 +84,13 @@ def retry_only_transient_db_errors(context: dg.OpExecutionContext) -> Iterator[N
         raise dg.Failure(
             description=failure.description, metadata=failure.metadata, allow_retries=False
         ) from failure
+    except DatabaseUnusableError as exc:
+        # Its message names the database, quotes the driver and says what to change. The
+        # driver's error under it would be shown instead by whatever reports a failure's
+        # innermost cause (the `recsys run` summary, the failure sensor): cut it off.
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except Exception as exc:
         if is_transient_db_error(exc):
             context.log.warning(

@@ -36,6 +36,27 @@ def _non_negative(value: str) -> int:
     return number
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _user_id(value: str) -> int:
+    # Ids are 64-bit integers in every table; a larger number is bad input, not a crash of
+    # the database driver (OverflowError).
+    number = int(value)
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise argparse.ArgumentTypeError(f"user ids are 64-bit integers, got {number}")
+    return number
+
+
+def _scale(value: str) -> tuple[float, float]:
+    from recsys_assets.settings import parse_rating_scale
+
+    try:
+        return parse_rating_scale(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {value!r}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Lazy: the Dagster definitions are heavy to import and only `run` needs them.
     from recsys_assets.runner import run_command
@@ -112,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail instead of generating demo data into a new embedded database",
     )
     run.add_argument(
+        "--rating-scale",
+        type=_scale,
+        metavar="MIN,MAX",
+        help="valid ratings, e.g. 1,10 (RECSYS_RATING_SCALE, else 0.5,5); "
+        "rows outside it are dropped, and a run that would drop many fails",
+    )
+    run.add_argument(
         "--max-drop-fraction",
         type=_fraction,
         help="ratings_volume check: allowed drop in ratings vs the last successful run (0.5)",
@@ -147,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(handler=cmd_models_prune)
 
     rec = sub.add_parser("recommend", help="a user's top-N from the champion, with titles")
-    rec.add_argument("user", type=int, help="user id")
+    rec.add_argument("user", type=_user_id, help="user id")
     rec.add_argument("--n", type=_positive, default=10, help="number of movies (10)")
     rec.set_defaults(handler=cmd_recommend)
 

@@ -22,6 +22,7 @@ from recsys_assets.db.changes import (
     ratings_watermark,
 )
 from recsys_assets.db.engines import (
+    DatabaseUnusableError,
     MissingDatabaseError,
     dispose_engines,
     make_engine,
@@ -66,6 +67,7 @@ __all__ = [
     "PREDICTIONS_TABLE",
     "RATINGS_COLUMNS",
     "DjangoSchema",
+    "DatabaseUnusableError",
     "MissingDatabaseError",
     "Preset",
     "RatingsChanges",

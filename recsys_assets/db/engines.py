@@ -1,8 +1,11 @@
-"""Engines: one cached pool per URL, SQLite pragmas, fork safety and masked URLs."""
+"""Engines: one cached pool per URL, SQLite pragmas, fork safety and masked URLs; errors that
+name the database (URL masked) and what to change."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
-class MissingDatabaseError(RuntimeError):
+class DatabaseUnusableError(RuntimeError):
+    """The configured database cannot be used as it is: its file is missing, not a database
+    or not writable, or its driver is not installed. The message names the database (URL
+    masked) and what to change; retrying cannot help."""
+
+
+class MissingDatabaseError(DatabaseUnusableError):
     """A SQLite URL names a file that does not exist (never created unless asked to)."""
 
 
@@ -65,12 +74,91 @@ def make_engine(url: str, create: bool = False) -> Engine:
                         "import-movielens PATH`, `recsys demo-data`)"
                     )
                 path.parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(parsed)
+            engine = _create_engine(url, parsed)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "handle_error", _name_the_sqlite_file)
         else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
+            engine = _create_engine(url, parsed, pool_pre_ping=True)
+        _one_line_pool_errors(engine)
         _engines[url] = engine
         return engine
+
+
+# The drivers this project installs and tests, as a URL names them.
+_INSTALLED_DRIVERS = (
+    "postgresql+psycopg2://USER:PASSWORD@HOST/DB for PostgreSQL, sqlite:///PATH for SQLite"
+)
+
+
+def _create_engine(url: str, parsed: sa.URL, **options: Any) -> Engine:
+    """`sa.create_engine`, with a missing driver or dialect named by the URL (masked)."""
+    try:
+        return sa.create_engine(parsed, **options)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        what = "driver" if isinstance(exc, ImportError) else "SQLAlchemy dialect"
+        raise DatabaseUnusableError(
+            f"cannot use the database {safe_url(url)}: its {what} is not installed "
+            f"({type(exc).__name__}: {exc}); install it into this environment, or name an "
+            f"installed driver in RECSYS_DATABASE_URL: {_INSTALLED_DRIVERS}"
+        ) from exc
+
+
+# SQLite errors about the file itself (not the query, not a lock wait): what to check.
+_SQLITE_FILE_PROBLEMS = {
+    "file is not a database": "is not a SQLite database; RECSYS_DATABASE_URL must name a "
+    "SQLite database file (or a PostgreSQL database)",
+    "unable to open database file": "cannot be opened; it and its directory must exist and be "
+    "readable and writable by this user (SQLite's WAL journal creates {name}-wal and "
+    "{name}-shm beside it)",
+    "attempt to write a readonly database": "is read-only; it and its directory must be "
+    "writable by this user",
+}
+
+
+def _name_the_sqlite_file(context: Any) -> BaseException | None:
+    """`handle_error` hook: a SQLite error about the database file itself becomes a
+    DatabaseUnusableError naming the file and what to check; other errors pass unchanged."""
+    orig = context.original_exception
+    if not isinstance(orig, sqlite3.DatabaseError):
+        return None
+    message = str(orig)
+    problem = _SQLITE_FILE_PROBLEMS.get(message.lower())
+    if problem is None:
+        return None
+    engine = context.engine or getattr(context.connection, "engine", None)
+    url = str(engine.url) if engine is not None else ""
+    path = sqlite_file(url) if url else None
+    name = str(path) if path is not None else "the database file"
+    return DatabaseUnusableError(
+        f"cannot use the database {safe_url(url) if url else 'sqlite'}: {name} "
+        f"{problem.format(name=name)} ({message})"
+    )
+
+
+class _OneLine(logging.Filter):
+    """Log records with a traceback (the pool's "Exception during reset or similar" when a
+    connection died under it) as one line naming the error; the traceback only at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            exc = record.exc_info[1]
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {text}"
+            record.args = None
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                record.exc_info = None
+        return True
+
+
+_ONE_LINE = _OneLine()
+
+
+def _one_line_pool_errors(engine: Engine) -> None:
+    # The pool logs through its class's logger (or a per-pool one with echo_pool).
+    logger = engine.pool.logger
+    logger = getattr(logger, "logger", logger)
+    if _ONE_LINE not in logger.filters:
+        logger.addFilter(_ONE_LINE)
 
 
 def _after_fork_in_child() -> None:

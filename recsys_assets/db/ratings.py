@@ -4,6 +4,7 @@ numbers of reads, counts and the sensors' change ranges agree."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -78,6 +79,8 @@ def _fetch_frames(conn: Connection, stmt: sa.Select, fetch_rows: int) -> Iterato
     Valid only for statements whose columns need no SQLAlchemy result processing; the
     presets' `ratings_query` guarantees that. On PostgreSQL a server-side (named) cursor
     keeps the result on the server, so client memory holds one chunk of tuples at a time.
+    The driver's errors come back as SQLAlchemy's, as on every other path (see
+    `_driver_errors_wrapped`).
     """
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect)
@@ -85,20 +88,45 @@ def _fetch_frames(conn: Connection, stmt: sa.Select, fetch_rows: int) -> Iterato
     args: Any = (
         tuple(params[name] for name in compiled.positiontup or ()) if dialect.positional else params
     )
-    dbapi_conn = conn.connection.dbapi_connection
-    if dialect.name == "postgresql" and dialect.supports_server_side_cursors:
-        cursor = dbapi_conn.cursor(name="recsys_read_ratings")
-        cursor.itersize = fetch_rows
-    else:
-        cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute(str(compiled), args)
-        while rows := cursor.fetchmany(fetch_rows):
-            # Read after the first fetch: a server-side cursor has no description before it.
-            names = [d[0] for d in cursor.description]
-            yield pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
-    finally:
+    sql = str(compiled)
+    with _driver_errors_wrapped(conn, sql):
+        dbapi_conn = conn.connection.dbapi_connection
+        if dialect.name == "postgresql" and dialect.supports_server_side_cursors:
+            cursor = dbapi_conn.cursor(name="recsys_read_ratings")
+            cursor.itersize = fetch_rows
+        else:
+            cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, args)
+            while rows := cursor.fetchmany(fetch_rows):
+                # Read after the first fetch: a server-side cursor has no description before it.
+                names = [d[0] for d in cursor.description]
+                yield pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
+        except BaseException:
+            # The connection may be gone; closing a server-side cursor would then raise and
+            # hide the error that says so.
+            with contextlib.suppress(Exception):
+                cursor.close()
+            raise
         cursor.close()
+
+
+@contextlib.contextmanager
+def _driver_errors_wrapped(conn: Connection, statement: str) -> Iterator[None]:
+    """Raise the driver's errors from a raw cursor as SQLAlchemy would: wrapped in its
+    DBAPIError classes, and on a lost connection with the connection invalidated, so the
+    pool discards it instead of resetting a dead socket ("Exception during reset")."""
+    dialect = conn.dialect
+    base = dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, base, connection_invalidated=lost, dialect=dialect
+        ) from exc
 
 
 def read_ratings(engine: Engine, preset: Preset, chunksize: int | None = None) -> pd.DataFrame:

@@ -50,9 +50,24 @@ def to_unix_seconds(values: pd.Series) -> pd.Series:
         return pd.Series(np.zeros(0, dtype=np.int64), index=values.index)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.fillna(0).astype(np.int64)
+    if values.dtype == object:
+        # Numbers beside text (one bad value in SQLite's untyped column): the numbers are unix
+        # seconds, not the nanoseconds pandas' datetime parser would take them for.
+        numbers = values.map(_is_number).to_numpy(bool)
+        if numbers.any():
+            out = pd.Series(np.zeros(len(values), dtype=np.int64), index=values.index)
+            out[numbers] = pd.to_numeric(values[numbers]).fillna(0).astype(np.int64)
+            out[~numbers] = to_unix_seconds(values[~numbers])  # text, datetimes, None
+            return out
     parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
     seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     return seconds.fillna(0).astype(np.int64)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
 
 
 def check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:

@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from recsys_assets.asset_keys import USER_PREDICTIONS
+from recsys_assets.asset_keys import RATINGS_DF, USER_PREDICTIONS
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
@@ -27,6 +27,7 @@ from recsys_assets.ml.ranking import (
     rank_users,
     ranking_model_of,
 )
+from recsys_assets.settings import Settings
 
 
 class RefreshPredictionsConfig(dg.Config):
@@ -45,6 +46,35 @@ def refresh_user_predictions(
     """Rescore `config.user_ids` with `latest` and replace only their rows in user_predictions."""
     with retry_only_transient_db_errors(context):
         _refresh(context, config, ratings_db, model_store)
+
+
+def _training_scale(context: dg.OpExecutionContext, manifest: dict) -> tuple[float, float]:
+    """The rating scale the champion was trained with: its run's `ratings_df` read records it
+    (run config or RECSYS_RATING_SCALE as they were then). A champion whose run this instance
+    does not hold (another instance, a model from before the scale was recorded) is cleaned
+    with the scale the next training would use."""
+    run_id = manifest.get("dagster_run_id")
+    if run_id:
+        records = context.instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            if materialization is None or materialization.asset_key != RATINGS_DF:
+                continue
+            low = materialization.metadata.get("scale_min")
+            high = materialization.metadata.get("scale_max")
+            if low is not None and high is not None:
+                return float(low.value), float(high.value)
+    scale = RatingsConfig().rating_scale(Settings.from_env())
+    context.log.warning(
+        "the rating scale champion %s was trained with is not recorded in this instance (run "
+        "%s); cleaning with the current one, %g–%g",
+        manifest.get("version"),
+        run_id,
+        *scale,
+    )
+    return scale
 
 
 def _refresh(
@@ -77,11 +107,11 @@ def _refresh(
         # ratings stand in, as in user_predictions.
         counts = item_counts(factors.raw_iids, ratings_db.read_ratings()["movie_id"].to_numpy())
     del model
-    # The same cleaning as ratings_df, so taste vectors and the cold-start cut-off match a
-    # full run for these users.
-    defaults = RatingsConfig()
+    # The same cleaning as the ratings_df that trained the champion, so taste vectors and the
+    # cold-start cut-off match a full run for these users.
+    scale = _training_scale(context, manifest)
     raw = ratings_db.read_user_ratings(users.tolist())
-    rated, _ = clean_ratings(raw, (defaults.rating_min, defaults.rating_max))
+    rated, _ = clean_ratings(raw, scale)
     # Rated without a value: not trained on, but never suggested (as in user_predictions).
     unrated = raw[raw["rating"].isna()]
     predictions = rank_users(

@@ -65,14 +65,38 @@ def last_training_mark(instance: dg.DagsterInstance) -> TrainingMark:
     if not models:
         return TrainingMark(0, None, None)
     model = models[0]
-    for record in instance.fetch_materializations(RATINGS_DF, limit=20).records:
-        if record.run_id == model.run_id:
-            metadata = record.asset_materialization.metadata
-            rows = metadata.get("rows_kept")
-            return TrainingMark(
-                record.storage_id, int(rows.value) if rows is not None else None, model.run_id
-            )
-    return TrainingMark(model.storage_id, None, model.run_id)
+    read = _ratings_read_of(instance, model.run_id, model.storage_id)
+    if read is None:
+        return TrainingMark(model.storage_id, None, model.run_id)
+    rows = read.asset_materialization.metadata.get("rows_kept")
+    return TrainingMark(
+        read.storage_id, int(rows.value) if rows is not None else None, model.run_id
+    )
+
+
+def _ratings_read_of(
+    instance: dg.DagsterInstance, run_id: str, before: int
+) -> dg.EventLogRecord | None:
+    """The `ratings_df` materialization of run `run_id` (before storage id `before`), or None.
+
+    Pages back from `before` however many reads other runs made since, and stops at reads
+    older than the run (a run re-executed from a failure may reuse its parent's). The index's
+    storage ids, not the run's own: those are what the ratings events are compared with.
+    """
+    runs = instance.get_run_records(RunsFilter(run_ids=[run_id]), limit=1)
+    since = runs[0].create_timestamp.timestamp() if runs else None
+    records_filter = dg.AssetRecordsFilter(asset_key=RATINGS_DF, before_storage_id=before)
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(records_filter, limit=100, cursor=cursor)
+        for record in page.records:
+            if record.run_id == run_id:
+                return record
+            if since is not None and record.timestamp < since:
+                return None
+        if not page.has_more:
+            return None
+        cursor = page.cursor
 
 
 def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
@@ -97,6 +121,11 @@ def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int | None) 
     )
 
 
+def _now() -> float:
+    """The sensor's clock: tests move it instead of waiting."""
+    return time.time()
+
+
 def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> str | None:
     """Why a training run must not be requested now, or None.
 
@@ -112,7 +141,7 @@ def _training_blocker(instance: dg.DagsterInstance, policy: RetrainPolicy) -> st
         return f"training run {run.run_id} is {run.status.value}"
     latest = instance.get_run_records(RunsFilter(job_name=training_job.name), limit=1)
     if latest and policy.min_interval_seconds > 0:
-        age = time.time() - latest[0].create_timestamp.timestamp()
+        age = _now() - latest[0].create_timestamp.timestamp()
         if age < policy.min_interval_seconds:
             return (
                 f"last training run started {age:.0f}s ago, less than min_interval_seconds="

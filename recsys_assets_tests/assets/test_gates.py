@@ -154,6 +154,12 @@ def test_ratings_within_scale_check():
     assert ratings_within_scale(frame.dropna()).passed
 
 
+def test_ratings_within_scale_fails_without_a_scale():
+    result = ratings_within_scale(pd.DataFrame({"rating": [1.0, 99.0]}))
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert "no rating scale" in result.description
+
+
 def _candidate(store, rmse, promote_it=False, baseline=1.0):
     metrics = {"baseline_rmse_mean": baseline}
     if rmse is not None:

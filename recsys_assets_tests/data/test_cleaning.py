@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_assets.data.cleaning import clean_ratings
+from recsys_assets.data.cleaning import clean_ratings, invalid_share_problem
 
 
 def _raw(rows):
@@ -18,7 +18,7 @@ def test_drops_each_kind_of_bad_row_and_counts_it():
             (4, 1, 13, 7.0, 100),  # above the scale
             (5, 1, 14, 0.0, 100),  # below the scale
             (6, 2, 10, 2.0, 100),  # older duplicate of (2, 10)
-            (7, 2, 10, 5.0, 200),  # latest wins
+            (7, 2, 10, 5.0, 200),  # latest (highest row id) wins
             (8, 2, 11, "3.5", 100),  # numeric text is a valid rating
             (9, 3, 10, 1.0, 300),  # same timestamp duplicates: the higher row id wins
             (10, 3, 10, 2.0, 300),
@@ -64,9 +64,9 @@ def test_large_ids_keep_int64():
     assert df["user_id"].dtype == np.int64 and df["user_id"].iloc[0] == 2**40
 
 
-def _reference_clean(raw: pd.DataFrame) -> pd.DataFrame:
-    """The same rules spelled out with pandas: latest (timestamp, row id) per pair, sorted."""
-    df = raw.dropna(subset=["rating"]).sort_values(["timestamp", "rating_id"], kind="stable")
+def _reference_clean(raw: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The same rules spelled out with pandas: the last row by `order` per pair, sorted."""
+    df = raw.dropna(subset=["rating"]).sort_values(order, kind="stable")
     df = df.drop_duplicates(["user_id", "movie_id"], keep="last")
     return df.sort_values(["user_id", "movie_id"]).reset_index(drop=True)
 
@@ -84,11 +84,13 @@ def test_latest_duplicate_kept_on_many_random_collisions(with_row_ids):
             "rating_id": rng.permutation(n) + 1,
         }
     )
-    if not with_row_ids:
-        # Without row ids the later row wins a timestamp tie: the reference then uses the
-        # row position as its id.
+    if with_row_ids:
+        # The database's row id orders a pair's ratings, whatever their timestamps say.
+        expected = _reference_clean(raw, ["rating_id"])
+    else:
+        # Without row ids the latest timestamp wins, then the later row.
         raw["rating_id"] = np.arange(n)
-    expected = _reference_clean(raw)
+        expected = _reference_clean(raw, ["timestamp", "rating_id"])
     given = raw if with_row_ids else raw.drop(columns="rating_id")
     df, report = clean_ratings(given, (1, 5))
     assert report.dropped["duplicate_pair"] == n - len(expected)
@@ -115,3 +117,59 @@ def test_bad_ids_are_dropped_and_counted_by_column():
     assert report.dropped["null_rating"] == 0
     assert report.rows_kept == 2 and report.rows_dropped == 5
     assert sorted(zip(df["user_id"], df["movie_id"], strict=True)) == [(1, 10), (3, 12)]
+
+
+NOW = 1_700_000_000  # the cleaning's clock in these tests
+YEAR_2100 = 4_102_444_800
+
+
+def test_a_future_or_missing_timestamp_never_outranks_a_newer_rerating():
+    raw = _raw(
+        [
+            (1, 1, 10, 1.0, YEAR_2100),  # a bad clock dated this 2100
+            (2, 1, 10, 4.0, NOW - 60),  # the user's newer re-rating
+            (3, 2, 10, 2.0, NOW - 120),
+            (4, 2, 10, 5.0, 0),  # re-rated; the timestamp was NULL (read as 0)
+            (5, 3, 10, 3.0, 0),  # kept, flagged
+        ]
+    )
+    df, report = clean_ratings(raw, (0.5, 5.0), now=NOW)
+    got = {(u, m): r for u, m, r in df[["user_id", "movie_id", "rating"]].itertuples(index=False)}
+    assert got == {(1, 10): 4.0, (2, 10): 5.0, (3, 10): 3.0}
+    assert report.dropped["duplicate_pair"] == 2
+    assert report.flagged == {"missing_timestamp": 2, "future_timestamp": 1}
+
+
+def test_a_day_of_clock_skew_is_not_future():
+    raw = _raw([(1, 1, 10, 4.0, NOW + 3600), (2, 1, 11, 4.0, NOW + 2 * 86_400)])
+    _, report = clean_ratings(raw, (0.5, 5.0), now=NOW)
+    assert report.flagged == {"missing_timestamp": 0, "future_timestamp": 1}
+
+
+def test_a_wrong_scale_is_reported_with_the_setting_to_change():
+    # A 1-10 site under the default 0.5-5 scale: most rows are out of scale.
+    ratings = [float(r) for r in range(1, 11)] * 10
+    raw = _raw([(i, i % 7, i, r, 100) for i, r in enumerate(ratings, 1)])
+    _, report = clean_ratings(raw, (0.5, 5.0))
+    assert report.dropped["out_of_scale"] == 50 and report.invalid_fraction == 0.5
+    problem = invalid_share_problem(report, 0.05)
+    assert problem is not None
+    assert "50 of 100 ratings (50.0%)" in problem and "out_of_scale 50" in problem
+    assert "0.5–5" in problem and "run from 1 to 10" in problem
+    assert "RECSYS_RATING_SCALE" in problem and "--rating-scale" in problem
+    assert invalid_share_problem(report, 0.5) is None  # at the limit: allowed
+    # The right scale keeps them all.
+    _, report = clean_ratings(raw, (1, 10))
+    assert report.rows_invalid == 0 and invalid_share_problem(report, 0.0) is None
+
+
+def test_nulls_and_rerating_do_not_count_as_invalid():
+    raw = _raw(
+        [(1, 1, 10, None, 1), (2, 1, 11, None, 1), (3, 1, 12, 3.0, 1), (4, 1, 12, 4.0, 2)]
+        + [(5, 1, 13, "x", 1)]
+    )
+    _, report = clean_ratings(raw, (0.5, 5.0))
+    assert report.rows_dropped == 4 and report.rows_invalid == 1
+    problem = invalid_share_problem(report, 0.1)
+    assert "non_numeric_rating 1" in problem and "RECSYS_MAX_INVALID_FRACTION" in problem
+    assert "RECSYS_RATING_SCALE" not in problem

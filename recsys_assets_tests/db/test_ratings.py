@@ -140,6 +140,11 @@ def test_bulk_insert_batches_and_delete(engine: Engine) -> None:
         (pd.Series(["1970-01-01T01:00:00+01:00", "1970-01-01 00:00:07.500000"]), [0, 7]),
         (pd.Series([dt.datetime(1970, 1, 2), None], dtype=object), [86400, 0]),
         (pd.Series(pd.to_datetime(["1970-01-01 00:00:09"], utc=True)), [9]),
+        # One bad text value beside numbers (SQLite's untyped column): the numbers stay seconds.
+        (
+            pd.Series([4102444800, "garbage", 7.0, None, "1970-01-01 00:01:40"]),
+            [4102444800, 0, 7, 0, 100],
+        ),
         (pd.Series([], dtype=object), []),
     ],
 )

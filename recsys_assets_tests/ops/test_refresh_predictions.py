@@ -198,3 +198,36 @@ def test_refresh_of_more_than_500_users(recsys_home, clustered_db):
     source = after.groupby("user_id")["source"].first()
     assert set(source[newcomers]) == {"popular"}
     assert set(source.drop(newcomers)) == {"ease"}
+
+
+def test_refresh_cleans_with_the_scale_the_champion_was_trained_with(recsys_home, demo_db):
+    from recsys_assets.definitions import all_assets, all_checks
+    from recsys_assets_tests.conftest import FAST_CONFIG
+
+    # The champion was trained with a 0.5-10 scale (run config, as `recsys run
+    # --rating-scale 0.5,10` sets it); the environment still says the default 0.5-5.
+    run_config = {
+        **FAST_CONFIG,
+        "ops": {
+            **FAST_CONFIG["ops"],
+            "ratings_df": {"config": {"rating_min": 0.5, "rating_max": 10.0}},
+        },
+    }
+    with dg.instance_for_test() as instance:
+        trained = dg.materialize(
+            [*all_assets, *all_checks],
+            resources=make_resources(recsys_home, demo_db),
+            run_config=run_config,
+            instance=instance,
+        )
+        assert trained.success
+        before = demo_db.read_predictions()
+        user = int(before["user_id"].iloc[0])
+        top = int(before[before["user_id"] == user]["movie_id"].iloc[0])
+        # Within the champion's scale, outside the default one: a rating, so never suggested.
+        demo_db.insert_ratings(
+            pd.DataFrame({"user_id": [user], "movie_id": [top], "rating": [8.0], "timestamp": 9})
+        )
+        assert _refresh(recsys_home, demo_db, [user], instance=instance).success
+    mine = demo_db.read_predictions().query("user_id == @user")
+    assert len(mine) == 10 and top not in set(mine["movie_id"])

@@ -299,23 +299,43 @@ def test_candidate_that_failed_the_gates_does_not_reset_the_count(harness):
     assert request.tags["recsys/new_ratings"] == "150"
 
 
-def test_deferred_retrain_becomes_due_after_the_minimum_interval(harness):
-    import time
+def test_deferred_retrain_becomes_due_after_the_minimum_interval(harness, monkeypatch):
+    from recsys_assets.sensors import retrain_sensor
 
     harness.train()
     (last,) = harness.instance.get_run_records(limit=1)
-    # An interval that ends 3 s from now (the training itself took a few seconds).
-    interval = int(time.time() - last.create_timestamp.timestamp()) + 3
+    started = last.create_timestamp.timestamp()
     harness.resources["retrain_policy"] = RetrainPolicy(
-        min_new_ratings=10, min_interval_seconds=interval
+        min_new_ratings=10, min_interval_seconds=3600
     )
+    # The sensor's clock, moved by hand: one second before the interval ends, then at its end.
+    monkeypatch.setattr(retrain_sensor, "_now", lambda: started + 3599)
     harness.report(new_ratings=50, user_ids=[4])
     deferred = _only(harness.tick())
     assert deferred.job_name == "refresh_predictions_job"  # retrain deferred meanwhile
-    time.sleep(4)  # lets the interval pass; nothing here is timed
+    monkeypatch.setattr(retrain_sensor, "_now", lambda: started + 3600)
     due = _only(harness.tick())  # no new event: the deferred retrain is requested now
     assert due.job_name == "training_job"
     assert due.tags["recsys/new_ratings"] == "50"
+
+
+def test_the_mark_is_the_champions_read_however_many_reads_came_after(harness):
+    from recsys_assets.asset_keys import RATINGS_DF
+    from recsys_assets.sensors.retrain_sensor import last_training_mark
+
+    trained = harness.train()
+    (read,) = trained.asset_materializations_for_node("ratings_df")
+    (record,) = harness.instance.fetch_materializations(RATINGS_DF, limit=1).records
+    # Reads of other runs that promoted nothing (failed gates, ratings_df alone), more than
+    # any fixed look-back.
+    for _ in range(25):
+        harness.instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=RATINGS_DF, metadata={"rows_kept": 7})
+        )
+    mark = last_training_mark(harness.instance)
+    assert mark.run_id == trained.run_id
+    assert mark.storage_id == record.storage_id
+    assert mark.trained_ratings == read.metadata["rows_kept"].value
 
 
 def test_run_whose_process_died_is_failed_and_never_defers_a_retrain(harness):
