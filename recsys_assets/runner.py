@@ -33,7 +33,12 @@ _EMBEDDED_DAGSTER_YAML = f"""\
 # For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
 telemetry:
   enabled: false
-# One training run at a time, as in deploy/dagster.yaml (every training_job run is tagged).
+# One training run at a time, as in deploy/dagster.yaml: the run queue tags every training
+# run (training_job, Materialize all) recsys/job=training and starts one while none is in
+# progress; `recsys run` waits for or refuses a training in progress (run_lock.py).
+run_coordinator:
+  module: recsys_assets.run_queue
+  class: TrainingRunQueue
 concurrency:
   runs:
     tag_concurrency_limits:
@@ -41,13 +46,14 @@ concurrency:
         value: training
         limit: 1
 # With `recsys ui` (its daemon): runs stuck starting or canceling, or running for more than
-# 6 hours, are marked failed instead of blocking the one-training-at-a-time limit forever.
-# Runs of `recsys run` are also checked by process (recsys_assets/run_liveness.py).
+# 3 hours, are marked failed instead of blocking the one-training-at-a-time limit forever.
+# A killed run worker is failed at once by the code server that launched it; runs of
+# `recsys run` are checked by process (recsys_assets/run_liveness.py).
 run_monitoring:
   enabled: true
   start_timeout_seconds: 300
   cancel_timeout_seconds: 300
-  max_runtime_seconds: 21600
+  max_runtime_seconds: 10800
   poll_interval_seconds: 60
 # context.log.debug lines (e.g. the IO manager's "Loading file from ...") are not stored: each
 # is an event log row (60 of an ml-100k run's 325), and Dagster's own events are kept at any
@@ -145,10 +151,12 @@ def run_pipeline(
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance.
 
-    One at a time per RECSYS_HOME (a lock file: refuses, or waits with `wait`); runs of
-    earlier `recsys run`s whose process died are marked failed first.
+    One training at a time: behind other `recsys run`s of this RECSYS_HOME (a lock file),
+    and behind any training run in progress in the Dagster instance (UI, schedule, sensors);
+    it refuses naming that run, or waits with `wait`. Runs of earlier `recsys run`s whose
+    process died are marked failed first.
     """
-    from recsys_assets.run_lock import TrainingLockBusy, training_lock
+    from recsys_assets.run_lock import TrainingLockBusy, training_lock, wait_for_training_slot
     from recsys_assets.usage import UsageError
 
     start = time.perf_counter()
@@ -182,6 +190,12 @@ def run_pipeline(
         with dg.DagsterInstance.get() as instance:
             for run_id in fail_dead_runs(instance):
                 _note(f"marked run {run_id} failed: its `recsys run` process is gone")
+            try:
+                wait_for_training_slot(instance, wait=wait, on_wait=_note)
+            except TrainingLockBusy as exc:
+                raise UsageError(str(exc)) from exc
+            # The run carries training_job's tag (recsys/job=training) from here on, so the
+            # run queue holds the daemon's training runs until this one ends.
             result = execute_training(instance, run_config, executor, tags=process_tags())
             return _summarize(result, note, start)
 
