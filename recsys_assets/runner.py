@@ -167,12 +167,19 @@ def run_pipeline(
             stack.enter_context(training_lock(settings.recsys_home, wait=wait, on_wait=_note))
         except TrainingLockBusy as exc:
             raise UsageError(str(exc)) from exc
-        note = _ensure_ratings(settings, create_demo)
-
         import dagster as dg
 
         from recsys_assets.run_liveness import fail_dead_runs, process_tags
 
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        for run_id in fail_dead_runs(instance):
+            _note(f"marked run {run_id} failed: its `recsys run` process is gone")
+        # Before anything is read or written: demo data must not land under a running training.
+        try:
+            wait_for_training_slot(instance, wait=wait, on_wait=_note)
+        except TrainingLockBusy as exc:
+            raise UsageError(str(exc)) from exc
+        note = _ensure_ratings(settings, create_demo)
         run_config = cli_run_config(
             n_epochs=n_epochs,
             n_folds=n_folds,
@@ -185,19 +192,12 @@ def run_pipeline(
             verbose=verbose,
         )
         # In process unless RECSYS_EXECUTOR says otherwise (launched runs default to
-        # multiprocess): the quickest path for one run on one machine.
+        # multiprocess): the quickest path for one run on one machine. The run carries
+        # training_job's tag (recsys/job=training), so the run queue holds the daemon's
+        # training runs until it ends; its steps check the instance again (run_lock.py).
         executor = settings.executor or "in_process"
-        with dg.DagsterInstance.get() as instance:
-            for run_id in fail_dead_runs(instance):
-                _note(f"marked run {run_id} failed: its `recsys run` process is gone")
-            try:
-                wait_for_training_slot(instance, wait=wait, on_wait=_note)
-            except TrainingLockBusy as exc:
-                raise UsageError(str(exc)) from exc
-            # The run carries training_job's tag (recsys/job=training) from here on, so the
-            # run queue holds the daemon's training runs until this one ends.
-            result = execute_training(instance, run_config, executor, tags=process_tags())
-            return _summarize(result, note, start)
+        result = execute_training(instance, run_config, executor, tags=process_tags())
+        return _summarize(result, note, start)
 
 
 def cli_run_config(

@@ -83,9 +83,9 @@ class RatingsDatabase(dg.ConfigurableResource):
         # In a training run, every step that reads or writes the database first makes sure
         # no other training started before this one (runs executed outside the run queue:
         # `dagster asset materialize`, `recsys run`); see run_lock.py.
-        if context.dagster_run is not None and context.instance is not None:
+        if context.run is not None and context.instance is not None:
             try:
-                claim_training_slot(context.instance, context.dagster_run)
+                claim_training_slot(context.instance, context.run)
             except TrainingLockBusy as exc:
                 raise dg.Failure(str(exc)) from exc
         # Dagster's documented way for a ConfigurableResource to hand user code another object.
