@@ -2,8 +2,8 @@
 and dagster-daemon started from this project's workspace.yaml and deploy/dagster.yaml.
 
 One scenario, in the order an operator would see it:
-1. a training run launched through GraphQL exactly as the UI's launchpad does, run by the
-   daemon's run queue;
+1. on the app's database (its tables only), a training run launched through GraphQL exactly
+   as the UI's launchpad does, run by the daemon's run queue;
 2. new ratings inserted into the PostgreSQL ratings DB → the ratings sensor reports them → the
    retrain sensor starts exactly one run refreshing those users' predictions;
 3. the daemon restarts → sensor cursors are kept, no run is started twice;
@@ -24,6 +24,7 @@ import pytest
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
+from recsys_assets_tests.app_database import app_checksums, make_app_database
 from recsys_assets_tests.servers import REPO, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,11 +85,10 @@ def deployment(postgres):
         RECSYS_RETRAIN_MIN_INTERVAL_SECONDS="0",
         RECSYS_DB_RETRY_DELAY_SECONDS="1",
     )
-    ratings_db = RatingsStore(postgres.url("ratings"))
-    ratings_db.ensure_schema()
+    # The app's database as the app made it: no project setup before the first run.
     movies, ratings = generate_demo_ratings(n_users=150, n_movies=200, n_ratings=15000, seed=3)
-    ratings_db.insert_movies(movies)
-    ratings_db.insert_ratings(ratings)
+    make_app_database(postgres.url("ratings"), "native", movies, ratings)
+    ratings_db = RatingsStore(postgres.url("ratings"))
     deploy = Deployment(env, root)
     try:
         deploy.start_webserver()
@@ -143,7 +143,9 @@ def _readme_curl_example() -> str:
 def test_deployment_end_to_end(deployment):
     deploy, ratings_db = deployment
 
-    # 1. Launch the whole graph through GraphQL, as the UI's launchpad does.
+    # 1. Launch the whole graph through GraphQL, as the UI's launchpad does, on a database
+    #    without user_predictions: the run creates it and changes none of the app's tables.
+    app_tables = app_checksums(ratings_db.url, "native")
     launched = deploy.graphql(
         LAUNCH,
         {
@@ -159,6 +161,7 @@ def test_deployment_end_to_end(deployment):
     (first,) = _wait_finished(deploy, "training_job", 1)
     assert first["runId"] == launched["run"]["runId"]
     assert first["tags"]["recsys/job"] == "training"  # the run queue's concurrency key
+    assert app_checksums(ratings_db.url, "native") == app_tables
     before = ratings_db.read_predictions()
     all_ratings = ratings_db.read_ratings()
     rated = all_ratings.groupby("user_id")["movie_id"].nunique()
