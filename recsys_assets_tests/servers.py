@@ -230,7 +230,7 @@ class Process:
 
 
 LOCATION = {"repositoryLocationName": "recsys_assets", "repositoryName": "__repository__"}
-_LAUNCH = """
+LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
   launchPipelineExecution(executionParams: $executionParams) {
     __typename
@@ -314,7 +314,7 @@ class Deployment:
         if asset_selection is not None:
             selector["assetSelection"] = [{"path": path} for path in asset_selection]
         params = {"selector": selector, "runConfigData": run_config, "mode": "default"}
-        launched = self.graphql(_LAUNCH, {"executionParams": params})["launchPipelineExecution"]
+        launched = self.graphql(LAUNCH, {"executionParams": params})["launchPipelineExecution"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise AssertionError(f"launch of {job} failed: {launched}")
         return launched["run"]["runId"]

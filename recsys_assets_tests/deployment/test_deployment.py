@@ -25,24 +25,14 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets_tests.app_database import app_checksums, make_app_database
-from recsys_assets_tests.servers import REPO, Deployment, wait_for
+from recsys_assets_tests.servers import LAUNCH, LOCATION, REPO, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
-LOCATION = {"repositoryLocationName": "recsys_assets", "repositoryName": "__repository__"}
 RUN_TIMEOUT = 420  # waiting, not asserting: two shared cores may be slow
 # The seed's hyperparameters (as the schedule and the retrain sensor use them), top 10. On the
 # data below the SVD clearly beats BaselineOnly, so the promotion gates pass.
 TRAINING = training_run_config(n_epochs=20, n_folds=4, top_n=10)
-LAUNCH = """
-mutation Launch($executionParams: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 RUNS = """
 query Runs($job: String!) {
   runsOrError(filter: {pipelineName: $job}) {

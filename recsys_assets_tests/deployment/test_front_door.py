@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -92,6 +96,9 @@ def deployment():
         RECSYS_RETRAIN_MIN_NEW_RATINGS="50",
         RECSYS_RETRAIN_MIN_INTERVAL_SECONDS="0",
         RECSYS_DB_RETRY_DELAY_SECONDS="1",
+        # Daemon runs in one process each, as `recsys run`'s: fewer processes on two shared
+        # cores (test_deployment.py runs the default, multiprocess).
+        RECSYS_EXECUTOR="in_process",
     )
     deploy = Deployment(env, root)
     try:
@@ -140,7 +147,7 @@ def test_materialize_all_and_the_sensor_from_a_clean_app_database(deployment):
 
     # The UI's "Materialize all": Dagster's implicit asset job over every asset.
     keys = [key.path for asset in all_assets for key in asset.keys]
-    everything = deploy.launch("__ASSET_JOB", FAST_CONFIG, asset_selection=keys)
+    everything = deploy.launch("__ASSET_JOB", {}, asset_selection=keys)  # the defaults
     # The app reports new ratings (the README's REST call): the retrain sensor asks for a
     # training run, which waits in the queue until "Materialize all" is done.
     subprocess.run(
@@ -167,29 +174,63 @@ def test_materialize_all_and_the_sensor_from_a_clean_app_database(deployment):
     assert app_checksums(url, "django") == before
 
 
+def _worker_pid(deploy: Deployment, run_id: str) -> int:
+    """The pid of the process that runs `run_id` (its RUN_START event's)."""
+    with dg.DagsterInstance.from_config(deploy.env["DAGSTER_HOME"]) as instance:
+        (entry,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
+    return int(entry.dagster_event.pid)
+
+
+HEARTBEATS = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType lastHeartbeatTime } } } }"""
+
+
+def _queue_looked_twice(deploy: Deployment, since: float) -> Callable[[], bool]:
+    """A check: the run queue's daemon has gone over the queue twice since `since` (two of
+    its heartbeats, which it sends after each pass)."""
+    beats: set[float] = set()
+
+    def check() -> bool:
+        data = deploy.graphql(HEARTBEATS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        (queue,) = [d for d in data if d["daemonType"] == "QUEUED_RUN_COORDINATOR"]
+        if (queue["lastHeartbeatTime"] or 0) > since:
+            beats.add(queue["lastHeartbeatTime"])
+        return len(beats) >= 2
+
+    return check
+
+
 def test_one_training_at_a_time_daemon_and_recsys_run(deployment):
     deploy, url = deployment
     before = app_checksums(url, "django")
     env = deploy.env
     recsys = str(BIN / "recsys")
 
-    # `recsys run` while the daemon trains: refused, naming the run.
-    daemon_run = deploy.launch("training_job", FAST_CONFIG)
+    # `recsys run` while the daemon trains (its worker paused, so it stays in progress):
+    # refused, naming the run.
+    daemon_run = deploy.launch("training_job", {})
     _in_progress(deploy, daemon_run)
-    refused = subprocess.run(
-        [recsys, "run", "--no-demo-data"], env=env, capture_output=True, text=True, timeout=300
-    )
+    worker = _worker_pid(deploy, daemon_run)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        refused = subprocess.run(
+            [recsys, "run", "--no-demo-data"], env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        # A killed run worker: the run is failed promptly (not after run monitoring's 3 h).
+        os.kill(worker, signal.SIGKILL)
     assert refused.returncode == 2, refused.stderr
-    assert f"training run {daemon_run} (job training_job" in refused.stderr
-    _finished(deploy, [daemon_run])
+    assert f"training run {daemon_run} (job training_job, STARTED)" in refused.stderr
+    wait_for(
+        lambda: deploy.runs()[daemon_run]["status"] == "FAILURE",
+        RUN_TIMEOUT,
+        "the killed run to be marked failed",
+        deploy.diagnostics,
+    )
 
     # A training launched while `recsys run` trains waits in the queue until it is done.
     cli = subprocess.Popen(
-        [recsys, "run", "--tuning", "fixed", "--folds", "2", "--top-n", "10"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [recsys, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
 
@@ -201,10 +242,21 @@ def test_one_training_at_a_time_daemon_and_recsys_run(deployment):
             return [r["runId"] for r in mine if r["status"] == "STARTED"]
 
         (cli_run_id,) = wait_for(cli_run, RUN_TIMEOUT, "the recsys run run", deploy.diagnostics)
-        queued = deploy.launch("training_job", FAST_CONFIG)
+        os.kill(cli.pid, signal.SIGSTOP)  # keeps its training in progress while we look
+        launched_at = time.time()
+        queued = deploy.launch("training_job", {})
+        wait_for(
+            _queue_looked_twice(deploy, launched_at),
+            RUN_TIMEOUT,
+            "the run queue to look at the new run",
+            deploy.diagnostics,
+        )
+        assert deploy.runs()[queued]["status"] == "QUEUED"
+        os.kill(cli.pid, signal.SIGCONT)
         out, err = cli.communicate(timeout=RUN_TIMEOUT)
     finally:
         if cli.poll() is None:
+            os.kill(cli.pid, signal.SIGCONT)
             cli.kill()
     assert cli.returncode == 0, out + err
     runs = _finished(deploy, [cli_run_id, queued])
