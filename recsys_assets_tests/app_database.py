@@ -14,14 +14,14 @@ import sqlalchemy as sa
 _DDL = {
     "native": [
         "CREATE TABLE movies (id INTEGER PRIMARY KEY, title TEXT)",
-        "CREATE TABLE ratings (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, movie_id BIGINT "
+        "CREATE TABLE ratings (id {serial}, user_id BIGINT NOT NULL, movie_id BIGINT "
         "NOT NULL, rating FLOAT, active BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
     ],
     "django": [
         "CREATE TABLE django_content_type (id INTEGER PRIMARY KEY, app_label VARCHAR(100) "
         "NOT NULL, model VARCHAR(100) NOT NULL)",
         "CREATE TABLE movies_movie (id INTEGER PRIMARY KEY, title TEXT)",
-        "CREATE TABLE ratings_rating (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, value "
+        "CREATE TABLE ratings_rating (id {serial}, user_id BIGINT NOT NULL, value "
         "FLOAT, content_type_id INTEGER NOT NULL REFERENCES django_content_type (id), "
         "object_id BIGINT NOT NULL, active BOOLEAN NOT NULL, timestamp TIMESTAMP)",
         "INSERT INTO django_content_type VALUES (1, 'auth', 'user'), (2, 'movies', 'movie')",
@@ -36,10 +36,13 @@ APP_TABLES = {
 def make_app_database(url: str, preset: str, movies: pd.DataFrame, ratings: pd.DataFrame) -> None:
     """The app's tables in `url` (which must exist or be a SQLite file path), with data."""
     engine = sa.create_engine(url)
-    ids = range(1, len(ratings) + 1)
+    # Rating ids come from the database, as when the app inserts them.
+    serial = (
+        "BIGSERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    )
     with engine.begin() as conn:
         for statement in _DDL[preset]:
-            conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(statement.replace("{serial}", serial))
         movie_table = "movies" if preset == "native" else "movies_movie"
         conn.execute(
             sa.text(f"INSERT INTO {movie_table} (id, title) VALUES (:id, :title)"),
@@ -49,7 +52,6 @@ def make_app_database(url: str, preset: str, movies: pd.DataFrame, ratings: pd.D
             ],
         )
         rows = zip(
-            ids,
             ratings["user_id"],
             ratings["movie_id"],
             ratings["rating"],
@@ -58,24 +60,26 @@ def make_app_database(url: str, preset: str, movies: pd.DataFrame, ratings: pd.D
         )
         if preset == "native":
             conn.execute(
-                sa.text("INSERT INTO ratings VALUES (:i, :u, :m, :r, TRUE, :t)"),
-                [
-                    {"i": i, "u": int(u), "m": int(m), "r": float(r), "t": int(t)}
-                    for i, u, m, r, t in rows
-                ],
+                sa.text(
+                    "INSERT INTO ratings (user_id, movie_id, rating, active, created_at) "
+                    "VALUES (:u, :m, :r, TRUE, :t)"
+                ),
+                [{"u": int(u), "m": int(m), "r": float(r), "t": int(t)} for u, m, r, t in rows],
             )
         else:
             conn.execute(
-                sa.text("INSERT INTO ratings_rating VALUES (:i, :u, :r, 2, :m, TRUE, :t)"),
+                sa.text(
+                    "INSERT INTO ratings_rating (user_id, value, content_type_id, object_id, "
+                    "active, timestamp) VALUES (:u, :r, 2, :m, TRUE, :t)"
+                ),
                 [
                     {
-                        "i": i,
                         "u": int(u),
                         "m": int(m),
                         "r": float(r),
                         "t": dt.datetime.fromtimestamp(int(t), dt.UTC).replace(tzinfo=None),
                     }
-                    for i, u, m, r, t in rows
+                    for u, m, r, t in rows
                 ],
             )
     engine.dispose()

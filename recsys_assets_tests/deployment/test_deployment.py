@@ -25,7 +25,7 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets_tests.app_database import app_checksums, make_app_database
-from recsys_assets_tests.servers import LAUNCH, LOCATION, REPO, Deployment, wait_for
+from recsys_assets_tests.servers import LAUNCH, LOCATION, REPO, Deployment, Postgres, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +54,10 @@ query Sensor($selector: SensorSelector!) {
 }"""
 
 
-@pytest.fixture
-def deployment(postgres):
-    root = Path(tempfile.mkdtemp(prefix="recsys-deploy-"))
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_"))}
-    env.update(
-        DAGSTER_HOME=str(dagster_home),
+def _production_env(postgres: Postgres, root: Path) -> dict[str, str]:
+    """The README's Production section's variables, for this throwaway server."""
+    return dict(
+        DAGSTER_HOME=str(root / "dagster_home"),
         DAGSTER_PG_HOST=postgres.host,
         DAGSTER_PG_PORT=str(postgres.port),
         DAGSTER_PG_DB="dagster",
@@ -70,6 +65,35 @@ def deployment(postgres):
         DAGSTER_PG_PASSWORD=postgres.password,
         RECSYS_HOME=str(root / "recsys"),
         RECSYS_DATABASE_URL=postgres.url("ratings"),
+    )
+
+
+def _readme_production_block() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Production", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match, "README's Production section lost its bash block"
+    return match.group(1)
+
+
+def test_readme_production_block_is_what_the_deployment_test_runs():
+    block = _readme_production_block()
+    exported = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", block))
+    assert exported == set(_production_env(Postgres("h", 1, "u", "p"), Path("/r")))
+    assert 'cp deploy/dagster.yaml "$DAGSTER_HOME/"' in block
+    # The commands Deployment starts (servers.py), with the README's host and port.
+    assert "dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml" in block
+    assert "dagster-daemon run -w workspace.yaml" in block
+
+
+@pytest.fixture
+def deployment(postgres):
+    root = Path(tempfile.mkdtemp(prefix="recsys-deploy-"))
+    (root / "dagster_home").mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_"))}
+    env.update(_production_env(postgres, root))
+    env.update(
         RECSYS_SENSOR_INTERVAL_SECONDS="2",
         RECSYS_RETRAIN_MIN_NEW_RATINGS="50",
         RECSYS_RETRAIN_MIN_INTERVAL_SECONDS="0",
