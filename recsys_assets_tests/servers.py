@@ -291,6 +291,12 @@ class Deployment:
         self.port = on_free_port(start, "dagster-webserver")
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def start(self) -> None:
+        """Webserver, then daemon; returns once the code location is loaded."""
+        self.start_webserver()
+        self.daemon.start()
+        self.wait_ready()
+
     def diagnostics(self) -> str:
         return "\n".join([self.daemon.tail(), self.webserver.tail(30)])
 

@@ -105,9 +105,7 @@ def deployment(postgres):
     ratings_db = RatingsStore(postgres.url("ratings"))
     deploy = Deployment(env, root)
     try:
-        deploy.start_webserver()
-        deploy.daemon.start()
-        deploy.wait_ready()
+        deploy.start()
         yield deploy, ratings_db
     finally:
         deploy.stop()

@@ -102,9 +102,7 @@ def deployment():
     )
     deploy = Deployment(env, root)
     try:
-        deploy.start_webserver()
-        deploy.daemon.start()
-        deploy.wait_ready()
+        deploy.start()
         yield deploy, url
     finally:
         deploy.stop()
