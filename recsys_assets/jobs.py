@@ -7,19 +7,21 @@ import dagster as dg
 from recsys_assets.assets import artifact, predictions, ranking_model, ratings, training, tuning
 from recsys_assets.ops.refresh_predictions import refresh_user_predictions
 
+# The run tag the instance's run queue limits to one at a time (deploy/dagster.yaml); defined
+# with the rest of the one-training-at-a-time rules.
+from recsys_assets.run_lock import JOB_TAG, TRAINING_JOB, TRAINING_TAGS
+
+__all__ = ["JOB_TAG", "REFRESH_TAGS", "TRAINING_TAGS", "refresh_predictions_job", "training_job"]
+
 # The materializable assets (the external `ratings` table is declared separately).
 training_assets = dg.load_assets_from_modules(
     [ratings, tuning, training, ranking_model, artifact, predictions]
 )
 
-# Run tag the instance's run queue limits to one at a time (deploy/dagster.yaml) and the
-# retrain sensor looks for before requesting another training run.
-JOB_TAG = "recsys/job"
-TRAINING_TAGS = {JOB_TAG: "training"}
 REFRESH_TAGS = {JOB_TAG: "refresh"}
 
 training_job = dg.define_asset_job(
-    "training_job",
+    TRAINING_JOB,
     selection=dg.AssetSelection.assets(*training_assets),
     description="Read ratings, search the SVD's hyperparameters, cross-validate and fit it, "
     "export the model, promote it if it passes the gates, rank every user's top-N with the "

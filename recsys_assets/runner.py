@@ -33,7 +33,12 @@ _EMBEDDED_DAGSTER_YAML = f"""\
 # For PostgreSQL storage point DAGSTER_HOME at a directory with a PostgreSQL dagster.yaml.
 telemetry:
   enabled: false
-# One training run at a time, as in deploy/dagster.yaml (every training_job run is tagged).
+# One training run at a time, as in deploy/dagster.yaml: the run queue tags every training
+# run (training_job, Materialize all) recsys/job=training and starts one while none is in
+# progress; `recsys run` waits for or refuses a training in progress (run_lock.py).
+run_coordinator:
+  module: recsys_assets.run_queue
+  class: TrainingRunQueue
 concurrency:
   runs:
     tag_concurrency_limits:
@@ -41,13 +46,14 @@ concurrency:
         value: training
         limit: 1
 # With `recsys ui` (its daemon): runs stuck starting or canceling, or running for more than
-# 6 hours, are marked failed instead of blocking the one-training-at-a-time limit forever.
-# Runs of `recsys run` are also checked by process (recsys_assets/run_liveness.py).
+# 3 hours, are marked failed instead of blocking the one-training-at-a-time limit forever.
+# A killed run worker is failed at once by the code server that launched it; runs of
+# `recsys run` are checked by process (recsys_assets/run_liveness.py).
 run_monitoring:
   enabled: true
   start_timeout_seconds: 300
   cancel_timeout_seconds: 300
-  max_runtime_seconds: 21600
+  max_runtime_seconds: 10800
   poll_interval_seconds: 60
 # context.log.debug lines (e.g. the IO manager's "Loading file from ...") are not stored: each
 # is an event log row (60 of an ml-100k run's 325), and Dagster's own events are kept at any
@@ -146,10 +152,12 @@ def run_pipeline(
 ) -> RunSummary:
     """Materialize the whole graph (assets and checks) against the embedded (or set) instance.
 
-    One at a time per RECSYS_HOME (a lock file: refuses, or waits with `wait`); runs of
-    earlier `recsys run`s whose process died are marked failed first.
+    One training at a time: behind other `recsys run`s of this RECSYS_HOME (a lock file),
+    and behind any training run in progress in the Dagster instance (UI, schedule, sensors);
+    it refuses naming that run, or waits with `wait`. Runs of earlier `recsys run`s whose
+    process died are marked failed first.
     """
-    from recsys_assets.run_lock import TrainingLockBusy, training_lock
+    from recsys_assets.run_lock import TrainingLockBusy, training_lock, wait_for_training_slot
     from recsys_assets.usage import UsageError
 
     start = time.perf_counter()
@@ -160,12 +168,19 @@ def run_pipeline(
             stack.enter_context(training_lock(settings.recsys_home, wait=wait, on_wait=_note))
         except TrainingLockBusy as exc:
             raise UsageError(str(exc)) from exc
-        note = _ensure_ratings(settings, create_demo)
-
         import dagster as dg
 
         from recsys_assets.run_liveness import fail_dead_runs, process_tags
 
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        for run_id in fail_dead_runs(instance):
+            _note(f"marked run {run_id} failed: its `recsys run` process is gone")
+        # Before anything is read or written: demo data must not land under a running training.
+        try:
+            wait_for_training_slot(instance, wait=wait, on_wait=_note)
+        except TrainingLockBusy as exc:
+            raise UsageError(str(exc)) from exc
+        note = _ensure_ratings(settings, create_demo)
         run_config = cli_run_config(
             n_epochs=n_epochs,
             n_folds=n_folds,
@@ -179,13 +194,12 @@ def run_pipeline(
             rating_scale=rating_scale,
         )
         # In process unless RECSYS_EXECUTOR says otherwise (launched runs default to
-        # multiprocess): the quickest path for one run on one machine.
+        # multiprocess): the quickest path for one run on one machine. The run carries
+        # training_job's tag (recsys/job=training), so the run queue holds the daemon's
+        # training runs until it ends; its steps check the instance again (run_lock.py).
         executor = settings.executor or "in_process"
-        with dg.DagsterInstance.get() as instance:
-            for run_id in fail_dead_runs(instance):
-                _note(f"marked run {run_id} failed: its `recsys run` process is gone")
-            result = execute_training(instance, run_config, executor, tags=process_tags())
-            return _summarize(result, note, start)
+        result = execute_training(instance, run_config, executor, tags=process_tags())
+        return _summarize(result, note, start)
 
 
 def cli_run_config(

@@ -28,7 +28,7 @@ def open_db(create: bool = False) -> RatingsStore:
     movies) — for the embedded database and explicit loads (demo-data, import-movielens); the
     SQLite file itself only for the embedded database, never for RECSYS_DATABASE_URL.
     Otherwise a missing file, server or table is a UsageError naming it (URL masked) and the
-    preset, and nothing is created.
+    preset, and nothing is created or changed (as in a run started from the Dagster UI).
     """
     import sqlalchemy.exc
 
@@ -42,10 +42,12 @@ def open_db(create: bool = False) -> RatingsStore:
     try:
         if settings.database_url_configured:
             database.engine()  # a configured SQLite file must exist: never created here
-        if not create:
+        if create:
+            # Tables this project owns (user_predictions; native: also ratings, movies).
+            database.ensure_schema()
+        else:
+            # The app's database: read as it is; user_predictions is created by its writer.
             database.check_ratings_tables()
-        # Tables this project owns (user_predictions; native: also ratings, movies).
-        database.ensure_schema()
     except SchemaError as exc:
         raise UsageError(str(exc)) from exc
     except DatabaseUnusableError as exc:  # missing, not a database, unwritable, no driver

@@ -229,6 +229,21 @@ class Process:
         return f"--- {self.name} log ---\n" + "\n".join(text)
 
 
+LOCATION = {"repositoryLocationName": "recsys_assets", "repositoryName": "__repository__"}
+LAUNCH = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+_ALL_RUNS = """
+{ runsOrError { ... on Runs { results { runId jobName status startTime endTime
+  tags { key value } } } } }"""
+
+
 class Deployment:
     """dagster-webserver + dagster-daemon on this project's workspace.yaml and dagster.yaml."""
 
@@ -276,6 +291,12 @@ class Deployment:
         self.port = on_free_port(start, "dagster-webserver")
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def start(self) -> None:
+        """Webserver, then daemon; returns once the code location is loaded."""
+        self.start_webserver()
+        self.daemon.start()
+        self.wait_ready()
+
     def diagnostics(self) -> str:
         return "\n".join([self.daemon.tail(), self.webserver.tail(30)])
 
@@ -289,6 +310,27 @@ class Deployment:
         if payload.get("errors"):
             raise AssertionError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]
+
+    def launch(
+        self, job: str, run_config: dict, asset_selection: list[list[str]] | None = None
+    ) -> str:
+        """Launch a run as the UI does (the launchpad, or *Materialize* on the asset graph,
+        which runs Dagster's implicit `__ASSET_JOB` over `asset_selection`); its run id."""
+        selector: dict[str, Any] = {**LOCATION, "jobName": job}
+        if asset_selection is not None:
+            selector["assetSelection"] = [{"path": path} for path in asset_selection]
+        params = {"selector": selector, "runConfigData": run_config, "mode": "default"}
+        launched = self.graphql(LAUNCH, {"executionParams": params})["launchPipelineExecution"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise AssertionError(f"launch of {job} failed: {launched}")
+        return launched["run"]["runId"]
+
+    def runs(self) -> dict[str, dict]:
+        """Every run by id: jobName, status, startTime, endTime, tags (as a dict)."""
+        results = self.graphql(_ALL_RUNS)["runsOrError"]["results"]
+        for run in results:
+            run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
+        return {run["runId"]: run for run in results}
 
     def wait_ready(self, timeout: float = 300) -> None:
         def location_loaded() -> bool:

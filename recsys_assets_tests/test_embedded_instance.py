@@ -30,7 +30,18 @@ def test_embedded_instance_is_dagsters_own_sqlite_storage(recsys_home):
     home = Path(prepare_dagster_home())
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     # Only documented instance settings: no storage class of the project's (or anyone's).
-    assert set(config) == {"telemetry", "concurrency", "run_monitoring", "python_logs"}
+    assert set(config) == {
+        "telemetry",
+        "run_coordinator",
+        "concurrency",
+        "run_monitoring",
+        "python_logs",
+    }
+    # The project's run queue: Dagster's QueuedRunCoordinator that tags training runs.
+    assert config["run_coordinator"] == {
+        "module": "recsys_assets.run_queue",
+        "class": "TrainingRunQueue",
+    }
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize([numbers, total], instance=instance)
         assert result.success
@@ -104,17 +115,19 @@ def test_webserver_shows_a_run_of_recsys_run(recsys_home, demo_db):
 
 def test_embedded_and_deployed_instances_monitor_runs(recsys_home):
     """Dagster's run monitoring is on in both instance configs (a run stuck starting, canceling
-    or running for hours is marked failed by the daemon)."""
+    or running for hours is marked failed by the daemon), with the project's run queue."""
     prepare_dagster_home()
     with dg.DagsterInstance.get() as instance:
         assert instance.run_monitoring_enabled
-        assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+        assert instance.run_monitoring_max_runtime_seconds == 3 * 3600
         assert instance.run_monitoring_start_timeout_seconds == 300
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
     deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
     assert deployed["run_monitoring"] == {
         "enabled": True,
         "start_timeout_seconds": 300,
         "cancel_timeout_seconds": 300,
-        "max_runtime_seconds": 21600,
+        "max_runtime_seconds": 10800,
         "poll_interval_seconds": 60,
     }
+    assert deployed["run_coordinator"]["class"] == "TrainingRunQueue"

@@ -104,3 +104,27 @@ def test_rating_scale_flag_reaches_ratings_df_as_valid_run_config(capsys):
     assert "ratings_df" not in cli_run_config()["ops"]  # unset: RECSYS_RATING_SCALE's
     assert main(["run", "--rating-scale", "10,1"]) == 2
     assert "--rating-scale: must be MIN,MAX with finite MIN < MAX" in capsys.readouterr().err
+
+
+def test_recsys_run_the_schedule_and_the_launchpad_train_with_the_same_config():
+    import dagster as dg
+
+    from recsys_assets.cli import build_parser
+    from recsys_assets.definitions import build_training_job
+    from recsys_assets.jobs import TRAINING_TAGS
+    from recsys_assets.runner import cli_run_config
+    from recsys_assets.schedules import build_daily_training_schedule
+
+    args = build_parser().parse_args(["run"])
+    cli = cli_run_config(
+        n_epochs=args.n_epochs, n_folds=args.folds, top_n=args.top_n, tuning=args.tuning
+    )
+    job = build_training_job()
+    # The launchpad's defaults: the job's config schema with nothing filled in.
+    launchpad = dg.validate_run_config(job, {})["ops"]
+    schedule = build_daily_training_schedule("UTC")
+    (request,) = schedule.evaluate_tick(dg.build_schedule_context()).run_requests
+    scheduled = dg.validate_run_config(job, request.run_config)["ops"]
+    assert dg.validate_run_config(job, cli)["ops"] == launchpad == scheduled
+    # Every path's run carries the tag the run queue limits (the CLI adds its process).
+    assert job.tags.items() >= TRAINING_TAGS.items()

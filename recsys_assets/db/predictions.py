@@ -111,6 +111,24 @@ def replace_predictions(
         return bulk.batched_insert(conn, table, columns, batch_size)
 
 
+def ensure_predictions_table(engine: Engine, table: sa.Table = native_user_predictions) -> None:
+    """Create `user_predictions` if missing, or upgrade an older shape, in place.
+
+    The project's only table in an app's database: every writer (the training job's assets,
+    the refresh op, the CLI) calls this before writing, so a database the app made works on
+    the first run, whoever started it; the app's own tables are never touched. A few catalog
+    queries per write (one per asset per run), safe against another process doing the same.
+    """
+    if not sa.inspect(engine).has_table(table.name):
+        try:
+            table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process created it between the check and the CREATE.
+            if not sa.inspect(engine).has_table(table.name):
+                raise
+    upgrade_predictions(engine, table)
+
+
 def _utc_datetime(value: float | dt.datetime) -> dt.datetime:
     """Unix seconds or a datetime (naive = UTC) → aware UTC datetime, whole seconds."""
     if isinstance(value, dt.datetime):

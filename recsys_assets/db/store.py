@@ -6,7 +6,8 @@ Plain Python: the CLI, serving and benchmarks use it directly; the Dagster resou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -62,20 +63,34 @@ class RatingsStore:
         """SchemaError naming the table, the masked URL and the preset if one is missing."""
         presets.check_ratings_tables(self.engine(), self.preset)
 
+    @contextlib.contextmanager
+    def _naming_missing_tables(self) -> Iterator[None]:
+        """A query on the app's tables that fails because one is missing raises SchemaError
+        naming it, the masked URL and the preset, instead of the driver's bare message."""
+        try:
+            yield
+        except Exception:  # SQLAlchemy's errors, and the driver's own from raw-cursor reads
+            self.check_ratings_tables()
+            raise
+
     # --- ratings and movies
 
     def read_ratings(self, chunksize: int | None = None) -> pd.DataFrame:
-        return ratings.read_ratings(self.engine(), self.preset, chunksize=chunksize)
+        with self._naming_missing_tables():
+            return ratings.read_ratings(self.engine(), self.preset, chunksize=chunksize)
 
     def count_ratings(self) -> int:
-        return ratings.count_ratings(self.engine(), self.preset)
+        with self._naming_missing_tables():
+            return ratings.count_ratings(self.engine(), self.preset)
 
     def read_user_ratings(self, user_ids: Sequence[int]) -> pd.DataFrame:
-        return ratings.read_user_ratings(self.engine(), self.preset, user_ids)
+        with self._naming_missing_tables():
+            return ratings.read_user_ratings(self.engine(), self.preset, user_ids)
 
     def read_unrated_pairs(self, user_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """(user_id, movie_id) of active ratings without a value (never suggested to the user)."""
-        return ratings.read_unrated_pairs(self.engine(), self.preset, user_ids)
+        with self._naming_missing_tables():
+            return ratings.read_unrated_pairs(self.engine(), self.preset, user_ids)
 
     def movie_titles(self) -> dict[int, str]:
         return ratings.read_movie_titles(self.engine(), self.preset)
@@ -92,10 +107,12 @@ class RatingsStore:
     # --- change tracking (sensors)
 
     def watermark(self) -> RatingsWatermark:
-        return changes.ratings_watermark(self.engine(), self.preset)
+        with self._naming_missing_tables():
+            return changes.ratings_watermark(self.engine(), self.preset)
 
     def changes(self, after_id: int, upto_id: int) -> RatingsChanges:
-        return changes.ratings_changes(self.engine(), self.preset, after_id, upto_id)
+        with self._naming_missing_tables():
+            return changes.ratings_changes(self.engine(), self.preset, after_id, upto_id)
 
     # --- predictions
 
@@ -106,6 +123,8 @@ class RatingsStore:
         users: Sequence[int] | None = None,
         created_at: int | None = None,
     ) -> int:
+        # Created (or upgraded) here on first use: a database made by the app lacks it.
+        predictions.ensure_predictions_table(self.engine(), self.preset.predictions)
         return predictions.replace_predictions(
             self.engine(), frame, model_version, created_at=created_at, users=users
         )

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from recsys_assets import db
 from recsys_assets.db import RatingsStore
+from recsys_assets.run_lock import TrainingLockBusy, claim_training_slot
 from recsys_assets.settings import SCHEMA_PRESETS, Settings
 
 
@@ -79,5 +80,13 @@ class RatingsDatabase(dg.ConfigurableResource):
         return RatingsStore(self.url, preset)
 
     def create_resource(self, context: dg.InitResourceContext) -> RatingsStore:
+        # In a training run, every step that reads or writes the database first makes sure
+        # no other training started before this one (runs executed outside the run queue:
+        # `dagster asset materialize`, `recsys run`); see run_lock.py.
+        if context.run is not None and context.instance is not None:
+            try:
+                claim_training_slot(context.instance, context.run)
+            except TrainingLockBusy as exc:
+                raise dg.Failure(str(exc)) from exc
         # Dagster's documented way for a ConfigurableResource to hand user code another object.
         return self.store()

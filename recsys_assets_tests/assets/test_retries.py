@@ -64,12 +64,14 @@ def test_sqlite_syntax_style_errors_are_not_retried(tmp_path):
     @dg.op(retry_policy=POLICY)
     def read(context: dg.OpExecutionContext):
         with retry_only_transient_db_errors(context):
-            database.count_ratings()  # "no such table": OperationalError, but not transient
+            database.count_ratings()  # "no such table": OperationalError, but not transient,
+            # reported as the SchemaError naming the table
 
     result = _run(read)
     assert not result.success and _retries(result) == 0
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "no such table: ratings" in failure.step_failure_data.user_failure_data.description
+    description = failure.step_failure_data.user_failure_data.description
+    assert "table 'ratings' does not exist" in description
 
 
 def test_bad_input_failure_is_final():

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
 
-from recsys_assets import db
+from recsys_assets import db, runner
 from recsys_assets.cli import describe_error, main
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
@@ -132,28 +131,28 @@ def test_describe_error_names_file_and_variable():
     assert describe_error(KeyError("x")) == "KeyError: 'x'"
 
 
-def test_second_run_on_the_same_home_refuses_or_waits(recsys_home, capsys):
+def test_second_run_on_the_same_home_refuses_or_waits(recsys_home, capsys, monkeypatch):
     with training_lock(recsys_home):
         assert main(["run", "--no-demo-data"]) == 2
         line = _last_line(capsys.readouterr().err)
         assert "another `recsys run`" in line and f"pid {__import__('os').getpid()}" in line
         assert "--wait" in line
 
-    held = threading.Event()
+    # --wait queues behind the holder, then runs (and fails for its own reason: no data).
+    held, waiting = threading.Event(), threading.Event()
+    monkeypatch.setattr(runner, "_note", lambda message: waiting.set())
 
-    def hold_briefly():
+    def hold_until_the_second_run_waits():
         with training_lock(recsys_home):
             held.set()
-            time.sleep(1.0)
+            waiting.wait(60)
 
-    holder = threading.Thread(target=hold_briefly)
+    holder = threading.Thread(target=hold_until_the_second_run_waits)
     holder.start()
-    held.wait(10)
-    # --wait queues behind the holder, then runs (and fails for its own reason: no data).
+    held.wait(60)
     assert main(["run", "--wait", "--no-demo-data"]) == 2
-    err = capsys.readouterr().err
-    assert "waiting for another `recsys run`" in err
-    assert "no active movie ratings" in _last_line(err)
+    assert waiting.is_set()
+    assert "no active movie ratings" in _last_line(capsys.readouterr().err)
     holder.join()
 
 

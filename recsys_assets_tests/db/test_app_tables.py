@@ -230,3 +230,79 @@ def test_ensure_schema_names_what_is_wrong_with_the_django_layout(bare_engine: E
     missing = db.DjangoSchema(ratings_table="reviews")
     with pytest.raises(db.SchemaError, match="'reviews', which is missing"):
         db.ensure_schema(bare_engine, missing)
+
+
+# --- a database the app made: user_predictions on first write, app tables untouched ---------
+
+_APP_DDL = {
+    "native": [
+        "CREATE TABLE movies (id INTEGER PRIMARY KEY, title TEXT)",
+        "CREATE TABLE ratings (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, movie_id BIGINT "
+        "NOT NULL, rating FLOAT, active BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
+        "INSERT INTO movies VALUES (10, 'A'), (11, 'B')",
+        "INSERT INTO ratings VALUES (1, 7, 10, 4.0, TRUE, 1700000000)",
+    ],
+    "django": [
+        "CREATE TABLE django_content_type (id INTEGER PRIMARY KEY, app_label VARCHAR(100) "
+        "NOT NULL, model VARCHAR(100) NOT NULL)",
+        "CREATE TABLE ratings_rating (id INTEGER PRIMARY KEY, user_id BIGINT NOT NULL, value "
+        "FLOAT, content_type_id INTEGER NOT NULL, object_id BIGINT NOT NULL, active BOOLEAN "
+        "NOT NULL, timestamp TIMESTAMP)",
+        "INSERT INTO django_content_type VALUES (1, 'movies', 'movie')",
+        "INSERT INTO ratings_rating VALUES (1, 7, 4.0, 1, 10, TRUE, '2024-01-01 00:00:00')",
+    ],
+}
+
+
+def _app_tables(engine: Engine) -> dict[str, list]:
+    """Every table but user_predictions: its columns and rows, to compare before and after."""
+    inspector = sa.inspect(engine)
+    out = {}
+    for name in inspector.get_table_names():
+        if name == db.PREDICTIONS_TABLE:
+            continue
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
+        columns = [(c["name"], str(c["type"])) for c in inspector.get_columns(name)]
+        out[name] = [columns, inspector.get_indexes(name), [tuple(r) for r in rows]]
+    return out
+
+
+@pytest.mark.parametrize("preset", ["native", "django"])
+def test_first_write_creates_user_predictions_and_leaves_the_app_tables(
+    bare_engine: Engine, preset: str
+) -> None:
+    # No ensure_schema: the database is the app's, as on a fresh production install.
+    with bare_engine.begin() as conn:
+        for statement in _APP_DDL[preset]:
+            conn.exec_driver_sql(statement)
+    before = _app_tables(bare_engine)
+    store = db.RatingsStore(bare_engine.url.render_as_string(hide_password=False), preset)
+    assert len(store.read_ratings()) == 1
+    assert store.replace_predictions(_predictions([7]), "v1") == 3
+    assert store.replace_predictions(_predictions([7, 8]), "v2") == 6  # again: already there
+    assert set(store.read_predictions()["model_version"]) == {"v2"}
+    assert _app_tables(bare_engine) == before
+
+
+def test_first_write_upgrades_an_old_predictions_table(bare_engine: Engine) -> None:
+    with bare_engine.begin() as conn:
+        conn.exec_driver_sql(_OLD_SHAPE.format(source=""))
+    store = db.RatingsStore(bare_engine.url.render_as_string(hide_password=False))
+    store.replace_predictions(_predictions([7]), "v1")
+    assert "id" in {c["name"] for c in sa.inspect(bare_engine).get_columns("user_predictions")}
+    assert len(store.read_predictions()) == 3
+
+
+@pytest.mark.parametrize("preset, table", [("native", "ratings"), ("django", "ratings_rating")])
+def test_a_missing_ratings_table_is_named(bare_engine: Engine, preset: str, table: str) -> None:
+    url = bare_engine.url.render_as_string(hide_password=False)
+    store = db.RatingsStore(url, preset)
+    for read in (store.read_ratings, store.count_ratings, store.watermark):
+        with pytest.raises(db.SchemaError) as error:
+            read()
+        message = str(error.value)
+        assert f"table {table!r} does not exist" in message
+        assert f"(schema preset {preset!r})" in message and store.safe_url() in message
+        assert "secret" not in message  # the PostgreSQL password stays masked
+    assert not sa.inspect(bare_engine).get_table_names()  # nothing was created

@@ -2,8 +2,8 @@
 and dagster-daemon started from this project's workspace.yaml and deploy/dagster.yaml.
 
 One scenario, in the order an operator would see it:
-1. a training run launched through GraphQL exactly as the UI's launchpad does, run by the
-   daemon's run queue;
+1. on the app's database (its tables only), a training run launched through GraphQL exactly
+   as the UI's launchpad does, run by the daemon's run queue;
 2. new ratings inserted into the PostgreSQL ratings DB → the ratings sensor reports them → the
    retrain sensor starts exactly one run refreshing those users' predictions;
 3. the daemon restarts → sensor cursors are kept, no run is started twice;
@@ -24,24 +24,15 @@ import pytest
 from recsys_assets.assets.config import training_run_config
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
-from recsys_assets_tests.servers import REPO, Deployment, wait_for
+from recsys_assets_tests.app_database import app_checksums, make_app_database
+from recsys_assets_tests.servers import LAUNCH, LOCATION, REPO, Deployment, Postgres, wait_for
 
 pytestmark = pytest.mark.integration
 
-LOCATION = {"repositoryLocationName": "recsys_assets", "repositoryName": "__repository__"}
 RUN_TIMEOUT = 420  # waiting, not asserting: two shared cores may be slow
 # The seed's hyperparameters (as the schedule and the retrain sensor use them), top 10. On the
 # data below the SVD clearly beats BaselineOnly, so the promotion gates pass.
 TRAINING = training_run_config(n_epochs=20, n_folds=4, top_n=10)
-LAUNCH = """
-mutation Launch($executionParams: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 RUNS = """
 query Runs($job: String!) {
   runsOrError(filter: {pipelineName: $job}) {
@@ -63,15 +54,10 @@ query Sensor($selector: SensorSelector!) {
 }"""
 
 
-@pytest.fixture
-def deployment(postgres):
-    root = Path(tempfile.mkdtemp(prefix="recsys-deploy-"))
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_"))}
-    env.update(
-        DAGSTER_HOME=str(dagster_home),
+def _production_env(postgres: Postgres, root: Path) -> dict[str, str]:
+    """The README's Production section's variables, for this throwaway server."""
+    return dict(
+        DAGSTER_HOME=str(root / "dagster_home"),
         DAGSTER_PG_HOST=postgres.host,
         DAGSTER_PG_PORT=str(postgres.port),
         DAGSTER_PG_DB="dagster",
@@ -79,21 +65,47 @@ def deployment(postgres):
         DAGSTER_PG_PASSWORD=postgres.password,
         RECSYS_HOME=str(root / "recsys"),
         RECSYS_DATABASE_URL=postgres.url("ratings"),
+    )
+
+
+def _readme_production_block() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Production", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match, "README's Production section lost its bash block"
+    return match.group(1)
+
+
+def test_readme_production_block_is_what_the_deployment_test_runs():
+    block = _readme_production_block()
+    exported = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", block))
+    assert exported == set(_production_env(Postgres("h", 1, "u", "p"), Path("/r")))
+    assert 'cp deploy/dagster.yaml "$DAGSTER_HOME/"' in block
+    # The commands Deployment starts (servers.py), with the README's host and port.
+    assert "dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml" in block
+    assert "dagster-daemon run -w workspace.yaml" in block
+
+
+@pytest.fixture
+def deployment(postgres):
+    root = Path(tempfile.mkdtemp(prefix="recsys-deploy-"))
+    (root / "dagster_home").mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "DAGSTER_"))}
+    env.update(_production_env(postgres, root))
+    env.update(
         RECSYS_SENSOR_INTERVAL_SECONDS="2",
         RECSYS_RETRAIN_MIN_NEW_RATINGS="50",
         RECSYS_RETRAIN_MIN_INTERVAL_SECONDS="0",
         RECSYS_DB_RETRY_DELAY_SECONDS="1",
     )
-    ratings_db = RatingsStore(postgres.url("ratings"))
-    ratings_db.ensure_schema()
+    # The app's database as the app made it: no project setup before the first run.
     movies, ratings = generate_demo_ratings(n_users=150, n_movies=200, n_ratings=15000, seed=3)
-    ratings_db.insert_movies(movies)
-    ratings_db.insert_ratings(ratings)
+    make_app_database(postgres.url("ratings"), "native", movies, ratings)
+    ratings_db = RatingsStore(postgres.url("ratings"))
     deploy = Deployment(env, root)
     try:
-        deploy.start_webserver()
-        deploy.daemon.start()
-        deploy.wait_ready()
+        deploy.start()
         yield deploy, ratings_db
     finally:
         deploy.stop()
@@ -143,7 +155,9 @@ def _readme_curl_example() -> str:
 def test_deployment_end_to_end(deployment):
     deploy, ratings_db = deployment
 
-    # 1. Launch the whole graph through GraphQL, as the UI's launchpad does.
+    # 1. Launch the whole graph through GraphQL, as the UI's launchpad does, on a database
+    #    without user_predictions: the run creates it and changes none of the app's tables.
+    app_tables = app_checksums(ratings_db.url, "native")
     launched = deploy.graphql(
         LAUNCH,
         {
@@ -159,6 +173,7 @@ def test_deployment_end_to_end(deployment):
     (first,) = _wait_finished(deploy, "training_job", 1)
     assert first["runId"] == launched["run"]["runId"]
     assert first["tags"]["recsys/job"] == "training"  # the run queue's concurrency key
+    assert app_checksums(ratings_db.url, "native") == app_tables
     before = ratings_db.read_predictions()
     all_ratings = ratings_db.read_ratings()
     rated = all_ratings.groupby("user_id")["movie_id"].nunique()
