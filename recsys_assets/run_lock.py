@@ -106,7 +106,7 @@ def wait_for_training_slot(
         if not wait:
             raise TrainingLockBusy(
                 f"training {names} is in progress in the Dagster instance "
-                f"(DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '?')}); one training runs at a "
+                f"({instance.root_directory}); one training runs at a "
                 "time: let it finish, or pass --wait to start after it"
             )
         if on_wait and names != noted:

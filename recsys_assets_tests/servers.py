@@ -37,6 +37,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class GraphQLHTTPError(AssertionError):
+    """The webserver answered a GraphQL request with an HTTP error; the body says why."""
+
+    def __init__(self, code: int, body: str) -> None:
+        super().__init__(f"HTTP {code} from the webserver: {body[-2000:]}")
+        self.code, self.body = code, body
+
+
 class PortTaken(Exception):
     """The server could not bind its port: another process took it first."""
 
@@ -305,8 +313,12 @@ class Deployment:
         request = urllib.request.Request(
             f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            # The webserver's own message says why (e.g. a locked SQLite instance).
+            raise GraphQLHTTPError(exc.code, exc.read().decode(errors="replace")) from exc
         if payload.get("errors"):
             raise AssertionError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]

@@ -31,7 +31,7 @@ from recsys_assets.definitions import all_assets
 from recsys_assets.runner import _EMBEDDED_DAGSTER_YAML
 from recsys_assets_tests.app_database import app_checksums, make_app_database, prediction_rows
 from recsys_assets_tests.conftest import FAST_CONFIG
-from recsys_assets_tests.servers import BIN, REPO, Deployment, wait_for
+from recsys_assets_tests.servers import BIN, REPO, Deployment, GraphQLHTTPError, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -198,6 +198,24 @@ def _queue_looked_twice(deploy: Deployment, since: float) -> Callable[[], bool]:
     return check
 
 
+def _launch_while_paused(deploy, pid: int, attempts: int = 5) -> str:
+    """Launch `training_job` with process `pid` paused (SIGSTOP; left paused on return).
+
+    A process paused inside a write to the SQLite instance holds its lock, and the launch then
+    fails with "database is locked": resume it for a moment and try again; any other error
+    is raised."""
+    for attempt in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            return deploy.launch("training_job", {})
+        except GraphQLHTTPError as exc:
+            if "locked" not in exc.body or attempt == attempts - 1:
+                raise
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.5)
+    raise AssertionError("not reached")
+
+
 def test_one_training_at_a_time_daemon_and_recsys_run(deployment):
     deploy, url = deployment
     before = app_checksums(url, "django")
@@ -240,9 +258,9 @@ def test_one_training_at_a_time_daemon_and_recsys_run(deployment):
             return [r["runId"] for r in mine if r["status"] == "STARTED"]
 
         (cli_run_id,) = wait_for(cli_run, RUN_TIMEOUT, "the recsys run run", deploy.diagnostics)
-        os.kill(cli.pid, signal.SIGSTOP)  # keeps its training in progress while we look
+        # Paused, its training stays in progress while we look.
         launched_at = time.time()
-        queued = deploy.launch("training_job", {})
+        queued = _launch_while_paused(deploy, cli.pid)
         wait_for(
             _queue_looked_twice(deploy, launched_at),
             RUN_TIMEOUT,
