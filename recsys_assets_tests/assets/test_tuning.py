@@ -3,6 +3,7 @@ and the most-popular shelf while no model is champion."""
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,10 +71,10 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
     indices, bounds = fold_split(n, 4, 42, chosen.holdout)
     tested = np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     assert not set(tested) & set(chosen.holdout) and tested.size == n - chosen.holdout.size
-    cv = search_run.output_for_node("cv_report")
-    assert cv.params == chosen.params
+    report = search_run.output_for_node("cv_report")
+    assert report.params == chosen.params
     expected = cross_validate_svd(dataset, chosen.params, holdout=chosen.holdout)
-    assert cv.folds["rmse"].mean() == pytest.approx(expected["rmse"].mean())
+    assert report.folds["rmse"].mean() == pytest.approx(expected["rmse"].mean())
 
     # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
     # search's own fit of the chosen configuration on every rating but V, for every fold.
@@ -92,12 +93,12 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
         max_users=cv.ranking_users,
         seed=42,
     )
-    folds = cv.folds
+    folds = report.folds
     assert (folds["ease_lambda"] == choice.ease_lambda).all()
     assert (folds["taste_weight"] == choice.policy.taste_weight).all()
     assert (folds["blend_validation_ndcg"] == choice.blend_ndcg).all()
     assert (folds["ease_validation_ndcg"] == choice.ease_ndcg).all()
-    assert cv.policy.ranker == choice.ranker
+    assert report.policy.ranker == choice.ranker
 
     # svd_model: the chosen configuration on every rating (V included).
     model = search_run.output_for_node("svd_model")
@@ -254,7 +255,6 @@ def test_first_run_failing_a_gate_publishes_most_popular_then_a_passing_model_re
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"tuning": "grid"}, "tuning must be one of search, fixed, got 'grid'"),
         ({"validation_fraction": 1.5}, "validation_fraction must be in (0, 1), got 1.5"),
         ({"param_grid": {"biased": [0.0]}}, "param_grid: param_grid keys ['biased']"),
     ],
@@ -264,4 +264,11 @@ def test_bad_search_config_fails_with_a_clear_message(run, store, overrides, mes
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "svd_hyperparameters.search_plan"
     assert message in failure.step_failure_data.error.message
+    assert store.latest_manifest() is None
+
+
+def test_an_unknown_tuning_mode_is_refused_before_the_run_starts(run, store):
+    # `tuning` is a Literal: Dagster's config check names the field and the value.
+    with pytest.raises(dg.DagsterInvalidConfigError, match="tuning not in enum.*got grid"):
+        run(search_config(tuning="grid"))
     assert store.latest_manifest() is None
