@@ -290,7 +290,7 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
         return RunSummary(False, lines, meta)
     # What cv_report and model_artifact returned (a CVResult, the candidate's manifest); the
     # ratings read and the predictions written are recorded only as metadata.
-    cv, art = _returned(result, "cv_report", "model_artifact")
+    cv, art = _returned("cv_report", "model_artifact")
     r, pred = meta["ratings_df"], meta["user_predictions"]
     lines += [
         _ratings_line(r),
@@ -305,11 +305,16 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
     return RunSummary(True, lines, meta)
 
 
-def _returned(result, *assets: str) -> list:
-    """The values ``assets`` returned: held by an in-process result; a run in other processes
-    is read back through its IO manager (the result opened as a context manager, once)."""
-    with result if hasattr(result, "__enter__") else contextlib.nullcontext():
-        return [result.output_for_node(asset) for asset in assets]
+def _returned(*assets: str) -> list:
+    """The values ``assets`` returned in the run that just succeeded, read back from where the
+    IO manager stored them (`<base>/<asset>.pkl`), whichever executor ran the steps."""
+    from upath import UPath
+
+    from recsys_assets.resources.io_manager import PickleUPathIOManager
+
+    base = UPath(Settings.from_env().io_manager_base)
+    io = PickleUPathIOManager(base_path=base)
+    return [io.load_from_path(None, base / f"{asset}{io.extension}") for asset in assets]
 
 
 def _failure_lines(result, meta: dict, search: str | None, wall: float) -> list[str]:
