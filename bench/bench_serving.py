@@ -27,6 +27,7 @@ from recsys_assets.data.movielens import read_movielens
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.model_bundle import ModelBundle
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.selection.evaluation import validation_split
 from recsys_assets.ml.selection.list_choice import DEFAULT_EASE, choose_lists
@@ -94,11 +95,10 @@ def main() -> None:
         seed=params.random_state,
     )
     policy = replace(choice.policy, ranker=choice.ranker if args.list == "chosen" else "svd")
-    stripped = strip_svd(model)
+    ease = None
     if policy.ranker == SOURCE_EASE:
-        stripped.ranking_model = DEFAULT_EASE.fit(
-            everything.users, everything.movies, choice.ease_lambda
-        )
+        ease = DEFAULT_EASE.fit(everything.users, everything.movies, choice.ease_lambda)
+    bundle = ModelBundle.of(strip_svd(model), policy, ease)  # as model_artifact pickles it
     print(
         f"fitted SVD (+ EASE) and chose the shipped list in {time.perf_counter() - t0:.1f}s: "
         f"{policy}, EASE λ={choice.ease_lambda:g} (validation NDCG@10 EASE "
@@ -107,7 +107,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(Path(tmp) / "models", signing_key="bench-key")
-        manifest = store.save(stripped, {"ranking": policy.as_dict()}, promote=True)
+        manifest = store.save(bundle, {"ranking": policy.as_dict()}, promote=True)
         seed_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         seed_path = Path(tmp) / "seed.pkl"
         seed_path.write_bytes(seed_bytes)

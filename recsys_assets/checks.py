@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from recsys_assets.assets.artifact import model_artifact
-from recsys_assets.assets.ratings import ratings_df
+from recsys_assets.assets.ratings import ratings_df, recorded_rating_scale
 from recsys_assets.ml.artifacts import ArtifactStore
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -80,7 +80,8 @@ def ratings_df_checks(
     """The three checks on `ratings_df`, in one step (config: `max_drop_fraction`, `lookback`)."""
     not_empty, within_scale, volume = RATINGS_CHECKS
     yield _as(not_empty, ratings_not_empty(ratings_df))
-    yield _as(within_scale, ratings_within_scale(ratings_df))
+    scale = recorded_rating_scale(context.instance, context.run.run_id)
+    yield _as(within_scale, ratings_within_scale(ratings_df, scale))
     yield _as(volume, ratings_volume(context.instance, context.run.run_id, config, ratings_df))
 
 
@@ -106,21 +107,19 @@ def ratings_not_empty(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def ratings_within_scale(ratings_df: pd.DataFrame) -> dg.AssetCheckResult:
-    scale = ratings_df.attrs.get("rating_scale")
-    values = pd.to_numeric(ratings_df["rating"], errors="coerce")
+def ratings_within_scale(ratings: pd.DataFrame, scale: tuple | None) -> dg.AssetCheckResult:
+    values = pd.to_numeric(ratings["rating"], errors="coerce")
     observed = {
         "rating_min": float(values.min()) if len(values) else float("nan"),
         "rating_max": float(values.max()) if len(values) else float("nan"),
     }
     if scale is None:
-        # Nothing to hold the ratings to is a failure, not a pass: a frame that lost its
-        # scale (another IO manager, an older ratings_df) could hold anything.
+        # Nothing to hold the ratings to is a failure, not a pass: they could hold anything.
         return dg.AssetCheckResult(
             passed=False,
             severity=ERROR,
-            description="ratings_df carries no rating scale (attrs['rating_scale']), so its "
-            "ratings cannot be checked; materialize ratings_df again",
+            description="this run recorded no rating scale for ratings_df (its scale_min/"
+            "scale_max), so its ratings cannot be checked; materialize ratings_df again",
             metadata=observed,
         )
     low, high = scale

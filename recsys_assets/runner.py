@@ -300,33 +300,65 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
     lines = [note] if note else []
     search = _search_line(meta["svd_hyperparameters"])
     if not result.success:
-        # Failed gates and data checks first: they say why the model was not promoted.
-        for event in result.all_events:
-            if event.event_type_value == "ASSET_CHECK_EVALUATION":
-                evaluation = event.event_specific_data
-                if not evaluation.passed:
-                    lines.append(
-                        f"CHECK FAILED {evaluation.asset_key.to_user_string()}:"
-                        f"{evaluation.check_name}: {evaluation.description or ''}"
-                    )
-        if search:
-            lines.append(search)
-        lines += _outcome_lines(meta)
-        causes = [
-            f"step {event.step_key} failed: {failure_cause(event.step_failure_data.error)}"
-            for event in result.all_events
-            if event.is_step_failure
-        ]
-        failed_checks = [line.removeprefix("CHECK FAILED ") for line in lines if "CHECK" in line]
-        lines.append(f"run {result.run_id} failed after {wall:.1f}s")
-        # The last line names the cause: the failed step's own exception, else the gate.
-        cause = (failed_checks or causes or ["the run failed (see the Dagster UI)"])[0]
-        lines.append(f"error: {cause}")
+        lines += _failure_lines(result, meta, search, wall)
         return RunSummary(False, lines, meta)
+    # What cv_report and model_artifact returned (a CVResult, the candidate's manifest); the
+    # ratings read and the predictions written are recorded only as metadata.
+    cv, art = _returned("cv_report", "model_artifact")
+    r, pred = meta["ratings_df"], meta["user_predictions"]
+    lines += [
+        _ratings_line(r),
+        *([search] if search else []),
+        *_cv_lines(cv),
+        f"model        {art['version']} -> {art['path']} (promoted: passed the gates)",
+        f"predictions  {pred['users']} users, {pred['rows']} rows in table {pred['table']} "
+        f"(model {pred['model_version']}, the champion's; {pred['users_popular']} cold-start "
+        "users get most-popular)",
+        f"wall time    {wall:.1f}s (run {result.run_id})",
+    ]
+    return RunSummary(True, lines, meta)
 
-    r, cv, art, pred = (
-        meta[a] for a in ("ratings_df", "cv_report", "model_artifact", "user_predictions")
-    )
+
+def _returned(*assets: str) -> list:
+    """The values ``assets`` returned in the run that just succeeded, read back from where the
+    IO manager stored them (`<base>/<asset>.pkl`), whichever executor ran the steps."""
+    from upath import UPath
+
+    from recsys_assets.resources.io_manager import PickleUPathIOManager
+
+    base = UPath(Settings.from_env().io_manager_base)
+    io = PickleUPathIOManager(base_path=base)
+    return [io.load_from_path(None, base / f"{asset}{io.extension}") for asset in assets]
+
+
+def _failure_lines(result, meta: dict, search: str | None, wall: float) -> list[str]:
+    """Failed gates and data checks first: they say why the model was not promoted."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(
+                    f"CHECK FAILED {evaluation.asset_key.to_user_string()}:"
+                    f"{evaluation.check_name}: {evaluation.description or ''}"
+                )
+    if search:
+        lines.append(search)
+    lines += _outcome_lines(meta)
+    causes = [
+        f"step {event.step_key} failed: {failure_cause(event.step_failure_data.error)}"
+        for event in result.all_events
+        if event.is_step_failure
+    ]
+    failed_checks = [line.removeprefix("CHECK FAILED ") for line in lines if "CHECK" in line]
+    lines.append(f"run {result.run_id} failed after {wall:.1f}s")
+    # The last line names the cause: the failed step's own exception, else the gate.
+    cause = (failed_checks or causes or ["the run failed (see the Dagster UI)"])[0]
+    lines.append(f"error: {cause}")
+    return lines
+
+
+def _ratings_line(r: dict[str, object]) -> str:
     dropped = ", ".join(
         f"{k.removeprefix('dropped_').replace('_', ' ')} {v}"
         for k, v in r.items()
@@ -339,24 +371,28 @@ def _summarize(result, note: str | None, start: float) -> RunSummary:
     )
     if flagged:
         dropped += f"; flagged, kept: {flagged}"
-    lines += [
+    return (
         f"ratings      read {r['rows_read']}, kept {r['rows_kept']}, dropped {r['rows_dropped']}"
-        f" ({dropped}); {r['users']} users, {r['movies']} movies",
-        *([search] if search else []),
-        f"cv {cv['n_folds']}-fold    RMSE {cv['rmse_mean']:.4f} ± {cv['rmse_std']:.4f}   "
-        f"MAE {cv['mae_mean']:.4f} ± {cv['mae_std']:.4f}   "
-        f"(BaselineOnly RMSE {cv['baseline_rmse_mean']:.4f})",
-        f"ranking      NDCG@10 {cv['ndcg_at_10']:.4f} shipped ({_shipped_name(cv)}; EASE "
-        f"{cv.get('ndcg_at_10_ease', float('nan')):.4f}, blend {cv['ndcg_at_10_blend']:.4f}, "
-        f"SVD-only {cv['ndcg_at_10_svd_only']:.4f}, "
-        f"most-popular {cv['ndcg_at_10_most_popular']:.4f})",
-        f"model        {art['version']} -> {art['artifact_path']} (promoted: passed the gates)",
-        f"predictions  {pred['users']} users, {pred['rows']} rows in table {pred['table']} "
-        f"(model {pred['model_version']}, the champion's; {pred['users_popular']} cold-start "
-        "users get most-popular)",
-        f"wall time    {wall:.1f}s (run {result.run_id})",
+        f" ({dropped}); {r['users']} users, {r['movies']} movies"
+    )
+
+
+def _cv_lines(cv) -> list[str]:
+    """The CV's figures (fold means; std over folds as cv_report's metadata) and which list
+    ships."""
+    mean = cv.folds.mean(numeric_only=True)
+    std = cv.folds.std(ddof=0, numeric_only=True)
+    shipped = (
+        f"EASE ranking model, λ={cv.ease.lam:g}" if cv.policy.ranker == "ease" else "SVD blend"
+    )
+    return [
+        f"cv {cv.n_folds}-fold    RMSE {mean['rmse']:.4f} ± {std['rmse']:.4f}   "
+        f"MAE {mean['mae']:.4f} ± {std['mae']:.4f}   "
+        f"(BaselineOnly RMSE {mean['baseline_rmse']:.4f})",
+        f"ranking      NDCG@10 {mean['shipped_ndcg']:.4f} shipped ({shipped}; EASE "
+        f"{mean.get('ease_ndcg', float('nan')):.4f}, blend {mean['blend_ndcg']:.4f}, "
+        f"SVD-only {mean['svd_ndcg']:.4f}, most-popular {mean['popular_ndcg']:.4f})",
     ]
-    return RunSummary(True, lines, meta)
 
 
 def _outcome_lines(meta: dict[str, dict[str, object]]) -> list[str]:
@@ -426,13 +462,6 @@ def _search_line(meta: dict[str, object]) -> str | None:
         f"{meta['configurations']} configurations, {meta['fits']} fits in "
         f"{meta['search_seconds']:.1f}s"
     )
-
-
-def _shipped_name(cv: dict) -> str:
-    """Which list the model ships, as `cv_report` chose it on validation."""
-    if cv.get("shipped_list") == "ease":
-        return f"EASE ranking model, λ={cv.get('ease_lambda', float('nan')):g}"
-    return "SVD blend"
 
 
 def ui_command(args: argparse.Namespace) -> int:

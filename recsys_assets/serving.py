@@ -32,14 +32,9 @@ from recsys_assets.ml.artifacts import (
 )
 from recsys_assets.ml.ease import NOT_KEPT_FLOOR
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.model_bundle import bundle_of
 from recsys_assets.ml.ranking.keys import PopularOrder, blend_keys, popularity_feature, unit_rows
-from recsys_assets.ml.ranking.policy import (
-    SOURCE_EASE,
-    SOURCE_POPULAR,
-    SOURCE_SVD,
-    RankingPolicy,
-    ranking_model_of,
-)
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, SOURCE_POPULAR, SOURCE_SVD
 from recsys_assets.ml.stripped_svd import PredictionTrainset
 
 __all__ = ["Recommendation", "Recommender"]
@@ -58,10 +53,14 @@ class _Champion:
     def __init__(self, model: object, manifest: dict) -> None:
         self.version: str = manifest["version"]
         self.manifest = manifest
-        self.policy = RankingPolicy.from_manifest(manifest)
-        f = SVDFactors.from_svd(model)
+        try:
+            bundle = bundle_of(model, manifest)
+        except ValueError as exc:
+            raise ArtifactIntegrityError(f"model {self.version}: {exc}") from exc
+        self.policy, self.ease = bundle.policy, bundle.ease
+        f = SVDFactors.from_svd(bundle.svd)
         self.f = f
-        ts = model.trainset
+        ts = bundle.svd.trainset
         if not isinstance(ts, PredictionTrainset):
             # Models saved before 2026-11-27 kept Surprise's full Trainset.
             raise ArtifactIntegrityError(
@@ -79,10 +78,6 @@ class _Champion:
         self.popular = PopularOrder.of(f.raw_iids, self.counts)
         self.item_base = f.global_mean + f.bi  # what predict gives a user the model never saw
         self.bu, self.bi = f.bu.tolist(), f.bi.tolist()  # Python floats: cheaper per scalar
-        try:
-            self.ease = ranking_model_of(model, self.policy)
-        except ValueError as exc:
-            raise ArtifactIntegrityError(f"model {self.version}: {exc}") from exc
         if self.ease is not None:
             # EASE position of each catalogue movie (-1: not kept); B's columns reordered once
             # to the catalogue's kept movies, and the keys of the movies EASE does not rank

@@ -8,9 +8,12 @@ import pandas as pd
 from surprise import SVD
 
 from recsys_assets.assets.config import ArtifactConfig
+from recsys_assets.assets.cv_tables import summary_rows
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.ease import EASEModel
-from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
+from recsys_assets.ml.model_bundle import ModelBundle
+from recsys_assets.ml.ranking import SOURCE_EASE
+from recsys_assets.ml.selection.cv_result import CVResult
 from recsys_assets.ml.selection.search_result import SearchResult
 from recsys_assets.ml.stripped_svd import strip_svd
 from recsys_assets.ml.training import fit_engine_of
@@ -52,10 +55,10 @@ _MANIFEST_MEANS = (
 )
 
 
-def cv_metrics(report: pd.DataFrame) -> dict[str, float | int]:
-    summary = report.set_index("fold")
+def cv_metrics(cv: CVResult) -> dict[str, float | int]:
+    summary = summary_rows(cv.folds).set_index("fold")
     metrics: dict[str, float | int] = {
-        "n_folds": int(report.attrs.get("n_folds", len(report) - 2)),
+        "n_folds": cv.n_folds,
         "rmse_mean": float(summary.loc["mean", "rmse"]),
         "rmse_std": float(summary.loc["std", "rmse"]),
         "mae_mean": float(summary.loc["mean", "mae"]),
@@ -73,7 +76,7 @@ def model_artifact(
     config: ArtifactConfig,
     svd_model: SVD,
     ranking_model: EASEModel | None,
-    cv_report: pd.DataFrame,
+    cv_report: CVResult,
     svd_hyperparameters: SearchResult,
     ratings_df: pd.DataFrame,
     model_store: dg.ResourceParam[ArtifactStore],
@@ -83,26 +86,25 @@ def model_artifact(
     `latest` is not touched here: the promotion gates (asset checks in `recsys_assets.checks`)
     judge the candidate, and `champion_model` promotes it only if they all pass. The manifest
     records how the hyperparameters were chosen (`hyperparameter_search`). When the shipped
-    list is EASE's, the pickle carries `ranking_model` too (as the SVD's `ranking_model`
-    attribute, so it is checksummed and signed with it).
+    list is EASE's, the pickled `ModelBundle` carries `ranking_model` too (so it is checksummed
+    and signed with the SVD).
     """
     # One source: cv_report and svd_model both took svd_hyperparameters' choice.
     params = svd_hyperparameters.params.as_dict()
-    policy = RankingPolicy(**cv_report.attrs.get("ranking", {}))
-    spec = cv_report.attrs.get("ranking_model")
-    if policy.ranker == SOURCE_EASE:
-        if ranking_model is None or spec is None or float(spec["lambda"]) != ranking_model.lam:
-            raise dg.Failure(
-                f"cv_report chose the EASE list with {spec} but ranking_model is "
-                f"{ranking_model.describe() if ranking_model is not None else None}; "
-                "materialize both in the same run"
-            )
+    policy = cv_report.policy
+    if policy.ranker == SOURCE_EASE and (
+        ranking_model is None or cv_report.ease is None or cv_report.ease.lam != ranking_model.lam
+    ):
+        # Stored values of separate runs: an EASE model of another λ than this CV chose.
+        raise dg.Failure(
+            f"cv_report chose the EASE list with {cv_report.ease} but ranking_model is "
+            f"{ranking_model.describe() if ranking_model is not None else None}; "
+            "materialize both in the same run"
+        )
     # The artifact keeps what predict and serving need, not the training ratings.
-    stripped = strip_svd(svd_model)
-    if policy.ranker == SOURCE_EASE:
-        stripped.ranking_model = ranking_model
+    bundle = ModelBundle.of(strip_svd(svd_model), policy, ranking_model)
     manifest = model_store.save(
-        stripped,
+        bundle,
         {
             "hyperparameters": params,
             "hyperparameter_search": svd_hyperparameters.record,
@@ -143,16 +145,27 @@ def model_artifact(
     )
 
 
-@dg.asset(group_name="training", compute_kind="pickle", deps=[model_artifact])
+@dg.asset(group_name="training", compute_kind="pickle")
 def champion_model(
-    context: dg.AssetExecutionContext, model_store: dg.ResourceParam[ArtifactStore]
+    context: dg.AssetExecutionContext,
+    model_artifact: dict,
+    model_store: dg.ResourceParam[ArtifactStore],
 ) -> dg.MaterializeResult:
-    """The model `latest` points to: the candidate, once every blocking gate passed.
+    """The model `latest` points to: the candidate (`model_artifact`'s manifest), once every
+    blocking gate passed.
 
     Runs only after the checks on `model_artifact` passed (they are blocking), so `latest`
     never points at a model that failed a gate; otherwise the previous champion stays.
     """
-    candidate = _candidate_of_run(context, model_store)
+    candidate = str(model_artifact["version"])
+    if model_artifact.get("dagster_run_id") != context.run.run_id:
+        # A stored candidate of an earlier run: its gates did not run here.
+        raise dg.Failure(
+            f"champion_model promotes the candidate model_artifact saved in the same run, not "
+            f"{candidate} (run {model_artifact.get('dagster_run_id')}); materialize "
+            "model_artifact with it (use `recsys models promote VERSION` to promote an "
+            "existing version by hand)"
+        )
     previous = model_store.latest_manifest()  # raises if the store cannot tell its champion
     # All or nothing: either latest.json and champions.json both name the candidate, or
     # neither changed and this step fails (ArtifactStore.promote).
@@ -177,22 +190,3 @@ def champion_model(
             ),
         }
     )
-
-
-def _candidate_of_run(context: dg.AssetExecutionContext, model_store: ArtifactStore) -> str:
-    """The version model_artifact saved in this run (read from its materialization)."""
-    # This run's materialization, not merely the newest: another run may have saved a
-    # candidate since (a daemon run beside a `recsys run`). Read from this run's own events,
-    # so any number of other materializations is no obstacle.
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    mats = [r.asset_materialization for r in records if r.asset_key == model_artifact.key]
-    mat = mats[-1] if mats else None
-    if mat is None:
-        raise dg.Failure(
-            "champion_model promotes the candidate saved by model_artifact in the same run; "
-            "materialize model_artifact with it (use `recsys models promote VERSION` to "
-            "promote an existing version by hand)"
-        )
-    return str(mat.metadata["version"].value)

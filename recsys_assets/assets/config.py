@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import dagster as dg
 from pydantic import Field
 
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MIN_ITEM_RATINGS
+from recsys_assets.ml.selection.cross_validation import CVSettings
 from recsys_assets.ml.selection.list_choice import EaseSettings
 from recsys_assets.ml.selection.search import DEFAULT_PARAM_GRID
-from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
+from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, Engine, SVDParams
 from recsys_assets.settings import Settings
 
 _DEFAULTS = SVDParams()
@@ -68,7 +69,7 @@ class SVDConfig(dg.Config):
     random_state: int = _DEFAULTS.random_state
     # How the SVD is fitted: "compiled" (numba, ml/svd_sgd.py) or "surprise" (SVD.fit). Same
     # model bit for bit; "surprise" checks that in a run. The manifest records which one.
-    engine: Literal["compiled", "surprise"] = "compiled"
+    engine: Engine = _DEFAULTS.engine
 
     def params(self) -> SVDParams:
         return SVDParams(
@@ -81,7 +82,8 @@ class SVDConfig(dg.Config):
         )
 
 
-TUNING_MODES = ("search", "fixed")
+Tuning = Literal["search", "fixed"]
+TUNING_MODES: tuple[Tuning, ...] = get_args(Tuning)
 
 
 class TuningConfig(SVDConfig):
@@ -92,7 +94,7 @@ class TuningConfig(SVDConfig):
     `"search"` it is one of the candidates, always evaluated at full size.
     """
 
-    tuning: str = "search"
+    tuning: Tuning = "search"
     # Values tried per hyperparameter (Surprise's GridSearchCV name); n_iter points are
     # sampled from their product (RandomizedSearchCV's name), besides the seed's and the
     # champion's configurations.
@@ -119,7 +121,7 @@ class TuningConfig(SVDConfig):
 class CVConfig(dg.Config):
     """Cross-validation of the chosen SVD: number of folds and parallel worker processes."""
 
-    n_folds: int = 4
+    n_folds: int = CVSettings.n_folds
     n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
     # Folds per Dagster step. 0 = automatic: all in one (forked) step when the run executes
     # steps in one process, one step per fold under the multiprocess/Celery executors.
@@ -154,27 +156,32 @@ class ArtifactConfig(dg.Config):
 
 
 class PredictionsConfig(dg.Config):
-    top_n: int = 50
+    top_n: int = Field(default=50, description="Suggestions per user.")
     block_size: int = 2048
 
 
 def training_run_config(
-    n_epochs: int = _DEFAULTS.n_epochs,
-    n_folds: int = 4,
-    top_n: int = 50,
-    tuning: str = "search",
+    n_epochs: int | None = None,
+    n_folds: int | None = None,
+    top_n: int | None = None,
+    tuning: Tuning | None = None,
     **hyper: float | int | str,
 ) -> dict:
-    """Run config for the whole graph. The hyperparameters have one home, the
-    `svd_hyperparameters` asset's config (`n_epochs` and `**hyper`: the seed configuration,
-    or with `tuning="fixed"` the one used); CV and the final fit both take the configuration
-    it chose."""
-    search = {"tuning": tuning, "n_epochs": n_epochs, **hyper}
+    """Run config for the whole graph; what is None keeps the Config classes' default. The
+    hyperparameters have one home, the `svd_hyperparameters` asset's config (`n_epochs` and
+    `**hyper`: the seed configuration, or with `tuning="fixed"` the one used); CV and the
+    final fit both take the configuration it chose."""
+    search = _given(tuning=tuning, n_epochs=n_epochs, **hyper)
+    predictions = _given(top_n=top_n)
     return {
         "ops": {
             "svd_hyperparameters": {"config": search},
-            "cv_report": {"config": {"n_folds": n_folds}},
-            "fallback_predictions": {"config": {"top_n": top_n}},
-            "user_predictions": {"config": {"top_n": top_n}},
+            "cv_report": {"config": _given(n_folds=n_folds)},
+            "fallback_predictions": {"config": predictions},
+            "user_predictions": {"config": dict(predictions)},
         }
     }
+
+
+def _given(**values: object) -> dict:
+    return {k: v for k, v in values.items() if v is not None}

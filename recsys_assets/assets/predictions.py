@@ -3,7 +3,6 @@
 import time
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from recsys_assets.asset_keys import CHAMPION_MODEL, FALLBACK_PREDICTIONS, USER_PREDICTIONS
@@ -14,17 +13,8 @@ from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_d
 from recsys_assets.db import RatingsStore
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
-from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import (
-    SOURCE_EASE,
-    SOURCE_POPULAR,
-    SOURCE_SVD,
-    RankingPolicy,
-    ShippedModel,
-    item_counts,
-    rank_users,
-    ranking_model_of,
-)
+from recsys_assets.ml.model_bundle import bundle_of
+from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_POPULAR, SOURCE_SVD, rank_users
 from recsys_assets.ml.ranking.popular import most_popular
 
 # `model_version` of the rows `fallback_predictions` writes.
@@ -185,19 +175,19 @@ def _write_user_predictions(
 ) -> dg.MaterializeResult:
     start = time.perf_counter()
     model, manifest = model_store.load_latest()
-    policy = RankingPolicy.from_manifest(manifest)
-    factors = SVDFactors.from_svd(model)
-    counts = training_counts(model, factors, ratings_df)
     try:
-        ease = ranking_model_of(model, policy)
+        # Models saved before artifacts were compacted lack the training counts: the current
+        # ratings stand in.
+        shipped = bundle_of(model, manifest).shipped(ratings_df["movie_id"].to_numpy())
     except ValueError as exc:
         raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
     del model
+    factors, policy = shipped.factors, shipped.policy
     users = unique(ratings_df["user_id"].to_numpy())
     # Movies a user rated without a value are not trained on, but they are not "unseen" either.
     unrated = ratings_db.read_unrated_pairs()
     predictions = rank_users(
-        ShippedModel(factors, counts, policy, ease),
+        shipped,
         users,
         (ratings_df["user_id"].to_numpy(), ratings_df["movie_id"].to_numpy()),
         n=config.top_n,
@@ -241,14 +231,3 @@ def _write_user_predictions(
             "peak_rss_mb": peak_rss_mb(),
         }
     )
-
-
-def training_counts(model: object, factors: SVDFactors, ratings_df: pd.DataFrame) -> np.ndarray:
-    """Ratings per movie the champion was trained on (what serving ranks by, too).
-
-    Models saved before artifacts were compacted lack the counts; the current ratings stand in.
-    """
-    counts = getattr(model.trainset, "item_counts", None)
-    if counts is not None:
-        return np.asarray(counts, dtype=np.int64)
-    return item_counts(factors.raw_iids, ratings_df["movie_id"].to_numpy())

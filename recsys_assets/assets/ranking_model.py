@@ -7,32 +7,33 @@ import pandas as pd
 
 from recsys_assets.assets.metadata import peak_rss_mb
 from recsys_assets.ml.ease import EASEModel, fit_ease
+from recsys_assets.ml.ranking import SOURCE_EASE
+from recsys_assets.ml.selection.cv_result import CVResult
 
 
 @dg.asset(group_name="training", compute_kind="numpy")
 def ranking_model(
-    context: dg.AssetExecutionContext, ratings_df: pd.DataFrame, cv_report: pd.DataFrame
+    context: dg.AssetExecutionContext, ratings_df: pd.DataFrame, cv_report: CVResult
 ) -> dg.Output[EASEModel | None]:
     """EASE (`ml.ease`) on every (user, movie) rating, with the λ and movies `cv_report` chose.
 
     A rating is an interaction, whatever its value. λ is the median of the folds' choices, each
     made on validation ratings from that fold's training data. Which list users get (EASE or the
-    SVD blend) is `cv_report`'s `ranking` attribute; `model_artifact` carries this model when
-    EASE is shipped. None when cross-validation did not evaluate EASE (empty `ease_lambdas`).
+    SVD blend) is `cv_report`'s `policy`; `model_artifact` carries this model when EASE is
+    shipped. None when cross-validation did not evaluate EASE (empty `ease_lambdas`).
     """
-    spec = cv_report.attrs.get("ranking_model")
-    if not spec:
+    spec = cv_report.ease
+    if spec is None:
         context.log.info("cv_report did not evaluate the EASE ranking model: nothing to fit")
         return dg.Output(None, metadata={"fitted": False})
     start = time.perf_counter()
     model = fit_ease(
         ratings_df["user_id"].to_numpy(),
         ratings_df["movie_id"].to_numpy(),
-        float(spec["lambda"]),
-        spec.get("max_items"),
+        float(spec.lam),
+        spec.max_items,
         log=context.log,
-        # Specs from before the floor existed: every movie, as then.
-        min_ratings=int(spec.get("min_item_ratings", 1)),
+        min_ratings=spec.min_item_ratings,
     )
     seconds = time.perf_counter() - start
     share = model.n_ratings / max(len(ratings_df), 1)
@@ -49,14 +50,14 @@ def ranking_model(
             "fitted": True,
             "lambda": model.lam,
             "movies": model.n_items,
-            "max_items": int(spec.get("max_items") or 0),
-            "min_item_ratings": int(spec.get("min_item_ratings", 1)),
+            "max_items": int(spec.max_items or 0),
+            "min_item_ratings": int(spec.min_item_ratings),
             "interactions": model.n_ratings,
             "share_of_ratings": share,
             "users": model.n_users,
             "weights_mb": model.weights.nbytes / 2**20,
             "fit_seconds": seconds,
-            "shipped": (cv_report.attrs.get("ranking") or {}).get("ranker") == "ease",
+            "shipped": cv_report.policy.ranker == SOURCE_EASE,
             "peak_rss_mb": peak_rss_mb(),
         },
     )

@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from recsys_assets.asset_keys import RATINGS
+from recsys_assets.asset_keys import RATINGS, RATINGS_DF
 from recsys_assets.assets.config import RatingsConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
@@ -103,8 +103,6 @@ def _load_ratings_df(
             f"{config.min_users} users"
         )
 
-    # The scale the data checks hold the ratings to (see recsys_assets.checks).
-    df.attrs["rating_scale"] = scale
     metadata: dict[str, dg.RawMetadataValue] = {
         **counts,
         "users": users,
@@ -120,3 +118,21 @@ def _load_ratings_df(
         "preview": dg.MetadataValue.md(markdown_table(df.head(10), floatfmt=".1f")),
     }
     return dg.Output(df, metadata=metadata)
+
+
+def recorded_rating_scale(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float] | None:
+    """The rating scale `ratings_df` cleaned with in run ``run_id`` (its `scale_min`/`scale_max`,
+    run config or RECSYS_RATING_SCALE as they were then): what the data checks hold the ratings
+    to and what the refresh cleans a champion's users with. None when that run holds none."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is None or materialization.asset_key != RATINGS_DF:
+            continue
+        low = materialization.metadata.get("scale_min")
+        high = materialization.metadata.get("scale_max")
+        if low is not None and high is not None:
+            return float(low.value), float(high.value)
+    return None

@@ -21,13 +21,12 @@ from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.selection.cross_validation import CVSettings, cross_validate_svd
+from recsys_assets.ml.selection.cv_result import CVResult
 from recsys_assets.ml.selection.list_choice import (
     DEFAULT_EASE,
     EaseSettings,
     ListChoice,
     choose_on_holdout,
-    final_ranking_choice,
-    final_ranking_policy,
 )
 from recsys_assets.ml.selection.search_result import SearchResult
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
@@ -199,41 +198,20 @@ def cv_fold(
 
 
 @dg.op
-def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output[pd.DataFrame]:
-    """Collect the fold rows into the report: per-fold table, baselines, ranking, weights."""
+def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output[CVResult]:
+    """Collect the fold rows into the CV's outcome: the folds and the shipped ranking, EASE's
+    λ and the SVD parameters they choose for the model fitted on every rating."""
     task: FoldTask = results[0]["task"]
     folds = pd.DataFrame([row for result in results for row in result["rows"]])
-    folds = folds.sort_values("fold").reset_index(drop=True)
     if len(folds) != task.n_folds:  # pragma: no cover - a lost step fails the run first
         raise dg.Failure(f"expected {task.n_folds} fold results, got {len(folds)}")
-    report = summary_rows(folds)
-    policy = final_ranking_policy(folds, task.min_user_ratings)
-    _, ease_lambda = final_ranking_choice(folds, policy)
-    report.attrs["svd_params"] = task.params.as_dict()
-    report.attrs["fit_engine"] = task.params.engine
-    report.attrs["n_folds"] = task.n_folds
-    report.attrs["ranking"] = policy.as_dict()
-    ranking_model = None
-    if ease_lambda is not None and task.ease is not None:
-        # What `ranking_model` fits on every rating (λ: the folds' median choice).
-        ranking_model = {
-            "kind": "ease",
-            "lambda": ease_lambda,
-            "max_items": task.ease.max_items,
-            "min_item_ratings": task.ease.min_item_ratings,
-        }
-    report.attrs["ranking_model"] = ranking_model
-    comparison = comparison_table(folds)
+    cv = CVResult.of_folds(folds, task.params, task.min_user_ratings, task.ease)
+    folds, policy = cv.folds, cv.policy
     ranking_meta = {
         f"{metric}_at_10{suffix}": float(folds[f"{prefix}_{metric}"].mean())
         for prefix, suffix in RANKING_NAMES.items()
         for metric in RANKING_METRICS
         if f"{prefix}_{metric}" in folds
-    }
-    validation_meta = {
-        f"validation_ndcg_at_10_{name}": float(folds[f"{name}_validation_ndcg"].mean())
-        for name in ("blend", "ease")
-        if f"{name}_validation_ndcg" in folds
     }
     context.log.info(
         "cv: RMSE %.4f (BaselineOnly %.4f, global mean %.4f); NDCG@10 shipped %.4f "
@@ -248,38 +226,48 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
         ranking_meta["ndcg_at_10_most_popular"],
         "EASE" if policy.ranker == SOURCE_EASE else "the blend",
     )
-    return dg.Output(
-        report,
-        metadata={
-            "rmse_mean": float(folds["rmse"].mean()),
-            "rmse_std": float(folds["rmse"].std(ddof=0)),
-            "mae_mean": float(folds["mae"].mean()),
-            "mae_std": float(folds["mae"].std(ddof=0)),
-            "baseline_rmse_mean": float(folds["baseline_rmse"].mean()),
-            "baseline_mae_mean": float(folds["baseline_mae"].mean()),
-            "global_mean_rmse_mean": float(folds["global_mean_rmse"].mean()),
-            "global_mean_mae_mean": float(folds["global_mean_mae"].mean()),
-            **ranking_meta,
-            **validation_meta,
-            "shipped_list": policy.ranker,
-            **({"ease_lambda": float(ease_lambda)} if ease_lambda is not None else {}),
-            "ranking_users": dg.MetadataValue.text(
-                f"a seeded sample of at most {task.ranking_users} users"
-                if task.ranking_users
-                else "every user"
-            ),
-            "fit_time_mean": float(folds["fit_time"].mean()),
-            "n_folds": task.n_folds,
-            "fold_steps": len(results),
-            # Sum of the fold steps' wall times (they may have overlapped).
-            "fold_step_seconds": float(sum(r["seconds"] for r in results)),
-            "model_vs_baselines": dg.MetadataValue.md(markdown_table(comparison)),
-            "folds": dg.MetadataValue.md(markdown_table(report)),
-            "hyperparameters": dg.MetadataValue.json(task.params.as_dict()),
-            "fit_engine": task.params.engine,
-            "ranking_policy": dg.MetadataValue.json(policy.as_dict()),
-        },
-    )
+    return dg.Output(cv, metadata=_cv_metadata(cv, ranking_meta, task, results))
+
+
+def _cv_metadata(
+    cv: CVResult, ranking_meta: dict[str, float], task: FoldTask, results: list[dict]
+) -> dict:
+    """What the UI shows of the CV: fold means as floats, the tables as markdown."""
+    folds = cv.folds
+    validation_meta = {
+        f"validation_ndcg_at_10_{name}": float(folds[f"{name}_validation_ndcg"].mean())
+        for name in ("blend", "ease")
+        if f"{name}_validation_ndcg" in folds
+    }
+    return {
+        "rmse_mean": float(folds["rmse"].mean()),
+        "rmse_std": float(folds["rmse"].std(ddof=0)),
+        "mae_mean": float(folds["mae"].mean()),
+        "mae_std": float(folds["mae"].std(ddof=0)),
+        "baseline_rmse_mean": float(folds["baseline_rmse"].mean()),
+        "baseline_mae_mean": float(folds["baseline_mae"].mean()),
+        "global_mean_rmse_mean": float(folds["global_mean_rmse"].mean()),
+        "global_mean_mae_mean": float(folds["global_mean_mae"].mean()),
+        **ranking_meta,
+        **validation_meta,
+        "shipped_list": cv.policy.ranker,
+        **({"ease_lambda": float(cv.ease.lam)} if cv.ease is not None else {}),
+        "ranking_users": dg.MetadataValue.text(
+            f"a seeded sample of at most {task.ranking_users} users"
+            if task.ranking_users
+            else "every user"
+        ),
+        "fit_time_mean": float(folds["fit_time"].mean()),
+        "n_folds": task.n_folds,
+        "fold_steps": len(results),
+        # Sum of the fold steps' wall times (they may have overlapped).
+        "fold_step_seconds": float(sum(r["seconds"] for r in results)),
+        "model_vs_baselines": dg.MetadataValue.md(markdown_table(comparison_table(folds))),
+        "folds": dg.MetadataValue.md(markdown_table(summary_rows(folds))),
+        "hyperparameters": dg.MetadataValue.json(cv.params.as_dict()),
+        "fit_engine": cv.params.engine,
+        "ranking_policy": dg.MetadataValue.json(cv.policy.as_dict()),
+    }
 
 
 @dg.config_mapping
@@ -289,7 +277,7 @@ def _cv_config(config: CVConfig) -> dict:
 
 
 @dg.graph_asset(group_name="training", config=_cv_config)
-def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> pd.DataFrame:
+def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> CVResult:
     """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
 
     Per fold: RMSE/MAE of the SVD, the global mean and `BaselineOnly`; precision/recall/NDCG@10
@@ -301,7 +289,8 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> p
     the other ratings (`ml.selection.folds.fold_split`): nothing reported here was used to choose.
 
     Fanned out (`DynamicOut`) so the multiprocess executor runs folds side by side and the
-    Celery executor runs them on workers; collected into one table.
+    Celery executor runs them on workers; collected into one `CVResult`: the fold table, the
+    shipped ranking policy, the EASE model to fit and the SVD's parameters.
     """
     tasks = cv_fold_plan(surprise_dataset, svd_hyperparameters)
     results = tasks.map(lambda task: cv_fold(task, surprise_dataset, svd_hyperparameters))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 from surprise import Dataset
 
-from recsys_assets.assets.config import TUNING_MODES, TuningConfig
+from recsys_assets.assets.config import TuningConfig
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
@@ -59,8 +59,6 @@ def search_plan(
     executor_layout: ExecutorLayout,
 ) -> SearchStep:
     """Seed and champion configurations, `n_iter` sampled ones, the validation split V."""
-    if config.tuning not in TUNING_MODES:
-        raise dg.Failure(f"tuning must be one of {', '.join(TUNING_MODES)}, got {config.tuning!r}")
     seed_params = config.params()
     # Unset: one candidate per step, or all of a rung's in one (0) when steps share a process.
     per_step = config.candidates_per_step or (0 if executor_layout.steps_share_one_process() else 1)

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 from surprise import SVD
@@ -21,7 +22,8 @@ DEFAULT_MIN_USER_RATINGS = 5
 
 # How an SVD is fitted: "compiled" (ml/svd_sgd.py, numba) or "surprise" (`SVD.fit` itself).
 # Both give the same model bit for bit; "surprise" is there to check that in a run.
-ENGINES = ("compiled", "surprise")
+Engine = Literal["compiled", "surprise"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
 DEFAULT_ENGINE = "compiled"
 
 
@@ -38,7 +40,7 @@ class SVDParams:
     reg_all: float = 0.02
     n_factors: int = 100
     random_state: int = 42
-    engine: str = field(default=DEFAULT_ENGINE, compare=False)
+    engine: Engine = field(default=DEFAULT_ENGINE, compare=False)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

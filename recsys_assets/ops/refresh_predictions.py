@@ -13,27 +13,22 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from recsys_assets.asset_keys import RATINGS_DF, USER_PREDICTIONS
-from recsys_assets.assets.config import RatingsConfig
+from recsys_assets.asset_keys import USER_PREDICTIONS
+from recsys_assets.assets.config import PredictionsConfig, RatingsConfig
+from recsys_assets.assets.ratings import recorded_rating_scale
 from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
 from recsys_assets.data.cleaning import clean_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore, NoModelError
-from recsys_assets.ml.factors import SVDFactors
-from recsys_assets.ml.ranking import (
-    RankingPolicy,
-    ShippedModel,
-    item_counts,
-    rank_users,
-    ranking_model_of,
-)
+from recsys_assets.ml.model_bundle import bundle_of
+from recsys_assets.ml.ranking import rank_users
 from recsys_assets.settings import Settings
 
 
-class RefreshPredictionsConfig(dg.Config):
+class RefreshPredictionsConfig(PredictionsConfig):
+    """`user_predictions`' `top_n` and `block_size`, for these users only."""
+
     user_ids: list[int] = Field(description="Users whose top-N suggestions are recomputed.")
-    top_n: int = Field(default=50, description="Suggestions per user (as in user_predictions).")
-    block_size: int = 2048
 
 
 @dg.op(retry_policy=db_retry_policy(), tags={"kind": "numpy"})
@@ -54,18 +49,9 @@ def _training_scale(context: dg.OpExecutionContext, manifest: dict) -> tuple[flo
     does not hold (another instance, a model from before the scale was recorded) is cleaned
     with the scale the next training would use."""
     run_id = manifest.get("dagster_run_id")
-    if run_id:
-        records = context.instance.get_records_for_run(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records
-        for record in records:
-            materialization = record.asset_materialization
-            if materialization is None or materialization.asset_key != RATINGS_DF:
-                continue
-            low = materialization.metadata.get("scale_min")
-            high = materialization.metadata.get("scale_max")
-            if low is not None and high is not None:
-                return float(low.value), float(high.value)
+    recorded = recorded_rating_scale(context.instance, run_id) if run_id else None
+    if recorded is not None:
+        return recorded
     scale = RatingsConfig().rating_scale(Settings.from_env())
     context.log.warning(
         "the rating scale champion %s was trained with is not recorded in this instance (run "
@@ -95,18 +81,15 @@ def _refresh(
         raise dg.Failure(
             f"no trained model to refresh predictions with ({exc}); run training_job first"
         ) from exc
-    policy = RankingPolicy.from_manifest(manifest)
-    factors = SVDFactors.from_svd(model)
     try:
-        ease = ranking_model_of(model, policy)
-    except ValueError as exc:
-        raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
-    counts = getattr(model.trainset, "item_counts", None)
-    if counts is None:
+        bundle = bundle_of(model, manifest)
         # Models saved before artifacts were compacted lack the training counts; the current
         # ratings stand in, as in user_predictions.
-        counts = item_counts(factors.raw_iids, ratings_db.read_ratings()["movie_id"].to_numpy())
-    del model
+        current = None if bundle.counts is not None else ratings_db.read_ratings()["movie_id"]
+        shipped = bundle.shipped(None if current is None else current.to_numpy())
+    except ValueError as exc:
+        raise dg.Failure(f"champion {manifest['version']}: {exc}") from exc
+    del model, bundle
     # The same cleaning as the ratings_df that trained the champion, so taste vectors and the
     # cold-start cut-off match a full run for these users.
     scale = _training_scale(context, manifest)
@@ -115,7 +98,7 @@ def _refresh(
     # Rated without a value: not trained on, but never suggested (as in user_predictions).
     unrated = raw[raw["rating"].isna()]
     predictions = rank_users(
-        ShippedModel(factors, np.asarray(counts, dtype=np.int64), policy, ease),
+        shipped,
         users,
         (rated["user_id"].to_numpy(), rated["movie_id"].to_numpy()),
         n=config.top_n,

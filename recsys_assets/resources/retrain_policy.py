@@ -12,6 +12,7 @@ import math
 import dagster as dg
 from pydantic import Field
 
+from recsys_assets.assets.config import SVDConfig
 from recsys_assets.settings import Settings
 
 
@@ -34,7 +35,9 @@ class RetrainPolicy(dg.ConfigurableResource):
         ge=0,
         description="At least this long between the starts of two training runs.",
     )
-    n_epochs: int = Field(default=20, ge=1, description="SVD epochs of sensor-started runs.")
+    n_epochs: int = Field(
+        default=SVDConfig().n_epochs, ge=1, description="SVD epochs of sensor-started runs."
+    )
     refresh_predictions: bool = Field(
         default=True,
         description="Below the threshold, rescore just the users with new ratings "

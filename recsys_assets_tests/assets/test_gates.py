@@ -147,15 +147,13 @@ def test_volume_check_blocks_training_on_a_half_empty_table(run, store, demo_db)
 
 def test_ratings_within_scale_check():
     frame = pd.DataFrame({"rating": [1.0, 3.5, 6.0, None]})
-    frame.attrs["rating_scale"] = (0.5, 5.0)
-    result = ratings_within_scale(frame)
+    result = ratings_within_scale(frame, (0.5, 5.0))
     assert not result.passed and result.metadata["outside_scale"].value == 2
-    frame.attrs["rating_scale"] = (0.5, 6.0)
-    assert ratings_within_scale(frame.dropna()).passed
+    assert ratings_within_scale(frame.dropna(), (0.5, 6.0)).passed
 
 
 def test_ratings_within_scale_fails_without_a_scale():
-    result = ratings_within_scale(pd.DataFrame({"rating": [1.0, 99.0]}))
+    result = ratings_within_scale(pd.DataFrame({"rating": [1.0, 99.0]}), None)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "no rating scale" in result.description
 

@@ -14,6 +14,7 @@ from recsys_assets.assets.config import training_run_config
 from recsys_assets.definitions import all_assets, all_checks, defs
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking import RankingPolicy, ShippedModel, item_counts, rank_users
+from recsys_assets.ml.selection.cv_result import CVResult
 from recsys_assets.ml.training import SVDParams
 from recsys_assets_tests.conftest import FAST_CONFIG, FAST_SVD, make_resources
 
@@ -72,17 +73,17 @@ def test_surprise_dataset_scale_from_data(graph_run):
 
 
 def test_cv_report_table_and_metadata(graph_run):
-    report = graph_run.output_for_node("cv_report")
-    assert list(report["fold"]) == ["1", "2", "3", "4", "mean", "std"]
-    folds = report.iloc[:4]
-    assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(folds["rmse"].mean())
+    cv = graph_run.output_for_node("cv_report")
+    assert isinstance(cv, CVResult) and list(cv.folds["fold"]) == [1, 2, 3, 4]
+    folds = cv.folds
     assert (folds["fit_time"] > 0).all() and (folds["test_time"] > 0).all()
     meta = _meta(graph_run, "cv_report")
     for key in ("rmse_mean", "rmse_std", "mae_mean", "mae_std"):
         assert isinstance(meta[key], float)
     assert 0.5 < meta["rmse_mean"] < 1.5
     assert meta["folds"].count("\n") == 7  # header, rule, 4 folds, mean, std
-    assert report.attrs["svd_params"]["n_epochs"] == FAST_SVD["n_epochs"]
+    assert cv.params.n_epochs == FAST_SVD["n_epochs"] and cv.n_folds == meta["n_folds"] == 4
+    assert meta["shipped_list"] == cv.policy.ranker
 
 
 def test_cv_folds_share_one_forked_step_in_process(graph_run):
@@ -106,9 +107,9 @@ def test_cv_folds_per_step_is_configurable(recsys_home, demo_db, graph_run):
     assert meta["rmse_mean"] == _meta(graph_run, "cv_report")["rmse_mean"]
     # Every per-fold figure (baselines, ranking metrics, chosen weights), not only RMSE.
     split, whole = result.output_for_node("cv_report"), graph_run.output_for_node("cv_report")
-    figures = [c for c in whole.columns if not c.endswith("_time")]
-    pd.testing.assert_frame_equal(split[figures], whole[figures])
-    assert split.attrs["ranking"] == whole.attrs["ranking"]
+    figures = [c for c in whole.folds.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(split.folds[figures], whole.folds[figures])
+    assert (split.policy, split.ease) == (whole.policy, whole.ease)
 
 
 def test_engine_switch_gives_the_same_models_and_is_recorded(recsys_home, demo_db, graph_run):
@@ -119,8 +120,8 @@ def test_engine_switch_gives_the_same_models_and_is_recorded(recsys_home, demo_d
     for name in ("pu", "qi", "bu", "bi"):
         assert np.array_equal(getattr(compiled, name), getattr(surprise, name)), name
     split, whole = result.output_for_node("cv_report"), graph_run.output_for_node("cv_report")
-    figures = [c for c in whole.columns if not c.endswith("_time")]
-    pd.testing.assert_frame_equal(split[figures], whole[figures])
+    figures = [c for c in whole.folds.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(split.folds[figures], whole.folds[figures])
     assert (
         _meta(graph_run, "svd_model")["fit_engine"],
         _meta(result, "svd_model")["fit_engine"],
@@ -254,7 +255,7 @@ def test_one_source_for_the_hyperparameters(graph_run):
     chosen = graph_run.output_for_node("svd_hyperparameters")
     assert chosen.mode == "fixed" and chosen.holdout.size == 0
     assert chosen.params.as_dict() == {**SVDParams().as_dict(), **FAST_SVD}
-    assert graph_run.output_for_node("cv_report").attrs["svd_params"] == chosen.params.as_dict()
+    assert graph_run.output_for_node("cv_report").params == chosen.params
     manifest = graph_run.output_for_node("model_artifact")
     assert manifest["hyperparameters"] == chosen.params.as_dict()
     assert manifest["hyperparameter_search"]["mode"] == "fixed"

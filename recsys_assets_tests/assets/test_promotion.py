@@ -124,3 +124,18 @@ def test_a_failed_predictions_write_after_a_promotion_is_said_and_repaired_next_
     with demo_db.engine().connect() as conn:
         versions = conn.execute(sa.text("SELECT DISTINCT model_version FROM user_predictions"))
         assert [v for (v,) in versions] == [new]
+
+
+def test_champion_model_alone_refuses_an_earlier_runs_candidate(run, store):
+    """champion_model takes model_artifact as an input: the stored candidate of a run whose
+    gates failed is not promoted by materializing champion_model on its own later."""
+    good = run(config())
+    assert good.success
+    bad = run(config(BAD_SVD))
+    assert not bad.success and "champion_model" not in materialized(bad)
+    candidate = bad.output_for_node("model_artifact")["version"]
+    alone = run({}, selection=["champion_model"])
+    assert not alone.success
+    failure = next(e for e in alone.all_events if e.is_step_failure)
+    assert f"not {candidate}" in failure.step_failure_data.error.message
+    assert store.load_latest()[1]["version"] == good.output_for_node("model_artifact")["version"]

@@ -15,6 +15,7 @@ from recsys_assets.ml.arrays import Ratings
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.ease import EASEModel
 from recsys_assets.ml.factors import SVDFactors
+from recsys_assets.ml.model_bundle import ModelBundle
 from recsys_assets.ml.ranking import ranking_metrics
 from recsys_assets.ml.selection.evaluation import ranking_evals
 from recsys_assets.serving import Recommender
@@ -63,13 +64,13 @@ def test_ease_ships_when_better_and_every_path_ranks_the_same(
         run_config=FAST_CONFIG,
     )
     assert result.success
-    report = result.output_for_node("cv_report")
-    folds = report[~report["fold"].isin(["mean", "std"])]
+    cv = result.output_for_node("cv_report")
+    folds = cv.folds
     # Chosen on validation: EASE's validation NDCG beat the blend's; the test folds agree.
-    assert report.attrs["ranking"]["ranker"] == "ease"
+    assert cv.policy.ranker == "ease"
     assert folds["ease_validation_ndcg"].sum() > folds["blend_validation_ndcg"].sum()
     assert folds["ease_ndcg"].mean() > folds["blend_ndcg"].mean()
-    lam = report.attrs["ranking_model"]["lambda"]
+    lam = cv.ease.lam
     assert lam == pytest.approx(float(np.median(folds["ease_lambda"].astype(float))))
 
     # The artifact carries the EASE model fitted by `ranking_model`; the manifest says so.
@@ -81,7 +82,8 @@ def test_ease_ships_when_better_and_every_path_ranks_the_same(
     assert manifest["cv_metrics"]["shipped_ndcg_mean"] == pytest.approx(
         folds["shipped_ndcg"].mean()
     )
-    np.testing.assert_array_equal(model.ranking_model.weights, ease.weights)
+    assert isinstance(model, ModelBundle) and model.policy == cv.policy
+    np.testing.assert_array_equal(model.ease.weights, ease.weights)
 
     # user_predictions: EASE for every (warm) user, score = the SVD's predicted rating.
     table = clustered_db.read_predictions()

@@ -3,6 +3,7 @@ and the most-popular shelf while no model is champion."""
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,9 +72,9 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
     tested = np.concatenate([fold_indices(indices, bounds, f) for f in range(1, 5)])
     assert not set(tested) & set(chosen.holdout) and tested.size == n - chosen.holdout.size
     report = search_run.output_for_node("cv_report")
-    assert report.attrs["svd_params"] == chosen.params.as_dict()
+    assert report.params == chosen.params
     expected = cross_validate_svd(dataset, chosen.params, holdout=chosen.holdout)
-    assert report.set_index("fold").loc["mean", "rmse"] == pytest.approx(expected["rmse"].mean())
+    assert report.folds["rmse"].mean() == pytest.approx(expected["rmse"].mean())
 
     # The lists (blend weights, EASE's λ, which one ships): chosen once on V, with the
     # search's own fit of the chosen configuration on every rating but V, for every fold.
@@ -92,12 +93,12 @@ def test_search_chooses_on_validation_ratings_cv_and_fit_use_the_choice(search_r
         max_users=cv.ranking_users,
         seed=42,
     )
-    folds = report[~report["fold"].isin(["mean", "std"])]
+    folds = report.folds
     assert (folds["ease_lambda"] == choice.ease_lambda).all()
     assert (folds["taste_weight"] == choice.policy.taste_weight).all()
     assert (folds["blend_validation_ndcg"] == choice.blend_ndcg).all()
     assert (folds["ease_validation_ndcg"] == choice.ease_ndcg).all()
-    assert report.attrs["ranking"]["ranker"] == choice.ranker
+    assert report.policy.ranker == choice.ranker
 
     # svd_model: the chosen configuration on every rating (V included).
     model = search_run.output_for_node("svd_model")
@@ -157,9 +158,9 @@ def test_fixed_mode_is_the_pipeline_without_tuning(run):
     # The CV of the plain folds (no holdout) and a plain fit on every rating, as before.
     dataset = result.output_for_node("surprise_dataset")
     today = cross_validate_svd(dataset, params, CVSettings(n_folds=4, seed=42))
-    report = result.output_for_node("cv_report")
+    report = result.output_for_node("cv_report").folds
     figures = [c for c in today.columns if c != "fold" and not c.endswith("_time")]
-    np.testing.assert_array_equal(report[figures].iloc[:4].to_numpy(), today[figures].to_numpy())
+    np.testing.assert_array_equal(report[figures].to_numpy(), today[figures].to_numpy())
     model = result.output_for_node("svd_model")
     plain = fit_svd(dataset.build_full_trainset(), params)
     for name in ("pu", "qi", "bu", "bi"):
@@ -254,7 +255,6 @@ def test_first_run_failing_a_gate_publishes_most_popular_then_a_passing_model_re
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"tuning": "grid"}, "tuning must be one of search, fixed, got 'grid'"),
         ({"validation_fraction": 1.5}, "validation_fraction must be in (0, 1), got 1.5"),
         ({"param_grid": {"biased": [0.0]}}, "param_grid: param_grid keys ['biased']"),
     ],
@@ -264,4 +264,11 @@ def test_bad_search_config_fails_with_a_clear_message(run, store, overrides, mes
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "svd_hyperparameters.search_plan"
     assert message in failure.step_failure_data.error.message
+    assert store.latest_manifest() is None
+
+
+def test_an_unknown_tuning_mode_is_refused_before_the_run_starts(run, store):
+    # `tuning` is a Literal: Dagster's config check names the field and the value.
+    with pytest.raises(dg.DagsterInvalidConfigError, match="tuning not in enum.*got grid"):
+        run(search_config(tuning="grid"))
     assert store.latest_manifest() is None

@@ -18,7 +18,6 @@ from recsys_assets.ml.ranking.policy import (
     SOURCE_POPULAR,
     SOURCE_SVD,
     RankingPolicy,
-    ranking_model_of,
 )
 
 __all__ = [
@@ -32,5 +31,4 @@ __all__ = [
     "popularity_feature",
     "rank_users",
     "ranking_metrics",
-    "ranking_model_of",
 ]

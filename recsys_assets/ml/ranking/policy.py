@@ -14,20 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-
-from recsys_assets.ml.ease import EASEModel
+from typing import Literal, get_args
 
 __all__ = [
     "DEFAULT_GRID",
     "MIN_RELATIVE_GAIN",
     "RANKERS",
+    "Ranker",
     "SOURCE_EASE",
     "SOURCE_POPULAR",
     "SOURCE_SVD",
     "RankingPolicy",
     "choose_policy",
     "grid_policies",
-    "ranking_model_of",
 ]
 
 # Candidate (taste_weight, rating_weight) pairs, popularity_weight fixed at 1: small enough to
@@ -40,7 +39,8 @@ MIN_RELATIVE_GAIN = 0.02
 SOURCE_SVD = "svd"
 SOURCE_POPULAR = "popular"
 SOURCE_EASE = "ease"
-RANKERS = (SOURCE_SVD, SOURCE_EASE)
+Ranker = Literal["svd", "ease"]
+RANKERS: tuple[Ranker, ...] = get_args(Ranker)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RankingPolicy:
     rating_weight: float = 1.0
     min_user_ratings: int = 1
     # Which model ranks warm users: 'svd' (the blend) or 'ease' (the ranking model).
-    ranker: str = SOURCE_SVD
+    ranker: Ranker = SOURCE_SVD
 
     def __post_init__(self) -> None:
         if self.ranker not in RANKERS:
@@ -80,19 +80,6 @@ class RankingPolicy:
     def popular_only(self) -> bool:
         """True when the blend's key is popularity alone (the most-popular list)."""
         return not (self.taste_weight or self.rating_weight)
-
-
-def ranking_model_of(model: object, policy: RankingPolicy) -> EASEModel | None:
-    """The EASE model an artifact carries (an attribute of the pickled SVD), if it ranks.
-
-    Raises ``ValueError`` when the policy ranks with EASE but the artifact has none.
-    """
-    ranking_model = getattr(model, "ranking_model", None)
-    if policy.ranker == SOURCE_EASE and not isinstance(ranking_model, EASEModel):
-        raise ValueError(
-            "the model's ranking policy ranks with EASE but its artifact carries no EASE model"
-        )
-    return ranking_model if policy.ranker == SOURCE_EASE else None
 
 
 def grid_policies(

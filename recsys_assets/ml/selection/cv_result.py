@@ -26,15 +26,6 @@ class EaseSpec:
     max_items: int | None
     min_item_ratings: int
 
-    def as_dict(self) -> dict:
-        """The manifest's `ranking_model` entry."""
-        return {
-            "kind": "ease",
-            "lambda": self.lam,
-            "max_items": self.max_items,
-            "min_item_ratings": self.min_item_ratings,
-        }
-
 
 @dataclass(frozen=True)
 class CVResult:
