@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_scale import TreeMemory  # this script's folder is on sys.path
+
 SVD_KW = {"n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02}
 
 
@@ -66,23 +68,6 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
-    def _tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry))
-        tree, todo = [], [self.root]
-        while todo:
-            pid = todo.pop()
-            tree.append(pid)
-            todo.extend(children.get(pid, []))
-        return tree
-
     @staticmethod
     def _rollup(pid: int) -> tuple[int, int]:
         rss = pss = 0
@@ -99,7 +84,7 @@ class TreeSampler:
 
     def _run(self) -> None:
         while True:
-            pids = self._tree()
+            pids = TreeMemory._tree(self.root)  # this process's tree, from /proc
             stats = [self._rollup(p) for p in pids]
             self.samples.append(
                 (

@@ -41,18 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_budget import _peak_rss_mb  # this script's folder is on sys.path
+
 READERS = ("today", "adbc", "connectorx")
 OTHER_CONTENT_TYPE = ("books", "book")
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across exec from a
-    bigger parent)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _rss_mb() -> float:
