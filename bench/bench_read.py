@@ -19,6 +19,8 @@ Readers (each in its own process: seconds, peak RSS and the RSS growth of the re
 * adbc: the same statement (the preset's `ratings_query` ORDER BY its row id, compiled by
   SQLAlchemy for the database) through ADBC's SQLite or PostgreSQL driver into one Arrow
   table, then `to_pandas()`;
+* adbc_batches: the same, converted batch by batch (100K rows on SQLite, ~16 MB on
+  PostgreSQL) and concatenated, as today's chunks are;
 * connectorx: the same SQL through `connectorx.read_sql(..., return_type="arrow")`, one query
   (no partitioning: partitioned reads are several queries, several snapshots).
 
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from bench_budget import _peak_rss_mb  # this script's folder is on sys.path
 
-READERS = ("today", "adbc", "connectorx")
+READERS = ("today", "adbc", "adbc_batches", "connectorx")
 OTHER_CONTENT_TYPE = ("books", "book")
 
 
@@ -83,7 +85,7 @@ def read_with(reader: str, url: str, preset: str) -> dict:
     from recsys_assets.db.ratings import _normalize_ratings  # today's per-chunk conversion
 
     sql = _statement(url, preset)
-    if reader == "adbc":
+    if reader.startswith("adbc"):
         import pyarrow  # noqa: F401  (imported before timing, as today's pandas is)
 
         if url.startswith("sqlite"):
@@ -106,6 +108,18 @@ def read_with(reader: str, url: str, preset: str) -> dict:
         fetch = time.perf_counter() - start
         df = _normalize_ratings(table.to_pandas())
         del table
+    elif reader == "adbc_batches":
+        # Arrow batches converted as they arrive (as today's 100K-row chunks): no whole Arrow
+        # table beside the frame.
+        uri = url.removeprefix("sqlite:///") if url.startswith("sqlite") else _libpq(url)
+        with adbc.connect(uri) as conn, conn.cursor() as cur:
+            if url.startswith("sqlite"):
+                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "100000"})
+            cur.execute(sql)
+            parts = [_normalize_ratings(b.to_pandas()) for b in cur.fetch_record_batch()]
+        fetch = time.perf_counter() - start
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        del parts
     else:
         table = cx.read_sql(_cx_url(url), sql, return_type="arrow")
         fetch = time.perf_counter() - start
