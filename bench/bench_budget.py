@@ -131,7 +131,8 @@ def run_without_capture(extra: list[str]) -> int:
     os.environ["RECSYS_EXECUTOR"] = "in_process"  # the job's executor and executor_layout
     import dagster as dg
 
-    from recsys_assets import cli, definitions, runner
+    from recsys_assets import cli, definitions
+    from recsys_assets.cli import run as cli_run
 
     def execute_training(instance, run_config, executor, tags=None):
         job = dg.reconstructable(definitions.build_training_job)
@@ -139,7 +140,7 @@ def run_without_capture(extra: list[str]) -> int:
             job, instance=instance, run_config=run_config, raise_on_error=False, tags=tags
         )
 
-    runner.execute_training = execute_training
+    cli_run.execute_training = execute_training
     return cli.main(["run", *extra])
 
 
@@ -276,7 +277,7 @@ def main() -> int:
         "--no-output-capture",
         action="store_true",
         help="run the graph with dg.execute_job (in-process executor) instead of "
-        "execute_in_process, which holds every output in memory (a proposed runner change)",
+        "execute_in_process, which holds every output in memory (a proposed `recsys run` change)",
     )
     parser.add_argument("--keep", type=Path, help="use this RECSYS_HOME and keep it")
     parser.add_argument("--child", help=argparse.SUPPRESS)

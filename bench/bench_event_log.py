@@ -7,7 +7,7 @@ The embedded instance as `recsys run` prepares it (Dagster's default SQLite stor
 variant `default`; each `--instance NAME=FILE` adds a variant whose dagster.yaml also holds
 FILE's settings (e.g. another `event_log_storage` class). Each variant gets a fresh RECSYS_HOME
 with the ratings (`recsys import-movielens`); then `recsys run`'s in-process path
-(`runner.execute_training`) runs `training_job` once per round in a child process, the
+(`cli.run.execute_training`) runs `training_job` once per round in a child process, the
 variants taking turns so a change in the machine's load hits them alike. Reported per run:
 wall time, events stored, and the seconds spent inside the event log's `store_event` (what a
 storage class changes, and what fewer events save), with the load average beside them.
@@ -31,9 +31,10 @@ def child(home: Path) -> dict:
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     import dagster as dg
 
-    from recsys_assets.runner import cli_run_config, execute_training, prepare_dagster_home
+    from recsys_assets.cli.instance import prepare_dagster_home
+    from recsys_assets.cli.run import RunOptions, cli_run_config, execute_training
 
-    run_config = cli_run_config(log_level="WARNING")
+    run_config = cli_run_config(RunOptions(log_level="WARNING"))
     prepare_dagster_home()  # the embedded dagster.yaml, unless the variant wrote its own
     with dg.DagsterInstance.get() as instance:
         storage = instance.event_log_storage
@@ -70,10 +71,10 @@ def child(home: Path) -> dict:
 
 
 def _embedded_settings() -> str:
-    """The embedded instance's settings without its header line, so the runner keeps the file."""
-    from recsys_assets.runner import _EMBEDDED_DAGSTER_YAML
+    """The embedded instance's settings without its header line, so `recsys run` keeps the file."""
+    from recsys_assets.cli.instance import EMBEDDED_DAGSTER_YAML
 
-    return "\n".join(_EMBEDDED_DAGSTER_YAML.splitlines()[1:])
+    return "\n".join(EMBEDDED_DAGSTER_YAML.splitlines()[1:])
 
 
 def _recsys(home: Path, *args: str) -> None:

@@ -57,7 +57,8 @@ def execute_graph(
     import dagster as dg
 
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.runner import execute_training, prepare_dagster_home
+    from recsys_assets.cli.instance import prepare_dagster_home
+    from recsys_assets.cli.run import execute_training
 
     os.environ.pop("DAGSTER_HOME", None)  # never the caller's instance
     prepare_dagster_home()  # the embedded instance `make run` uses, dagster.yaml included

@@ -192,7 +192,7 @@ def run_phase(home: Path, phase: str, folds: int) -> dict:
 
     from recsys_assets import definitions
     from recsys_assets.assets.config import training_run_config
-    from recsys_assets.runner import prepare_dagster_home
+    from recsys_assets.cli.instance import prepare_dagster_home
 
     prepare_dagster_home()
 

@@ -50,9 +50,11 @@ def main() -> int:
         import dagster as dg
 
         from recsys_assets.assets.config import training_run_config
+        from recsys_assets.cli.instance import prepare_dagster_home
+        from recsys_assets.cli.run import execute_training
+        from recsys_assets.cli.summary import summarize
         from recsys_assets.data.movielens import read_movielens
         from recsys_assets.db import RatingsStore
-        from recsys_assets.runner import _summarize, execute_training, prepare_dagster_home
 
         movies, ratings = read_movielens(args.path)
         if args.drop_quarter:
@@ -71,7 +73,7 @@ def main() -> int:
         start = time.perf_counter()
         with dg.DagsterInstance.get() as instance:
             result = execute_training(instance, run_config, "in_process")
-            summary = _summarize(result, None, start)
+            summary = summarize(result, None, start)
         search = result.asset_materializations_for_node("svd_hyperparameters")
         if search:
             meta = {k: v.value for k, v in search[0].metadata.items()}

@@ -1,4 +1,5 @@
-"""`daily_training`: the nightly full retrain (the seed's Celery Beat entry, 02:00, 20 epochs)."""
+"""`daily_training`: the nightly full retrain (the seed's Celery Beat entry, 02:00; its 20 epochs
+are the seed configuration's, the job's default)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from recsys_assets.jobs import training_job
 from recsys_assets.settings import Settings
 
 DAILY_TRAINING_CRON = "0 2 * * *"
-DAILY_TRAINING_EPOCHS = 20
 
 
 def build_daily_training_schedule(timezone: str | None = None) -> dg.ScheduleDefinition:
@@ -22,7 +22,8 @@ def build_daily_training_schedule(timezone: str | None = None) -> dg.ScheduleDef
         job=training_job,
         cron_schedule=DAILY_TRAINING_CRON,
         execution_timezone=timezone,
-        run_config=training_run_config(n_epochs=DAILY_TRAINING_EPOCHS),
+        # The job's own defaults, exactly as the launchpad and `recsys run` start it.
+        run_config=training_run_config(),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Full retrain every night at 02:00 (n_epochs=20).",
+        description="Full retrain every night at 02:00 with the job's default run config.",
     )

@@ -1,7 +1,7 @@
-"""What the `recsys` commands and the runner share: bad user input, and opening the database.
+"""What the `recsys` commands share: bad user input, and opening the database.
 
-Plain Python (no Dagster), so `runner` and the `cli` package both import it without importing
-each other.
+Plain Python (no Dagster), so the light commands (`models`, `recommend`, data loads) and
+`recsys run` use it alike.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_the_django_app_reads_its_suggestions_and_its_tables_stay_untouched(
     app_env: str, tmp_path: Path, capsys
 ) -> None:
     from recsys_assets import definitions
-    from recsys_assets.runner import execute_training
+    from recsys_assets.cli.run import execute_training
 
     app = App(app_env)
     app.manage("migrate", "--no-input")

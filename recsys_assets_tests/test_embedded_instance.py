@@ -1,4 +1,4 @@
-"""The embedded Dagster instance `recsys run` / `recsys ui` prepare (`runner.prepare_dagster_home`).
+"""The embedded Dagster instance `recsys run` and `recsys ui` prepare (`cli.instance`).
 
 It is Dagster's own SQLite storage (no event log class of the project's), with telemetry off,
 one training run at a time and run monitoring on; a real webserver serves its runs.
@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from recsys_assets.runner import _EMBEDDED_DAGSTER_YAML, prepare_dagster_home
+from recsys_assets.cli.instance import EMBEDDED_DAGSTER_YAML, prepare_dagster_home
 from recsys_assets_tests.servers import REPO, Deployment, wait_for
 
 
@@ -73,7 +73,7 @@ def test_old_generated_dagster_yaml_is_updated_and_a_custom_one_kept(recsys_home
         "  class: PooledSqliteEventLogStorage\n"
     )
     prepare_dagster_home()
-    assert config.read_text() == _EMBEDDED_DAGSTER_YAML
+    assert config.read_text() == EMBEDDED_DAGSTER_YAML
     with dg.DagsterInstance.get() as instance:  # loads: no reference to the removed module
         assert dg.materialize([numbers, total], instance=instance).success
     custom = "telemetry:\n  enabled: false\n"

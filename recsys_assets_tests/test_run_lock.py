@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from recsys_assets import runner
+from recsys_assets.cli import instance as embedded
 from recsys_assets.cli import main
+from recsys_assets.cli import run as cli_run
+from recsys_assets.cli.summary import failure_cause
 from recsys_assets.resources.ratings_db import RatingsDatabase
 from recsys_assets.run_lock import JOB_TAG, TRAINING, is_training_run
 
@@ -44,7 +46,7 @@ class Holder:
 
 @pytest.fixture
 def instance_home(recsys_home) -> Iterator[None]:
-    runner.prepare_dagster_home()  # DAGSTER_HOME under RECSYS_HOME, as `recsys run` does
+    embedded.prepare_dagster_home()  # DAGSTER_HOME under RECSYS_HOME, as `recsys run` does
     yield
 
 
@@ -71,7 +73,7 @@ def test_recsys_run_refuses_or_waits_for_a_training_in_the_instance(
             assert holder.run_id in message
             holder.release.set()
 
-        monkeypatch.setattr(runner, "_note", release_when_waiting)
+        monkeypatch.setattr(cli_run, "_note", release_when_waiting)
         assert main(["run", "--wait", "--no-demo-data"]) == 2
         assert holder.release.is_set()
         assert "no active movie ratings" in capsys.readouterr().err.strip().splitlines()[-1]
@@ -101,7 +103,7 @@ def test_a_training_started_outside_the_queue_stops_at_its_first_database_step(
         with dg.DagsterInstance.get() as instance:
             result = second.execute_in_process(instance=instance, raise_on_error=False)
             (failure,) = [e for e in result.all_events if e.is_resource_init_failure]
-            cause = runner.failure_cause(failure.event_specific_data.error)
+            cause = failure_cause(failure.event_specific_data.error)
             assert f"training run {holder.run_id} (job training_job, STARTED)" in cause
             assert "already in progress" in cause
             # Tagged, so the run queue counted it while it was in progress.

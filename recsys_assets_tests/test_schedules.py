@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from recsys_assets.assets.config import training_run_config
+from recsys_assets.assets.config import TuningConfig, training_run_config
 from recsys_assets.definitions import build_defs, defs
 from recsys_assets.schedules import build_daily_training_schedule
 
@@ -27,14 +27,11 @@ def test_daily_training_requests_the_whole_graph_with_20_epochs():
     requests = schedule.evaluate_tick(context).run_requests
     assert len(requests) == 1
     config = requests[0].run_config
-    assert config == training_run_config(n_epochs=20)
-    # The hyperparameters have one home (the search, seeded with 20 epochs); CV and the
-    # final fit take its choice.
-    plan = config["ops"]["svd_hyperparameters"]["config"]
-    assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
-    # The run config is valid for the job.
-    job = defs.resolve_job_def("training_job")
-    dg.validate_run_config(job, config)
+    assert config == training_run_config()  # the job's own defaults
+    # Those defaults: a search seeded with the seed's 20 epochs, as the Celery Beat entry ran;
+    # CV and the final fit take its choice.
+    assert (TuningConfig().n_epochs, TuningConfig().tuning) == (20, "search")
+    dg.validate_run_config(defs.resolve_job_def("training_job"), config)
 
 
 def test_timezone_comes_from_recsys_timezone(monkeypatch):

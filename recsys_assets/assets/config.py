@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import dagster as dg
 from pydantic import Field
 
+from recsys_assets.choices import Engine, Tuning
+from recsys_assets.ml.artifacts.store import DEFAULT_KEEP_VERSIONS
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MIN_ITEM_RATINGS
 from recsys_assets.ml.selection.cross_validation import CVSettings
 from recsys_assets.ml.selection.list_choice import EaseSettings
 from recsys_assets.ml.selection.search import DEFAULT_PARAM_GRID
-from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, Engine, SVDParams
+from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
 from recsys_assets.settings import Settings
 
 _DEFAULTS = SVDParams()
@@ -82,10 +82,6 @@ class SVDConfig(dg.Config):
         )
 
 
-Tuning = Literal["search", "fixed"]
-TUNING_MODES: tuple[Tuning, ...] = get_args(Tuning)
-
-
 class TuningConfig(SVDConfig):
     """How `svd_hyperparameters` picks the SVD's hyperparameters (see `ml.selection.search`).
 
@@ -152,7 +148,7 @@ class CVConfig(dg.Config):
 class ArtifactConfig(dg.Config):
     """Retention: the newest `keep_versions` versions are kept, plus every past champion."""
 
-    keep_versions: int = 10
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
 
 class PredictionsConfig(dg.Config):

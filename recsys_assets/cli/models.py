@@ -154,6 +154,8 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
-    deleted = _store().prune(args.keep)  # also removes temp files of killed writes
+    store = _store()
+    # Also removes temp files of killed writes; no --keep: the store's default retention.
+    deleted = store.prune(args.keep) if args.keep is not None else store.prune()
     print(f"deleted {len(deleted)} versions" + (f": {', '.join(deleted)}" if deleted else ""))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from recsys_assets.choices import ENGINES, TUNING_MODES
 from recsys_assets.cli.data import DEMO_SHAPES, cmd_demo_data, cmd_import_movielens
 from recsys_assets.cli.models import (
     cmd_models_list,
@@ -59,13 +60,13 @@ def _scale(value: str) -> tuple[float, float]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # Lazy: the Dagster definitions are heavy to import and only `run` needs them.
-    from recsys_assets.runner import run_command
+    from recsys_assets.cli.run import run_command
 
     return run_command(args)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from recsys_assets.runner import ui_command
+    from recsys_assets.cli.instance import ui_command
 
     return ui_command(args)
 
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_demo(sub)
+    _add_movielens(sub)
+    _add_run(sub)
+    _add_models(sub)
+    _add_recommend(sub)
+    _add_ui(sub)
+    return parser
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    """`recsys demo-data`: synthetic ratings."""
     demo = sub.add_parser("demo-data", help="generate synthetic ratings into the database")
     demo.add_argument("--users", type=_positive, default=1000, help="number of users (1000)")
     demo.add_argument("--movies", type=_positive, default=1700, help="number of movies (1700)")
@@ -101,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo_data)
 
+
+def _add_movielens(sub: argparse._SubParsersAction) -> None:
+    """`recsys import-movielens PATH`."""
     ml = sub.add_parser("import-movielens", help="import a MovieLens dataset into the database")
     ml.add_argument("path", help="dataset directory (ml-100k, ml-latest, ...) or its ratings file")
     ml.add_argument(
@@ -108,24 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ml.set_defaults(handler=cmd_import_movielens)
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """`recsys run`: train once (the job's defaults unless given)."""
     run = sub.add_parser("run", help="train, evaluate and publish predictions once")
+    # No defaults here: what is not given keeps the job's own (its Config classes), so
+    # `recsys run` trains exactly as the UI's launchpad and the schedule do.
     run.add_argument(
         "--tuning",
-        choices=["search", "fixed"],
-        default="search",
-        help="search the SVD's hyperparameters (default) or use the seed's as given",
+        choices=TUNING_MODES,
+        help="search the SVD's hyperparameters (the job's default) or use the seed's as given",
     )
     run.add_argument(
-        "--n-epochs", type=_positive, default=20, help="SVD epochs of the seed configuration (20)"
+        "--n-epochs",
+        type=_positive,
+        help="SVD epochs of the seed configuration (default: the job's)",
     )
-    run.add_argument("--folds", type=_positive, default=4, help="cross-validation folds (4)")
-    run.add_argument("--top-n", type=_positive, default=50, help="predictions per user (50)")
+    run.add_argument("--folds", type=_positive, help="cross-validation folds (default: the job's)")
+    run.add_argument("--top-n", type=_positive, help="predictions per user (default: the job's)")
     run.add_argument(
         "--engine",
-        choices=("compiled", "surprise"),
-        default="compiled",
-        help="how SVD is fitted: compiled (numba, default) or Surprise's own SVD.fit; "
-        "the same model either way",
+        choices=ENGINES,
+        help="how SVD is fitted: compiled (numba, the job's default) or Surprise's own "
+        "SVD.fit; the same model either way",
     )
     run.add_argument(
         "--no-demo-data",
@@ -156,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    """`recsys models ...`: the registry."""
     models = sub.add_parser("models", help="model registry: list, show, promote, roll back")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     msub.add_parser("list", help="every saved version with its metrics").set_defaults(
@@ -171,16 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_models_rollback
     )
     prune = msub.add_parser("prune", help="delete old versions that were never champion")
-    prune.add_argument("--keep", type=_positive, default=10, help="newest versions kept (10)")
+    prune.add_argument(
+        "--keep", type=_positive, help="newest versions kept (default: as model_artifact's)"
+    )
     prune.set_defaults(handler=cmd_models_prune)
 
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    """`recsys recommend USER`."""
     rec = sub.add_parser("recommend", help="a user's top-N from the champion, with titles")
     rec.add_argument("user", type=_user_id, help="user id")
     rec.add_argument("--n", type=_positive, default=10, help="number of movies (10)")
     rec.set_defaults(handler=cmd_recommend)
 
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    """`recsys ui`: dagster dev on this project."""
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     ui.add_argument("--port", type=_positive, default=3000, help="port (3000)")
     ui.set_defaults(handler=cmd_ui)
-    return parser

@@ -9,21 +9,17 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Literal, get_args
 
 import numpy as np
 from surprise import SVD
 
+from recsys_assets.choices import ENGINES, Engine
 from recsys_assets.ml.datasets import CompactTrainset
 from recsys_assets.ml.svd_sgd import fit_compiled
 
 # Users with fewer training ratings than this get the popularity list (cold start).
 DEFAULT_MIN_USER_RATINGS = 5
 
-# How an SVD is fitted: "compiled" (ml/svd_sgd.py, numba) or "surprise" (`SVD.fit` itself).
-# Both give the same model bit for bit; "surprise" is there to check that in a run.
-Engine = Literal["compiled", "surprise"]
-ENGINES: tuple[Engine, ...] = get_args(Engine)
 DEFAULT_ENGINE = "compiled"
 
 

@@ -27,7 +27,7 @@ import dagster as dg
 from dagster import DagsterRunStatus, RunsFilter
 
 from recsys_assets.asset_keys import CHAMPION_MODEL, RATINGS, RATINGS_DF, USER_PREDICTIONS
-from recsys_assets.assets.config import training_run_config
+from recsys_assets.assets.config import PredictionsConfig, training_run_config
 from recsys_assets.jobs import refresh_predictions_job, training_job
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.resources.retrain_policy import RetrainPolicy
@@ -99,7 +99,7 @@ def _ratings_read_of(
         cursor = page.cursor
 
 
-def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
+def current_top_n(instance: dg.DagsterInstance, default: int | None = None) -> int:
     """N of the predictions now in the table (latest user_predictions materialization), so a
     refresh keeps every user's list the same length."""
     records = instance.fetch_materializations(USER_PREDICTIONS, limit=1).records
@@ -107,7 +107,7 @@ def current_top_n(instance: dg.DagsterInstance, default: int = 50) -> int:
         value = records[0].asset_materialization.metadata.get("top_n")
         if value is not None and isinstance(value.value, int) and value.value > 0:
             return value.value
-    return default
+    return default if default is not None else PredictionsConfig().top_n
 
 
 def _ratings_events_after(instance: dg.DagsterInstance, storage_id: int | None) -> list:

@@ -255,7 +255,7 @@ def test_unsigned_candidate_never_replaces_a_signed_champion(recsys_home, demo_d
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "champion_model"
-    from recsys_assets.runner import failure_cause
+    from recsys_assets.cli.summary import failure_cause
 
     cause = failure_cause(failure.step_failure_data.error)
     assert "refusing to promote unsigned model" in cause and champion["version"] in cause

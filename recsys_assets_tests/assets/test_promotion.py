@@ -10,7 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from recsys_assets.assets.artifact import model_artifact
-from recsys_assets.runner import _summarize
+from recsys_assets.cli.summary import summarize
 from recsys_assets_tests.assets.test_gates import BAD_SVD, checks_of, config, materialized
 
 
@@ -19,7 +19,7 @@ def _history_champion(store) -> str:
 
 
 def _summary(result) -> str:
-    return "\n".join(_summarize(result, None, time.perf_counter()).lines)
+    return "\n".join(summarize(result, None, time.perf_counter()).lines)
 
 
 def test_a_garbage_history_is_kept_aside_and_rebuilt_by_the_next_promotion(run, store):

@@ -33,7 +33,7 @@ def _failure(result) -> str:
 
 def _cause(result) -> str:
     """What `recsys run` and the failure sensor report: the innermost cause."""
-    from recsys_assets.runner import failure_cause
+    from recsys_assets.cli.summary import failure_cause
 
     (event,) = [e for e in result.all_events if e.is_step_failure]
     return failure_cause(event.step_failure_data.error)

@@ -10,8 +10,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from recsys_assets import db, runner
+from recsys_assets import db
 from recsys_assets.cli import describe_error, main
+from recsys_assets.cli import run as cli_run
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore
@@ -140,7 +141,7 @@ def test_second_run_on_the_same_home_refuses_or_waits(recsys_home, capsys, monke
 
     # --wait queues behind the holder, then runs (and fails for its own reason: no data).
     held, waiting = threading.Event(), threading.Event()
-    monkeypatch.setattr(runner, "_note", lambda message: waiting.set())
+    monkeypatch.setattr(cli_run, "_note", lambda message: waiting.set())
 
     def hold_until_the_second_run_waits():
         with training_lock(recsys_home):

@@ -26,9 +26,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from recsys_assets.cli.instance import EMBEDDED_DAGSTER_YAML
 from recsys_assets.data.demo import generate_demo_ratings
 from recsys_assets.definitions import all_assets
-from recsys_assets.runner import _EMBEDDED_DAGSTER_YAML
 from recsys_assets_tests.app_database import app_checksums, make_app_database, prediction_rows
 from recsys_assets_tests.conftest import FAST_CONFIG
 from recsys_assets_tests.servers import BIN, REPO, Deployment, GraphQLHTTPError, wait_for
@@ -90,7 +90,7 @@ def deployment():
     url = f"sqlite:///{root / 'app.db'}"
     make_app_database(url, "django", MOVIES, RATINGS)
     env = _env(root, url, "django")
-    (root / "dagster_home" / "dagster.yaml").write_text(_EMBEDDED_DAGSTER_YAML)
+    (root / "dagster_home" / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
     env.update(
         RECSYS_SENSOR_INTERVAL_SECONDS="2",
         RECSYS_RETRAIN_MIN_NEW_RATINGS="50",

@@ -150,14 +150,10 @@ def test_cli_run_subcommand_options() -> None:
     args = cli.build_parser().parse_args(
         ["run", "--n-epochs", "3", "--top-n", "5", "--no-demo-data"]
     )
-    assert (args.n_epochs, args.folds, args.top_n, args.no_demo_data) == (3, 4, 5, True)
+    assert (args.n_epochs, args.folds, args.top_n, args.no_demo_data) == (3, None, 5, True)
     assert args.handler is cli.cmd_run
+    # What is not given is None: the job's own defaults apply (tests/cli/test_run.py).
     defaults = cli.build_parser().parse_args(["run"])
-    assert (defaults.n_epochs, defaults.folds, defaults.top_n, defaults.no_demo_data) == (
-        20,
-        4,
-        50,
-        False,
-    )
-    assert defaults.engine == "compiled"
+    given = (defaults.n_epochs, defaults.folds, defaults.top_n, defaults.engine, defaults.tuning)
+    assert given == (None,) * 5 and defaults.no_demo_data is False
     assert cli.build_parser().parse_args(["run", "--engine", "surprise"]).engine == "surprise"

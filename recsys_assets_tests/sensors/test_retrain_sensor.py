@@ -116,9 +116,8 @@ def test_above_threshold_one_training_run_then_reset_after_success(harness):
     # The user who just rated gets a refresh now, whatever becomes of the retrain.
     refresh = requests["refresh_predictions_job"].run_config["ops"]["refresh_user_predictions"]
     assert refresh["config"]["user_ids"] == [2]
-    # The sensor's retrain uses the schedule's config shape: one search seeded with 20 epochs.
-    plan = request.run_config["ops"]["svd_hyperparameters"]["config"]
-    assert plan["n_epochs"] == 20 and plan["tuning"] == "search"
+    # The sensor's retrain: the job's defaults (a search) with the policy's epochs (20).
+    assert request.run_config == training_run_config(n_epochs=20)
 
     # No new event: a tick before the run exists asks again with the same run key, which
     # the daemon drops as a duplicate...

@@ -25,7 +25,9 @@ champion rolled back and returns to the one before). Retention (``prune``) keeps
 K versions plus every version that was ever champion.
 
 Modules: ``manifest`` (names, errors, JSON, signatures), ``files`` (local and fsspec
-backends), ``store`` (`ArtifactStore`). Plain Python: no Dagster.
+backends), ``history`` (the champion history and its pending marks), ``reader`` (reads and
+verified loads), ``store`` (`ArtifactStore`: saves, promotion, rollback, retention). Plain
+Python: no Dagster.
 """
 
 from recsys_assets.ml.artifacts.files import (

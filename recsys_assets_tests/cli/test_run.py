@@ -69,22 +69,20 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
     import dagster as dg
 
     from recsys_assets.cli import build_parser
+    from recsys_assets.cli.run import RunOptions, cli_run_config
     from recsys_assets.definitions import build_training_job
-    from recsys_assets.runner import cli_run_config
 
     args = build_parser().parse_args(
         ["run", "--max-drop-fraction", "0.8", "--rmse-tolerance", "0.05", "--wait"]
     )
     assert (args.max_drop_fraction, args.rmse_tolerance, args.wait) == (0.8, 0.05, True)
-    config = cli_run_config(
-        max_drop_fraction=args.max_drop_fraction, rmse_tolerance=args.rmse_tolerance
-    )
+    config = cli_run_config(RunOptions.from_args(args))
     ops = dg.validate_run_config(build_training_job(), config)["ops"]
     assert ops["ratings_df_checks"]["config"]["max_drop_fraction"] == 0.8
     assert ops["model_artifact_gates"]["config"]["rmse_tolerance"] == 0.05
     assert "brief_console" in config["loggers"]
-    assert "console" in cli_run_config(verbose=True)["loggers"]
-    dg.validate_run_config(build_training_job(), cli_run_config(verbose=True))
+    assert "console" in cli_run_config(RunOptions(verbose=True))["loggers"]
+    dg.validate_run_config(build_training_job(), cli_run_config(RunOptions(verbose=True)))
     assert build_parser().parse_args(["run"]).max_drop_fraction is None  # check's default
 
 
@@ -92,12 +90,12 @@ def test_rating_scale_flag_reaches_ratings_df_as_valid_run_config(capsys):
     import dagster as dg
 
     from recsys_assets.cli import build_parser, main
+    from recsys_assets.cli.run import RunOptions, cli_run_config
     from recsys_assets.definitions import build_training_job
-    from recsys_assets.runner import cli_run_config
 
     args = build_parser().parse_args(["run", "--rating-scale", "1,10"])
     assert args.rating_scale == (1.0, 10.0)
-    config = cli_run_config(rating_scale=args.rating_scale)
+    config = cli_run_config(RunOptions.from_args(args))
     ops = dg.validate_run_config(build_training_job(), config)["ops"]
     assert ops["ratings_df"]["config"]["rating_min"] == 1.0
     assert ops["ratings_df"]["config"]["rating_max"] == 10.0
@@ -110,15 +108,13 @@ def test_recsys_run_the_schedule_and_the_launchpad_train_with_the_same_config():
     import dagster as dg
 
     from recsys_assets.cli import build_parser
+    from recsys_assets.cli.run import RunOptions, cli_run_config
     from recsys_assets.definitions import build_training_job
     from recsys_assets.jobs import TRAINING_TAGS
-    from recsys_assets.runner import cli_run_config
     from recsys_assets.schedules import build_daily_training_schedule
 
     args = build_parser().parse_args(["run"])
-    cli = cli_run_config(
-        n_epochs=args.n_epochs, n_folds=args.folds, top_n=args.top_n, tuning=args.tuning
-    )
+    cli = cli_run_config(RunOptions.from_args(args))
     job = build_training_job()
     # The launchpad's defaults: the job's config schema with nothing filled in.
     launchpad = dg.validate_run_config(job, {})["ops"]
