@@ -23,33 +23,6 @@ from recsys_assets_tests.conftest import FAST_CONFIG, make_resources
 from recsys_assets_tests.ops.test_refresh_predictions import _refresh
 
 
-def clustered_ratings(n_users=120, n_movies=150, n_groups=5, seed=0):
-    """Users who mostly watch one of five groups of movies (and like them): co-watching
-    predicts the held-out movies, which EASE captures better than popularity or the blend."""
-    rng = np.random.default_rng(seed)
-    group = np.arange(n_movies) % n_groups
-    rows = []
-    for user in range(1, n_users + 1):
-        g, bias = rng.integers(n_groups), rng.normal(0, 0.4)
-        own = rng.choice(np.flatnonzero(group == g), 22, replace=False)
-        other = rng.choice(np.flatnonzero(group != g), 8, replace=False)
-        for m in np.concatenate([own, other]).tolist():
-            value = 3.0 + bias + (1.0 if group[m] == g else -0.5) + rng.normal(0, 0.5)
-            rows.append((user, m + 1, float(np.clip(np.rint(value), 1, 5)), 1_600_000_000 + m))
-    ratings = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
-    ids = np.arange(1, n_movies + 1)
-    movies = pd.DataFrame({"id": ids, "title": [f"Movie {i}" for i in ids.tolist()]})
-    return movies, ratings
-
-
-@pytest.fixture
-def clustered_db(ratings_db):
-    movies, ratings = clustered_ratings()
-    ratings_db.insert_movies(movies)
-    ratings_db.insert_ratings(ratings)
-    return ratings_db
-
-
 @pytest.fixture
 def store(recsys_home):
     return ArtifactStore(str(recsys_home / "models" / "surprise"))

@@ -3,7 +3,6 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pytest
 
 from recsys_assets.jobs import refresh_predictions_job
 from recsys_assets.ml.artifacts import ArtifactStore
@@ -91,18 +90,6 @@ def test_movies_rated_without_a_value_are_not_suggested(recsys_home, demo_db):
     assert _refresh(recsys_home, demo_db, [user]).success
     mine = demo_db.read_predictions(user_id=user)
     assert len(mine) == 10 and not set(first + later) & set(mine["movie_id"])
-
-
-@pytest.fixture
-def clustered_db(ratings_db):
-    """Ratings on which EASE ranks better than the blend, so it ships."""
-    # Imported here: that module imports this one.
-    from recsys_assets_tests.assets.test_ranking_model import clustered_ratings
-
-    movies, ratings = clustered_ratings()
-    ratings_db.insert_movies(movies)
-    ratings_db.insert_ratings(ratings)
-    return ratings_db
 
 
 def _null_ratings(pairs: pd.DataFrame, timestamp: int) -> pd.DataFrame:
