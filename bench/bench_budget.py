@@ -125,33 +125,12 @@ def plain_fit(home: Path) -> dict:
     }
 
 
-def run_without_capture(extra: list[str]) -> int:
-    """`recsys run` with `dg.execute_job` (in-process executor) instead of `execute_in_process`,
-    which keeps every step's output value in memory until the run ends (its output capture)."""
-    os.environ["RECSYS_EXECUTOR"] = "in_process"  # the job's executor and executor_layout
-    import dagster as dg
-
-    from recsys_assets import cli, definitions
-    from recsys_assets.cli import run as cli_run
-
-    def execute_training(instance, run_config, executor, tags=None):
-        job = dg.reconstructable(definitions.build_training_job)
-        return dg.execute_job(
-            job, instance=instance, run_config=run_config, raise_on_error=False, tags=tags
-        )
-
-    cli_run.execute_training = execute_training
-    return cli.main(["run", *extra])
-
-
-def run_recsys(home: Path, interval: float, extra: list[str], capture: bool = True) -> dict:
+def run_recsys(home: Path, interval: float, extra: list[str]) -> dict:
     env = dict(os.environ, RECSYS_HOME=str(home))
     for name in ("DAGSTER_HOME", "RECSYS_DATABASE_URL", "RECSYS_EXECUTOR"):
         env.pop(name, None)
     recsys = Path(sys.executable).with_name("recsys")
     command = [str(recsys), "run", *extra]
-    if not capture:
-        command = [sys.executable, __file__, "--child", "nocapture", "--home", str(home), *extra]
     log = home / "recsys-run.log"
     with open(log, "w") as out:
         start = time.time()
@@ -273,19 +252,11 @@ def main() -> int:
     parser.add_argument(
         "--timeline-mb", type=float, default=250, help="timeline: show PSS moves of this size"
     )
-    parser.add_argument(
-        "--no-output-capture",
-        action="store_true",
-        help="run the graph with dg.execute_job (in-process executor) instead of "
-        "execute_in_process, which holds every output in memory (a proposed `recsys run` change)",
-    )
     parser.add_argument("--keep", type=Path, help="use this RECSYS_HOME and keep it")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("run_args", nargs="*", help="after --: extra `recsys run` arguments")
     args = parser.parse_args()
-    if args.child == "nocapture":
-        return run_without_capture(args.run_args)
     if args.child:
         print(json.dumps(plain_fit(args.home)))
         return 0
@@ -301,7 +272,7 @@ def main() -> int:
             print("plain SVD.fit ...", file=sys.stderr, flush=True)
             res["plain"] = _child("plain", home)
         print("recsys run ...", file=sys.stderr, flush=True)
-        run = run_recsys(home, args.interval, args.run_args, not args.no_output_capture)
+        run = run_recsys(home, args.interval, args.run_args)
         res["load_after"] = _load()
         res["run"] = run
         res["step_memory"] = step_memory(run)

@@ -156,12 +156,18 @@ def build_defs(
 defs = build_defs()
 
 
-def build_training_job() -> dg.JobDefinition:
-    """`training_job` resolved from definitions built now: the target of `dg.reconstructable`
-    (which calls it without arguments).
+def build_training_job(
+    executor: ExecutorName | None = None, build_key: str | None = None
+) -> dg.JobDefinition:
+    """`training_job` resolved from definitions built now, on `executor` (None:
+    RECSYS_EXECUTOR): the target of `dg.reconstructable` / `dg.build_reconstructable_job`.
 
     Executors that run steps in other processes (multiprocess, Celery workers) re-import this
-    module there and call this function, so every process sees the same job. For
-    `execute_in_process`, resolve it from `build_defs(executor="in_process")` instead.
+    module there and call this function with the same arguments, so every process sees the
+    same job. `build_key` is not used here: Dagster keeps the last job it built in a process,
+    keyed by these arguments, so a key of its own per run (`cli.run.execute_training`) makes
+    a later run in the same process build its job from the environment then (its
+    RECSYS_HOME, database), not reuse an earlier run's.
     """
-    return build_defs().resolve_job_def(jobs.training_job.name)
+    del build_key
+    return build_defs(executor=executor).resolve_job_def(jobs.training_job.name)

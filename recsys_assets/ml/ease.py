@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -47,6 +48,7 @@ __all__ = [
     "gram",
     "weights_from_gram",
     "kept_items",
+    "map_ease_path",
 ]
 
 # Candidate λ values, chosen per CV fold on validation ratings from the fold's training data.
@@ -63,6 +65,8 @@ DEFAULT_MIN_ITEM_RATINGS = 5
 # popularity (in [0, 1]). EASE scores are sums of a user's rows of B, far above -1e6.
 NOT_KEPT_FLOOR = -1e6
 KIND = "ease"
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -278,25 +282,64 @@ def fit_ease_path(
     log: logging.Logger | None = None,
     min_ratings: int = 1,
 ) -> list[EASEModel]:
-    """One EASE per λ, sharing one ``XᵀX`` (what the validation grid needs)."""
+    """One EASE per λ, sharing one ``XᵀX``."""
+    return map_ease_path(users, movies, lambdas, _itself, max_items, dtype, log, min_ratings)
+
+
+def map_ease_path(
+    users: np.ndarray,
+    movies: np.ndarray,
+    lambdas: list[float] | tuple[float, ...],
+    use: Callable[[EASEModel], R],
+    max_items: int | None = DEFAULT_MAX_ITEMS,
+    dtype: type = np.float64,
+    log: logging.Logger | None = None,
+    min_ratings: int = 1,
+) -> list[R]:
+    """``[use(EASE with λ) for λ in lambdas]``, sharing one ``XᵀX`` (what the validation grid
+    needs). ``use`` runs where its λ was solved, forked workers included (it reaches them
+    through the fork, so it may be a closure): only what it returns comes back, so a grid
+    scored there never holds every λ's weights in one process (0.4 GB each at 10K movies)."""
     if not lambdas or min(lambdas) <= 0:
         raise ValueError(f"EASE needs positive λ values, got {list(lambdas)}")
     t0 = time.perf_counter()
     g, kept, n_pairs, n_users = gram(users, movies, max_items, dtype, min_ratings)
     if log is not None:
         log.info("ease: XᵀX of %d movies in %.1fs", kept.size, time.perf_counter() - t0)
-
-    solved = _solve_path(g, [float(lam) for lam in lambdas])
-    models = []
-    for lam, (weights, seconds) in zip(lambdas, solved, strict=True):
+    path = _Path(g, kept, n_pairs, n_users, use)
+    used = []
+    solved = _solve_path(path, [float(lam) for lam in lambdas])
+    for lam, (value, seconds) in zip(lambdas, solved, strict=True):
         if log is not None:
             log.info("ease: λ=%g solved in %.1fs", lam, seconds)
-        models.append(EASEModel(kept, weights, float(lam), n_pairs, n_users))
-    return models
+        used.append(value)
+    return used
 
 
-def _solve_path(g: np.ndarray, lambdas: list[float]) -> list[tuple[np.ndarray, float]]:
-    """Each λ's weights and solve seconds: whole rounds in forked workers, the rest here.
+def _itself(model: EASEModel) -> EASEModel:
+    return model
+
+
+@dataclass
+class _Path:
+    """What every λ of a path shares: ``XᵀX`` and what ``use`` needs to make a model."""
+
+    g: np.ndarray
+    kept: np.ndarray
+    n_pairs: int
+    n_users: int
+    use: Callable[[EASEModel], object]
+
+    def solve(self, lam: float, overwrite: bool) -> tuple[object, float]:
+        """``use`` of the model with ``lam`` and the seconds its solve took."""
+        start = time.perf_counter()
+        weights = weights_from_gram(self.g, lam, overwrite)
+        seconds = time.perf_counter() - start
+        return self.use(EASEModel(self.kept, weights, lam, self.n_pairs, self.n_users)), seconds
+
+
+def _solve_path(path: _Path, lambdas: list[float]) -> list[tuple[object, float]]:
+    """Each λ's ``use`` and solve seconds: whole rounds in forked workers, the rest here.
 
     The workers run one solve each at a time with one BLAS thread (scipy's LAPACK wrappers
     hold the GIL, so threads would take turns); they inherit XᵀX through the fork. A last,
@@ -306,17 +349,11 @@ def _solve_path(g: np.ndarray, lambdas: list[float]) -> list[tuple[np.ndarray, f
     """
     n_jobs = min(len(lambdas), cpu_count())
     forked = 0 if runs_inline(n_jobs, len(lambdas)) else len(lambdas) - len(lambdas) % n_jobs
-    solved = fork_map(_shared_gram_weights, g, lambdas[:forked], n_jobs) if forked else []
+    solved = fork_map(_solve_shared, path, lambdas[:forked], n_jobs) if forked else []
     rest = lambdas[forked:]
-    solved += [_timed_weights(g, lam, overwrite=i == len(rest) - 1) for i, lam in enumerate(rest)]
+    solved += [path.solve(lam, overwrite=i == len(rest) - 1) for i, lam in enumerate(rest)]
     return solved
 
 
-def _timed_weights(g: np.ndarray, lam: float, overwrite: bool) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    weights = weights_from_gram(g, lam, overwrite)
-    return weights, time.perf_counter() - start
-
-
-def _shared_gram_weights(g: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
-    return _timed_weights(g, lam, overwrite=False)
+def _solve_shared(path: _Path, lam: float) -> tuple[object, float]:
+    return path.solve(lam, overwrite=False)

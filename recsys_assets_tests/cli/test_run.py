@@ -1,12 +1,26 @@
 """`recsys run` end to end from a clean RECSYS_HOME, as a newcomer's `make run` does."""
 
 import json
+import os
+
+import dagster as dg
+import pytest
 
 from recsys_assets.cli import main
 from recsys_assets.db import RatingsStore
 
 
-def test_run_from_a_clean_home(recsys_home, capsys):
+def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
+    from recsys_assets.cli import run as cli_run
+
+    results = []
+
+    def spy(*args, **kwargs):
+        results.append(cli_run.execute_training.__wrapped__(*args, **kwargs))
+        return results[-1]
+
+    spy.__wrapped__ = cli_run.execute_training
+    monkeypatch.setattr(cli_run, "execute_training", spy)
     assert main(["run", "--top-n", "5"]) == 0
     out = capsys.readouterr().out
     assert "created demo data: 100000 ratings" in out
@@ -21,6 +35,18 @@ def test_run_from_a_clean_home(recsys_home, capsys):
 
     assert "ranking      NDCG@10" in out and "(promoted: passed the gates)" in out
     assert "tuning       chose n_factors=" in out and "seed's" in out
+
+    # In process: every step ran here, the CV folds in one step (forked from it), and the
+    # run carries this process's tags; yet the result keeps no step's output value in memory
+    # (`execute_in_process` would hold them all until the run ends).
+    (result,) = results
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert steps and {e.pid for e in steps} == {os.getpid()}
+    assert len([e for e in steps if e.step_key.startswith("cv_report.cv_fold[")]) == 1
+    run = dg.DagsterInstance.get().get_run_by_id(result.run_id)
+    assert run.tags["recsys/pid"] == str(os.getpid()) and run.tags["recsys/job"] == "training"
+    with pytest.raises(dg.DagsterInvariantViolationError, match="context manager"):
+        result.output_for_node("cv_report")
 
     # A second run reuses the data and trains a new version; one epoch is worse than
     # BaselineOnly, so it is saved but not promoted, and says so.

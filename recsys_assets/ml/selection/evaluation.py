@@ -182,9 +182,10 @@ def ranking_evals(
     block_size = scope.rows_per_block(factors.n_items)
     for start in range(0, users.size, block_size):
         rows = np.arange(start, min(start + block_size, users.size))
-        # The model's qi.T as a view: the estimates of the CV figures, bit for bit.
-        est = estimates(factors, np.where(known[rows], inner_u[rows], 0), factors.qi.T)
-        cos = blend.taste[rows] @ blend.item_unit.T
+        if policies:  # EASE alone (each λ of the grid, scored apart) needs neither
+            # The model's qi.T as a view: the estimates of the CV figures, bit for bit.
+            est = estimates(factors, np.where(known[rows], inner_u[rows], 0), factors.qi.T)
+            cos = blend.taste[rows] @ blend.item_unit.T
         seen = rated[rows].toarray() > 0
         rel = scores.block(rows)
         popular = scores.of(popular_top[rows], popular_valid[rows], rel, rows)

@@ -17,8 +17,9 @@ of `cv_report` only measure the result. Two sources of validation ratings:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from recsys_assets.ml.ease import (
     DEFAULT_MIN_ITEM_RATINGS,
     EASEModel,
     fit_ease,
-    fit_ease_path,
+    map_ease_path,
 )
 from recsys_assets.ml.factors import SVDFactors
 from recsys_assets.ml.ranking.policy import SOURCE_EASE, SOURCE_SVD, RankingPolicy
@@ -46,6 +47,8 @@ __all__ = [
     "final_ranking_choice",
     "final_ranking_policy",
 ]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,13 @@ class EaseSettings:
         """EASE with ``lam`` on these settings' movies (what every fit of the pipeline uses)."""
         return fit_ease(users, movies, lam, self.max_items, min_ratings=self.min_item_ratings)
 
-    def fit_path(self, users: np.ndarray, movies: np.ndarray) -> list[EASEModel]:
-        """One EASE per λ of the grid, on these settings' movies."""
-        return fit_ease_path(
-            users, movies, self.lambdas, self.max_items, min_ratings=self.min_item_ratings
+    def map_path(
+        self, users: np.ndarray, movies: np.ndarray, use: Callable[[EASEModel], R]
+    ) -> list[R]:
+        """``use`` of the EASE of each λ of the grid, on these settings' movies, run where
+        that λ was solved (``ease.map_ease_path``)."""
+        return map_ease_path(
+            users, movies, self.lambdas, use, self.max_items, min_ratings=self.min_item_ratings
         )
 
 
@@ -113,19 +119,25 @@ def choose_lists(
             ListChoice(policy, ndcg, tried=tried)
             for (policy, tried), ndcg in zip(blends, blend_ndcgs, strict=True)
         ]
-    models = ease.fit_path(inner.users, inner.movies)
-    results = evaluation.ranking_evals(
-        factors,
-        inner,
-        validations,
-        [],
-        ease_models=models,
-        ease_min_user_ratings=base.min_user_ratings,
-        scope=scope,
-    )
+
+    def validation_ndcgs(model: EASEModel) -> list:
+        # Scored where the λ was solved: only these figures leave a forked worker, not the
+        # weights, and no process holds more than one λ's model.
+        per_validation = evaluation.ranking_evals(
+            factors,
+            inner,
+            validations,
+            [],
+            ease_models=[model],
+            ease_min_user_ratings=base.min_user_ratings,
+            scope=scope,
+        )
+        return [metrics[0]["ndcg"] for metrics in per_validation]
+
+    by_lambda = ease.map_path(inner.users, inner.movies, validation_ndcgs)
     choices = []
-    for (policy, tried), blend_ndcg, per_lambda in zip(blends, blend_ndcgs, results, strict=True):
-        ndcgs = [m["ndcg"] for m in per_lambda]
+    for i, ((policy, tried), blend_ndcg) in enumerate(zip(blends, blend_ndcgs, strict=True)):
+        ndcgs = [per_validation[i] for per_validation in by_lambda]
         best = int(np.argmax(ndcgs))  # ties: the smaller λ
         ease_tried = [
             {"ease_lambda": lam, "ndcg": v} for lam, v in zip(ease.lambdas, ndcgs, strict=True)

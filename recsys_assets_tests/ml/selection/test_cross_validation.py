@@ -159,42 +159,53 @@ def test_weight_selection_only_sees_training_data(dataset, monkeypatch):
 def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, monkeypatch):
     """Each fold's λ (and so its shipped list) comes from EASE models and validation ratings
     that exclude its test fold; its evaluated EASE model is fitted on its training folds."""
+    from recsys_assets.ml import ease
     from recsys_assets.ml.selection import evaluation, folds, list_choice
     from recsys_assets.ml.selection.list_choice import EaseSettings
 
     lambdas = (1.0, 2.0, 3.0, 4.0, 5.0)
     validations, fold_fits = [], []
-    real_fit_path, real_fit, real_evals = (
-        list_choice.fit_ease_path,
+    real_map_path, real_fit, real_evals = (
+        list_choice.map_ease_path,
         list_choice.fit_ease,  # the fold's fit, through `EaseSettings.fit`
         evaluation.ranking_evals,
     )
+    # Every λ solved and scored in this process, where the spies record what they saw.
+    monkeypatch.setattr(ease, "cpu_count", lambda: 1)
 
-    def pairs(users, movies) -> set:
-        return set(zip(np.asarray(users).tolist(), np.asarray(movies).tolist(), strict=True))
+    def pairs(users, movies) -> frozenset:
+        return frozenset(zip(np.asarray(users).tolist(), np.asarray(movies).tolist(), strict=True))
 
     def spy_path(users, movies, lams, *args, **kwargs):
         spy_path.inner = pairs(users, movies)
-        return real_fit_path(users, movies, lams, *args, **kwargs)
+        try:
+            return real_map_path(users, movies, lams, *args, **kwargs)
+        finally:
+            spy_path.inner = None
+
+    spy_path.inner = None
 
     def tagging_evals(factors, train, tests, policies, *args, ease_models=(), **kwargs):
         results = real_evals(
             factors, train, tests, policies, *args, ease_models=ease_models, **kwargs
         )
-        if not ease_models:
+        if spy_path.inner is None:  # not the λ grid (a fold's own evaluation)
             return results
         # Validation set number v makes λ number v the best: λ traces the set a fold used.
         for t, test in enumerate(tests):
-            validations.append((spy_path.inner, pairs(test.users, test.movies)))
-            for e, metrics in enumerate(results[t]):
-                metrics["ndcg"] = 1.0 if e == len(validations) - 1 else 0.0
+            seen = (spy_path.inner, pairs(test.users, test.movies))
+            if seen not in validations:
+                validations.append(seen)
+            best = lambdas[validations.index(seen)]
+            for e, model in enumerate(ease_models):
+                results[t][len(policies) + e]["ndcg"] = 1.0 if model.lam == best else 0.0
         return results
 
     def spy_fit(users, movies, lam, *args, **kwargs):
         fold_fits.append((lam, pairs(users, movies)))
         return real_fit(users, movies, lam, *args, **kwargs)
 
-    monkeypatch.setattr(list_choice, "fit_ease_path", spy_path)
+    monkeypatch.setattr(list_choice, "map_ease_path", spy_path)
     monkeypatch.setattr(evaluation, "ranking_evals", tagging_evals)
     monkeypatch.setattr(list_choice, "fit_ease", spy_fit)
     n_folds, seed = 5, 2
