@@ -160,7 +160,8 @@ def build_training_job(
     executor: ExecutorName | None = None, build_key: str | None = None
 ) -> dg.JobDefinition:
     """`training_job` resolved from definitions built now, on `executor` (None:
-    RECSYS_EXECUTOR): the target of `dg.reconstructable` / `dg.build_reconstructable_job`.
+    RECSYS_EXECUTOR): the target of `dg.build_reconstructable_job` (`dg.reconstructable` takes
+    only functions without parameters).
 
     Executors that run steps in other processes (multiprocess, Celery workers) re-import this
     module there and call this function with the same arguments, so every process sees the

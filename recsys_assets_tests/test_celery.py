@@ -185,7 +185,10 @@ SEARCH_CONFIG = training_run_config(
 def test_training_job_runs_folds_on_celery_worker(demo_db, celery_worker, tmp_path):
     with dg.DagsterInstance.get() as instance:
         with dg.execute_job(
-            dg.reconstructable(definitions.build_training_job),
+            # As `recsys run` builds it; the executor comes from RECSYS_EXECUTOR=celery.
+            dg.build_reconstructable_job(
+                definitions.__name__, definitions.build_training_job.__name__
+            ),
             instance=instance,
             run_config=SEARCH_CONFIG,
             raise_on_error=False,
