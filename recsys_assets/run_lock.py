@@ -30,7 +30,9 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterRunStatus, RunsFilter
 
-from recsys_assets.run_liveness import PID_TAG, fail_dead_runs
+# A run holds the training slot while unfinished: starting, started or canceling (the run
+# queue counts the same statuses).
+from recsys_assets.run_liveness import PID_TAG, UNFINISHED, fail_dead_runs
 
 LOCK_NAME = "training.lock"
 
@@ -43,8 +45,6 @@ TRAINING_JOB = "training_job"
 # Dagster's implicit job of the asset graph: the UI's *Materialize all*, `dagster asset
 # materialize`. Every materializable asset here is part of the training graph.
 ASSET_JOB_PREFIX = "__ASSET_JOB"
-# A run holds the training slot in these statuses (the run queue counts the same ones).
-ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 POLL_SECONDS = 2.0
 
 
@@ -68,7 +68,7 @@ def training_runs_in_progress(
     """Training runs starting, running or canceling, oldest first (runs whose `recsys run`
     process died are marked failed first and not listed)."""
     fail_dead_runs(instance)
-    records = instance.get_run_records(RunsFilter(statuses=ACTIVE), ascending=True)
+    records = instance.get_run_records(RunsFilter(statuses=UNFINISHED), ascending=True)
     return [
         r
         for r in records
