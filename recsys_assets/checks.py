@@ -18,8 +18,10 @@ import pandas as pd
 from recsys_assets.assets.artifact import model_artifact
 from recsys_assets.assets.ratings import ratings_df, recorded_rating_scale
 from recsys_assets.ml.artifacts import ArtifactStore
+from recsys_assets.ml.selection.sample import SampleSize
 
 ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
 
 
 class VolumeCheckConfig(dg.Config):
@@ -197,6 +199,37 @@ def _cv(manifest: dict, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _evaluated(manifest: dict) -> tuple[tuple, str]:
+    """The scope of a manifest's CV figures (`SampleSize.scope`) and its description; a
+    manifest from before the evaluation budget was evaluated on every rating."""
+    size = SampleSize.of_record(manifest.get("evaluation"))
+    if size is None:
+        return ("all",), "every rating"
+    return size.scope(), size.describe()
+
+
+def _not_comparable(
+    model_artifact: dict, champion: dict, measure: str
+) -> dg.AssetCheckResult | None:
+    """A warning instead of a comparison when the candidate's CV figures and the champion's
+    recorded ones were measured on different scopes (every rating vs a sample, or samples of
+    another cap): a model fitted on a sample scores lower than one on every rating."""
+    (mine, mine_text), (theirs, theirs_text) = _evaluated(model_artifact), _evaluated(champion)
+    if mine == theirs:
+        return None
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=WARN,
+        description=f"{measure} not compared: the candidate was evaluated on {mine_text}, "
+        f"champion {champion['version']} on {theirs_text}",
+        metadata={
+            "version": str(model_artifact.get("version")),
+            "champion_version": champion["version"],
+            "compared": False,
+        },
+    )
+
+
 def _no_candidate_rmse(model_artifact: dict) -> dg.AssetCheckResult:
     # A candidate without a CV RMSE was never evaluated: it cannot pass a gate.
     return dg.AssetCheckResult(
@@ -316,6 +349,9 @@ def not_worse_than_champion(
         measure = "validation RMSE on today's ratings"
         champion_label = f"champion {champion['version']}'s configuration"
     else:
+        unlike = _not_comparable(model_artifact, champion, "CV RMSE")
+        if unlike is not None:
+            return unlike
         rmse = _cv(model_artifact, "rmse_mean")
         champion_rmse = _cv(champion, "rmse_mean")
         measure = "CV RMSE (the champion's as recorded when it was trained)"
@@ -372,6 +408,9 @@ def shipped_ranking_not_worse_than_champion(
         return dg.AssetCheckResult(
             passed=True, description="no champion yet: nothing to compare with", metadata=base
         )
+    unlike = _not_comparable(model_artifact, champion, "CV NDCG@10")
+    if unlike is not None:
+        return unlike
     champion_ndcg = shipped_ndcg(champion)
     if champion_ndcg is None:
         return dg.AssetCheckResult(

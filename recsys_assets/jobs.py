@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_assets.assets import artifact, predictions, ranking_model, ratings, training, tuning
+from recsys_assets.assets import (
+    artifact,
+    evaluation_sample,
+    predictions,
+    ranking_model,
+    ratings,
+    training,
+    tuning,
+)
 from recsys_assets.ops.refresh_predictions import refresh_user_predictions
 
 # The run tag the instance's run queue limits to one at a time (deploy/dagster.yaml); defined
@@ -15,7 +23,7 @@ __all__ = ["JOB_TAG", "REFRESH_TAGS", "TRAINING_TAGS", "refresh_predictions_job"
 
 # The materializable assets (the external `ratings` table is declared separately).
 training_assets = dg.load_assets_from_modules(
-    [ratings, tuning, training, ranking_model, artifact, predictions]
+    [ratings, evaluation_sample, tuning, training, ranking_model, artifact, predictions]
 )
 
 REFRESH_TAGS = {JOB_TAG: "refresh"}

@@ -111,6 +111,12 @@ def model_artifact(
             # Which fit produced the model (compiled or Surprise's own; same model bit for bit).
             "fit_engine": fit_engine_of(svd_model),
             "cv_metrics": cv_metrics(cv_report),
+            # What the search and the CV ran on (the gates compare like with like).
+            **(
+                {"evaluation": cv_report.evaluated.as_dict()}
+                if cv_report.evaluated is not None
+                else {}
+            ),
             "ranking": policy.as_dict(),
             "ranking_model": (
                 {**ranking_model.describe(), "shipped": policy.ranker == SOURCE_EASE}

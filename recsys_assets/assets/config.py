@@ -10,6 +10,7 @@ from recsys_assets.ml.artifacts.store import DEFAULT_KEEP_VERSIONS
 from recsys_assets.ml.ease import DEFAULT_LAMBDAS, DEFAULT_MAX_ITEMS, DEFAULT_MIN_ITEM_RATINGS
 from recsys_assets.ml.selection.cross_validation import CVSettings
 from recsys_assets.ml.selection.list_choice import EaseSettings
+from recsys_assets.ml.selection.sample import DEFAULT_MAX_RATINGS
 from recsys_assets.ml.selection.search import DEFAULT_PARAM_GRID
 from recsys_assets.ml.training import DEFAULT_MIN_USER_RATINGS, SVDParams
 from recsys_assets.settings import Settings
@@ -59,6 +60,18 @@ class DatasetConfig(dg.Config):
     scale_max: float | None = None
 
 
+class EvaluationConfig(dg.Config):
+    """The evaluation budget: the search, the CV folds and the list choice run on at most
+    `max_ratings` ratings, a seeded sample of whole users; `svd_model` and `ranking_model`
+    always fit every rating. Below the cap nothing is sampled."""
+
+    max_ratings: int = Field(
+        default=DEFAULT_MAX_RATINGS,
+        description="Most ratings evaluated (whole users, seeded); 0 = every rating",
+    )
+    seed: int = 42
+
+
 class SVDConfig(dg.Config):
     """Hyperparameters of `surprise.SVD`; defaults are the seed's."""
 
@@ -87,7 +100,7 @@ class TuningConfig(SVDConfig):
 
     The SVDConfig fields are the seed configuration: with `tuning="fixed"` it is used as is
     (no search, no validation split: the run is the same as before tuning existed); with
-    `"search"` it is one of the candidates, always evaluated at full size.
+    `"search"` it is one of the candidates, always evaluated on the whole evaluation sample.
     """
 
     tuning: Tuning = "search"
@@ -99,7 +112,7 @@ class TuningConfig(SVDConfig):
     )
     n_iter: int = 16
     # Budget in seconds from the start of the search (0 = none): once spent, no further
-    # sampled configuration starts; the seed's and the champion's still run at full size.
+    # sampled configuration starts; the seed's and the champion's still run on the whole sample.
     max_seconds: float = 0.0
     # Successive halving: each rung keeps the best 1/eta of the sampled candidates; rungs fit
     # on eta^-2, eta^-1 and all of the users, but never on fewer than min_rung_ratings ratings.
@@ -161,6 +174,7 @@ def training_run_config(
     n_folds: int | None = None,
     top_n: int | None = None,
     tuning: Tuning | None = None,
+    eval_max_ratings: int | None = None,
     **hyper: float | int | str,
 ) -> dict:
     """Run config for the whole graph; what is None keeps the Config classes' default. The
@@ -171,6 +185,7 @@ def training_run_config(
     predictions = _given(top_n=top_n)
     return {
         "ops": {
+            "evaluation_sample": {"config": _given(max_ratings=eval_max_ratings)},
             "svd_hyperparameters": {"config": search},
             "cv_report": {"config": _given(n_folds=n_folds)},
             "fallback_predictions": {"config": predictions},

@@ -18,7 +18,8 @@ def ranking_model(
     """EASE (`ml.ease`) on every (user, movie) rating, with the λ and movies `cv_report` chose.
 
     A rating is an interaction, whatever its value. λ is the median of the folds' choices, each
-    made on validation ratings from that fold's training data. Which list users get (EASE or the
+    made on validation ratings from that fold's training data, scaled to every rating when
+    the evaluation ran on a sample (`EaseSpec`). Which list users get (EASE or the
     SVD blend) is `cv_report`'s `policy`; `model_artifact` carries this model when EASE is
     shipped. None when cross-validation did not evaluate EASE (empty `ease_lambdas`).
     """
@@ -49,6 +50,8 @@ def ranking_model(
         metadata={
             "fitted": True,
             "lambda": model.lam,
+            # λ as chosen on the evaluation sample, before scaling to every rating.
+            **({"lambda_validated": spec.validated_lam} if spec.validated_lam is not None else {}),
             "movies": model.n_items,
             "max_items": int(spec.max_items or 0),
             "min_item_ratings": int(spec.min_item_ratings),

@@ -17,6 +17,7 @@ from recsys_assets.assets.cv_tables import (
     comparison_table,
     summary_rows,
 )
+from recsys_assets.assets.evaluation_sample import sample_metadata
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.datasets import CompactDataset
 from recsys_assets.ml.ranking import SOURCE_EASE, RankingPolicy
@@ -28,6 +29,7 @@ from recsys_assets.ml.selection.list_choice import (
     ListChoice,
     choose_on_holdout,
 )
+from recsys_assets.ml.selection.sample import EvaluationSample, SampleSize
 from recsys_assets.ml.selection.search_result import SearchResult
 from recsys_assets.ml.training import SVDParams, fit_svd, training_error
 from recsys_assets.resources.executor_layout import ExecutorLayout
@@ -70,6 +72,7 @@ def surprise_dataset(
 class FoldTask:
     """One CV step's share of the folds, with everything it needs besides the dataset."""
 
+    evaluated: SampleSize
     folds: tuple[int, ...]
     n_folds: int
     seed: int
@@ -85,14 +88,15 @@ class FoldTask:
 def cv_fold_plan(
     context: dg.OpExecutionContext,
     config: CVConfig,
-    surprise_dataset: Dataset,
+    evaluation_sample: EvaluationSample,
     svd_hyperparameters: SearchResult,
     executor_layout: ExecutorLayout,
 ) -> Iterator[dg.DynamicOutput[FoldTask]]:
     """Split the k folds into steps: one per fold, or all in one when steps share a process."""
     params = svd_hyperparameters.params
+    dataset = evaluation_sample.dataset
     # The search's validation ratings are in every fold's training part, never a test fold.
-    n_ratings = len(surprise_dataset) - svd_hyperparameters.holdout.size
+    n_ratings = len(dataset) - svd_hyperparameters.holdout.size
     if n_ratings < config.n_folds * 2:
         raise dg.Failure(
             f"{n_ratings} ratings are too few for {config.n_folds}-fold cross-validation"
@@ -102,10 +106,12 @@ def cv_fold_plan(
     else:
         per_step = config.n_folds if executor_layout.steps_share_one_process() else 1
     context.log.info("%d folds in steps of %d", config.n_folds, per_step)
-    choice = _choice_on_holdout(context, config, surprise_dataset, svd_hyperparameters)
+    context.log.info("cross-validation on %s", evaluation_sample.size.describe())
+    choice = _choice_on_holdout(context, config, dataset, svd_hyperparameters)
     for first in range(1, config.n_folds + 1, per_step):
         folds = tuple(range(first, min(first + per_step, config.n_folds + 1)))
         task = FoldTask(
+            evaluation_sample.size,
             folds,
             config.n_folds,
             params.random_state,
@@ -161,7 +167,7 @@ def _choice_on_holdout(
 def cv_fold(
     context: dg.OpExecutionContext,
     task: FoldTask,
-    surprise_dataset: Dataset,
+    evaluation_sample: EvaluationSample,
     svd_hyperparameters: SearchResult,
 ) -> dict:
     """Fit and evaluate this step's folds; their fits and weight selections run as forked tasks."""
@@ -173,7 +179,7 @@ def cv_fold(
         task.n_folds, task.seed, task.n_jobs, task.min_user_ratings, task.ranking_users, task.ease
     )
     table = cross_validate_svd(
-        surprise_dataset,
+        evaluation_sample.dataset,
         task.params,
         settings,
         folds=task.folds,
@@ -205,7 +211,7 @@ def cv_summary(context: dg.OpExecutionContext, results: list[dict]) -> dg.Output
     folds = pd.DataFrame([row for result in results for row in result["rows"]])
     if len(folds) != task.n_folds:  # pragma: no cover - a lost step fails the run first
         raise dg.Failure(f"expected {task.n_folds} fold results, got {len(folds)}")
-    cv = CVResult.of_folds(folds, task.params, task.min_user_ratings, task.ease)
+    cv = CVResult.of_folds(folds, task.params, task.min_user_ratings, task.ease, task.evaluated)
     folds, policy = cv.folds, cv.policy
     ranking_meta = {
         f"{metric}_at_10{suffix}": float(folds[f"{prefix}_{metric}"].mean())
@@ -252,6 +258,12 @@ def _cv_metadata(
         **validation_meta,
         "shipped_list": cv.policy.ranker,
         **({"ease_lambda": float(cv.ease.lam)} if cv.ease is not None else {}),
+        **(
+            {"ease_lambda_validated": float(cv.ease.validated_lam)}
+            if cv.ease is not None and cv.ease.validated_lam is not None
+            else {}
+        ),
+        **sample_metadata(task.evaluated),
         "ranking_users": dg.MetadataValue.text(
             f"a seeded sample of at most {task.ranking_users} users"
             if task.ranking_users
@@ -277,8 +289,9 @@ def _cv_config(config: CVConfig) -> dict:
 
 
 @dg.graph_asset(group_name="training", config=_cv_config)
-def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> CVResult:
-    """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds.
+def cv_report(evaluation_sample: EvaluationSample, svd_hyperparameters: SearchResult) -> CVResult:
+    """Seeded k-fold CV of the SVD, with baselines and ranking quality on the same folds, on
+    `evaluation_sample` (every rating up to the evaluation budget; metadata `sample_*`).
 
     Per fold: RMSE/MAE of the SVD, the global mean and `BaselineOnly`; precision/recall/NDCG@10
     of the shipped top-10 (popularity/taste blend), the SVD-estimate-only top-10 and a
@@ -292,8 +305,8 @@ def cv_report(surprise_dataset: Dataset, svd_hyperparameters: SearchResult) -> C
     Celery executor runs them on workers; collected into one `CVResult`: the fold table, the
     shipped ranking policy, the EASE model to fit and the SVD's parameters.
     """
-    tasks = cv_fold_plan(surprise_dataset, svd_hyperparameters)
-    results = tasks.map(lambda task: cv_fold(task, surprise_dataset, svd_hyperparameters))
+    tasks = cv_fold_plan(evaluation_sample, svd_hyperparameters)
+    results = tasks.map(lambda task: cv_fold(task, evaluation_sample, svd_hyperparameters))
     return cv_summary(results.collect())
 
 

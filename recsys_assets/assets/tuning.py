@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
-from surprise import Dataset
 
 from recsys_assets.assets.config import TuningConfig
+from recsys_assets.assets.evaluation_sample import sample_metadata
 from recsys_assets.assets.metadata import markdown_table, peak_rss_mb
 from recsys_assets.ml.arrays import unique
 from recsys_assets.ml.artifacts import ArtifactStore
+from recsys_assets.ml.selection.sample import EvaluationSample, SampleSize
 from recsys_assets.ml.selection.search import (
     SEARCHABLE,
     Candidate,
@@ -41,6 +42,7 @@ class SearchStep:
     fixed: SearchResult | None
     candidates_per_step: int
     n_jobs: int | None
+    evaluated: SampleSize  # the ratings the search ran on (`evaluation_sample`)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class RungTask:
 def search_plan(
     context: dg.OpExecutionContext,
     config: TuningConfig,
-    surprise_dataset: Dataset,
+    evaluation_sample: EvaluationSample,
     model_store: dg.ResourceParam[ArtifactStore],
     executor_layout: ExecutorLayout,
 ) -> SearchStep:
@@ -65,7 +67,9 @@ def search_plan(
     n_jobs = config.n_jobs or None
     if config.tuning == "fixed":
         context.log.info("tuning fixed: %s", seed_params)
-        return SearchStep(None, SearchResult.fixed(seed_params), per_step, n_jobs)
+        return SearchStep(
+            None, SearchResult.fixed(seed_params), per_step, n_jobs, evaluation_sample.size
+        )
     if config.eta < 2 or config.n_iter < 0:
         raise dg.Failure(f"eta must be >= 2 and n_iter >= 0, got {config.eta}, {config.n_iter}")
     champion = model_store.latest_manifest()
@@ -80,7 +84,7 @@ def search_plan(
         )
     except ValueError as exc:
         raise dg.Failure(f"param_grid: {exc}") from exc
-    users = surprise_dataset.rating_arrays().users
+    users = evaluation_sample.dataset.rating_arrays().users
     try:
         holdout = validation_split(
             users,
@@ -116,8 +120,9 @@ def search_plan(
         champion_version=champion["version"] if champion_params is not None else None,
     )
     context.log.info(
-        "search: %d configurations (%s), %d validation ratings of %d users; rungs on %s of "
-        "the users; budget %s",
+        "search on %s: %d configurations (%s), %d validation ratings of %d users; rungs on "
+        "%s of the users; budget %s",
+        evaluation_sample.size.describe(),
         len(candidates),
         ", ".join(c.label for c in candidates),
         holdout.size,
@@ -125,7 +130,7 @@ def search_plan(
         ", ".join(f"{f:.0%}" for f in plan.fractions),
         f"{config.max_seconds:g}s" if config.max_seconds else "none",
     )
-    return SearchStep(plan, None, per_step, n_jobs)
+    return SearchStep(plan, None, per_step, n_jobs, evaluation_sample.size)
 
 
 def _rung_tasks(
@@ -173,19 +178,23 @@ def search_rung_2(context: dg.OpExecutionContext, step: SearchStep, rung_1: list
 
 @dg.op(out=dg.DynamicOut(RungTask))
 def search_rung_3(context: dg.OpExecutionContext, step: SearchStep, rung_1: list, rung_2: list):
-    """The best of rung 2, the seed's and the champion's configurations, at full size."""
+    """The best of rung 2, the seed's and the champion's configurations, on every user of
+    the evaluation sample."""
     yield from _rung_tasks(context, step, 2, [rung_1, rung_2])
 
 
 @dg.op
 def search_fit(
-    context: dg.OpExecutionContext, task: RungTask, step: SearchStep, surprise_dataset: Dataset
+    context: dg.OpExecutionContext,
+    task: RungTask,
+    step: SearchStep,
+    evaluation_sample: EvaluationSample,
 ) -> list[dict]:
     """Fit this step's candidates on the rung's sample and score them on its share of V."""
     assert step.plan is not None
     start = time.perf_counter()
     rows = evaluate_rung(
-        surprise_dataset,
+        evaluation_sample.dataset,
         step.plan,
         task.rung,
         task.candidates,
@@ -216,7 +225,8 @@ def search_summary(
     rung_2: list,
     rung_3: list,
 ) -> dg.Output[SearchResult]:
-    """The configuration with the best validation RMSE at full size, and the search table."""
+    """The configuration with the best validation RMSE on every user of the evaluation
+    sample, and the search table."""
     if step.plan is None:
         assert step.fixed is not None
         result = step.fixed
@@ -226,6 +236,7 @@ def search_summary(
             metadata={
                 "tuning": "fixed",
                 **{k: float(getattr(result.params, k)) for k in SEARCHABLE},
+                **sample_metadata(step.evaluated),
                 "hyperparameters": dg.MetadataValue.json(result.params.as_dict()),
             },
         )
@@ -265,6 +276,7 @@ def search_summary(
             "fits": record["fits"],
             "fit_seconds": record["fit_seconds"],
             "search_seconds": time.time() - step.plan.started,
+            **sample_metadata(step.evaluated),
             "search": dg.MetadataValue.md(markdown_table(shown)),
             "hyperparameters": dg.MetadataValue.json(result.params.as_dict()),
         },
@@ -281,20 +293,21 @@ def _search_config(config: TuningConfig) -> dict:
 
 
 @dg.graph_asset(group_name="training", config=_search_config)
-def svd_hyperparameters(surprise_dataset: Dataset) -> SearchResult:
+def svd_hyperparameters(evaluation_sample: EvaluationSample) -> SearchResult:
     """The SVD's hyperparameters for this run: searched (successive halving) or fixed.
 
-    Search: the seed's configuration, the champion's and `n_iter` sampled from `param_grid`
-    are fitted on the ratings outside a seeded validation set V and scored on V, over three
-    rungs on growing samples of users (the best 1/eta go on; seed and champion always run
-    at full size). The best at full size is chosen. `cv_report` keeps V in the training part
+    Search, on `evaluation_sample` (every rating up to the evaluation budget): the seed's
+    configuration, the champion's and `n_iter` sampled from `param_grid` are fitted on the
+    ratings outside a seeded validation set V and scored on V, over three rungs on growing
+    shares of its users (the best 1/eta go on; seed and champion always run on all of them).
+    The best on all of them is chosen. `cv_report` keeps V in the training part
     of every fold, so the configuration is never chosen on a reported test fold; `svd_model`
     fits it on every rating. Metadata: the search table, the chosen values, validation RMSEs.
     """
-    step = search_plan(surprise_dataset)
+    step = search_plan(evaluation_sample)
 
     def fit(rung: int, tasks):  # noqa: ANN001 - a Dagster dynamic output handle
-        return tasks.map(lambda task: _FITS[rung](task, step, surprise_dataset)).collect()
+        return tasks.map(lambda task: _FITS[rung](task, step, evaluation_sample)).collect()
 
     rung_1 = fit(0, search_rung_1(step))
     rung_2 = fit(1, search_rung_2(step, rung_1))

@@ -142,6 +142,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--folds", type=_positive, help="cross-validation folds (default: the job's)")
     run.add_argument("--top-n", type=_positive, help="predictions per user (default: the job's)")
     run.add_argument(
+        "--eval-max-ratings",
+        type=_non_negative,
+        metavar="N",
+        help="evaluation budget: the search and the CV run on at most N ratings, a seeded "
+        "sample of whole users (0: every rating; default: the job's, 1,000,000); the shipped "
+        "models always fit every rating",
+    )
+    run.add_argument(
         "--engine",
         choices=ENGINES,
         help="how SVD is fitted: compiled (numba, the job's default) or Surprise's own "

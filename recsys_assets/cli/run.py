@@ -30,6 +30,7 @@ class RunOptions:
     n_folds: int | None = None
     top_n: int | None = None
     tuning: str | None = None
+    eval_max_ratings: int | None = None
     engine: str | None = None
     rating_scale: tuple[float, float] | None = None
     max_drop_fraction: float | None = None
@@ -150,7 +151,12 @@ def cli_run_config(options: RunOptions | None = None) -> dict:
     o = options or RunOptions()
     hyper = {"engine": o.engine} if o.engine is not None else {}
     run_config = training_run_config(
-        n_epochs=o.n_epochs, n_folds=o.n_folds, top_n=o.top_n, tuning=o.tuning, **hyper
+        n_epochs=o.n_epochs,
+        n_folds=o.n_folds,
+        top_n=o.top_n,
+        tuning=o.tuning,
+        eval_max_ratings=o.eval_max_ratings,
+        **hyper,
     )
     # Without --verbose, Dagster's log without stack traces: the cause is the last line.
     logger = "console" if o.verbose else "brief_console"

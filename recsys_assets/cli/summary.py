@@ -142,7 +142,9 @@ def _cv_lines(cv) -> list[str]:
     shipped = (
         f"EASE ranking model, λ={cv.ease.lam:g}" if cv.policy.ranker == "ease" else "SVD blend"
     )
+    evaluated = getattr(cv, "evaluated", None)
     return [
+        *([f"evaluated    on {evaluated.describe()}"] if evaluated is not None else []),
         f"cv {cv.n_folds}-fold    RMSE {mean['rmse']:.4f} ± {std['rmse']:.4f}   "
         f"MAE {mean['mae']:.4f} ± {std['mae']:.4f}   "
         f"(BaselineOnly RMSE {mean['baseline_rmse']:.4f})",

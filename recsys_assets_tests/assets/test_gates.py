@@ -308,3 +308,57 @@ def test_gates_at_their_limits_with_the_default_tolerances(store, step, passed):
     assert rmse_gate.metadata["rmse_tolerance"].value == 0.01
     assert ndcg_gate.metadata["ndcg_tolerance"].value == 0.01
     assert ndcg_gate.metadata["champion_version"].value == champion["version"]
+
+
+def _evaluated(max_ratings, sampled):
+    total = 5000
+    return {
+        "max_ratings": max_ratings,
+        "seed": 42,
+        "users": 60 if sampled else 120,
+        "ratings": 2400 if sampled else total,
+        "total_users": 120,
+        "total_ratings": total,
+        "sampled": sampled,
+    }
+
+
+@pytest.mark.parametrize(
+    ("champion_scope", "candidate_scope", "compared"),
+    [
+        (None, None, True),  # models from before the budget: both on every rating
+        (None, (1_000_000, False), True),  # under the cap: every rating too
+        ((2500, True), (2500, True), True),
+        (None, (2500, True), False),
+        ((2500, True), (1_000_000, False), False),
+        ((2500, True), (4000, True), False),
+    ],
+)
+def test_recorded_figures_are_compared_only_on_the_same_scope(
+    store, champion_scope, candidate_scope, compared
+):
+    """A model fitted on a sample of the users scores lower than one fitted on every rating:
+    the CV figures of two models are compared only when both were evaluated alike; otherwise
+    the gate warns (not blocking) and says on what each was evaluated."""
+
+    def save(scope, ndcg, promote_it):
+        extra = {"evaluation": _evaluated(*scope)} if scope else {}
+        metrics = {"rmse_mean": 0.90, "baseline_rmse_mean": 1.0, "shipped_ndcg_mean": ndcg}
+        return store.save({"model": ndcg}, {"cv_metrics": metrics, **extra}, promote=promote_it)
+
+    champion = save(champion_scope, 0.40, True)
+    # Far worse than the champion: fails wherever the figures are compared.
+    candidate = save(candidate_scope, 0.20, False)
+    candidate["cv_metrics"]["rmse_mean"] = 0.99
+    for result in (
+        not_worse_than_champion(PromotionConfig(), candidate, store),
+        shipped_ranking_not_worse_than_champion(RankingGateConfig(), candidate, store),
+    ):
+        assert not result.passed
+        if compared:
+            assert result.severity == dg.AssetCheckSeverity.ERROR
+        else:
+            assert result.severity == dg.AssetCheckSeverity.WARN
+            assert "not compared" in result.description
+            assert champion["version"] in result.description
+            assert "sample of 60 of 120 users" in result.description

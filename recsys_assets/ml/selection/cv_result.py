@@ -13,6 +13,7 @@ from recsys_assets.ml.selection.list_choice import (
     final_ranking_choice,
     final_ranking_policy,
 )
+from recsys_assets.ml.selection.sample import SampleSize
 from recsys_assets.ml.training import SVDParams
 
 __all__ = ["CVResult", "EaseSpec"]
@@ -20,11 +21,17 @@ __all__ = ["CVResult", "EaseSpec"]
 
 @dataclass(frozen=True)
 class EaseSpec:
-    """The EASE ranking model to fit on every rating: λ and which movies it keeps."""
+    """The EASE ranking model to fit on every rating: λ and which movies it keeps.
+
+    `lam` is for every rating: the λ chosen on validation (`validated_lam`), scaled by the
+    users of every rating over those of the evaluation sample. XᵀX grows with the users, so
+    on a sample of a fraction f of them λ·f regularizes as λ does on all of them.
+    """
 
     lam: float
     max_items: int | None
     min_item_ratings: int
+    validated_lam: float | None = None  # None: not sampled (the same as `lam`)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class CVResult:
     policy: RankingPolicy  # the shipped ranking: its ranker and the blend's weights
     ease: EaseSpec | None  # the EASE model to fit (None: EASE was not evaluated)
     params: SVDParams
+    evaluated: SampleSize | None = None  # the ratings the folds ran on (None: not recorded)
 
     @property
     def n_folds(self) -> int:
@@ -48,13 +56,19 @@ class CVResult:
         params: SVDParams,
         min_user_ratings: int,
         ease: EaseSettings | None,
+        evaluated: SampleSize | None = None,
     ) -> CVResult:
         """From every fold's row: blend weights the folds' median, the shipped list and λ from
-        their validation figures (`list_choice.final_ranking_choice`)."""
+        their validation figures (`list_choice.final_ranking_choice`); λ scaled to every
+        rating when `evaluated` is a sample (`EaseSpec`)."""
         folds = folds.sort_values("fold").reset_index(drop=True)
         policy = final_ranking_policy(folds, min_user_ratings)
         _, lam = final_ranking_choice(folds, policy)
         spec = None
         if lam is not None and ease is not None:
-            spec = EaseSpec(lam, ease.max_items, ease.min_item_ratings)
-        return cls(folds, policy, spec, params)
+            if evaluated is not None and evaluated.sampled:
+                full = lam / evaluated.user_fraction
+                spec = EaseSpec(full, ease.max_items, ease.min_item_ratings, validated_lam=lam)
+            else:
+                spec = EaseSpec(lam, ease.max_items, ease.min_item_ratings)
+        return cls(folds, policy, spec, params, evaluated)
