@@ -3,16 +3,17 @@
 Settings come from the environment once per build (`settings.Settings`). The executor comes
 from `RECSYS_EXECUTOR`:
 
-* ``multiprocess`` (default; Dagster's own default): each step in its own process, CV fold
-  steps side by side (one per core); processes are forked from a forkserver that has
-  imported this module once.
-* ``in_process``: every step in the launching process; CV folds are then forked from one step.
+* ``multiprocess`` (default; Dagster's own default): each step in its own process, steps
+  that do not depend on each other side by side; processes are forked from a forkserver
+  that has imported this module once.
+* ``in_process``: every step in the launching process.
 * ``celery``: steps are queued on a Celery broker (`RECSYS_CELERY_BROKER_URL`, e.g.
   ``redis://host:6379/0``; results on `RECSYS_CELERY_BACKEND_URL`, default the broker) and
   run by `dagster-celery` workers, on this machine or others (see the README).
 
 The same choice sets the `executor_layout` resource, from which the fan-out steps (CV folds,
-search candidates) decide how much work one step takes.
+search candidates) decide how much work one step takes: on one machine one step forks a
+worker per core; under Celery one fold or candidate per step.
 """
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ class TuningConfig(SVDConfig):
     # V: this fraction of the ratings of each user with at least validation_min_user_ratings.
     validation_fraction: float = 0.1
     validation_min_user_ratings: int = 10
-    # Candidates per Dagster step; 0 = automatic (a rung in one forked step when steps share
-    # a process, one candidate per step under the multiprocess/Celery executors).
+    # Candidates per Dagster step; 0 = automatic (one candidate per step under Celery, else
+    # a rung in one step that forks a worker per core).
     candidates_per_step: int = 0
     n_jobs: int = 0  # worker processes of a step with several candidates; 0 = CPUs
 
@@ -132,8 +132,8 @@ class CVConfig(dg.Config):
 
     n_folds: int = CVSettings.n_folds
     n_jobs: int = 0  # 0 = one worker per fold, up to the number of CPUs
-    # Folds per Dagster step. 0 = automatic: all in one (forked) step when the run executes
-    # steps in one process, one step per fold under the multiprocess/Celery executors.
+    # Folds per Dagster step. 0 = automatic: one step per fold under Celery, else all in
+    # one step that forks a worker per fold (up to the CPUs).
     folds_per_step: int = 0
     # Users with fewer ratings get the most-popular list (cold start); recorded in the manifest
     # and applied by user_predictions and serving.

@@ -92,7 +92,7 @@ def cv_fold_plan(
     svd_hyperparameters: SearchResult,
     executor_layout: ExecutorLayout,
 ) -> Iterator[dg.DynamicOutput[FoldTask]]:
-    """Split the k folds into steps: one per fold, or all in one when steps share a process."""
+    """Split the k folds into steps: one per fold under Celery, else all in one step."""
     params = svd_hyperparameters.params
     dataset = evaluation_sample.dataset
     # The search's validation ratings are in every fold's training part, never a test fold.
@@ -104,7 +104,7 @@ def cv_fold_plan(
     if config.folds_per_step:
         per_step = config.folds_per_step
     else:
-        per_step = config.n_folds if executor_layout.steps_share_one_process() else 1
+        per_step = 1 if executor_layout.spreads_steps() else config.n_folds
     context.log.info("%d folds in steps of %d", config.n_folds, per_step)
     context.log.info("cross-validation on %s", evaluation_sample.size.describe())
     choice = _choice_on_holdout(context, config, dataset, svd_hyperparameters)

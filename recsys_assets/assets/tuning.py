@@ -62,8 +62,8 @@ def search_plan(
 ) -> SearchStep:
     """Seed and champion configurations, `n_iter` sampled ones, the validation split V."""
     seed_params = config.params()
-    # Unset: one candidate per step, or all of a rung's in one (0) when steps share a process.
-    per_step = config.candidates_per_step or (0 if executor_layout.steps_share_one_process() else 1)
+    # Unset: one candidate per step under Celery, else all of a rung's in one step (0).
+    per_step = config.candidates_per_step or (1 if executor_layout.spreads_steps() else 0)
     n_jobs = config.n_jobs or None
     if config.tuning == "fixed":
         context.log.info("tuning fixed: %s", seed_params)

@@ -2,8 +2,8 @@
 executed on the embedded (or configured) instance, one training at a time, with a summary.
 
 What it does that launched runs do not: demo ratings into a new embedded database, the lock
-file against a second `recsys run` of the same RECSYS_HOME, the in-process executor by default
-(the quickest on one machine), and the printed summary.
+file against a second `recsys run` of the same RECSYS_HOME, an executor picked for the size of
+the data unless RECSYS_EXECUTOR names one (`fastest_executor`), and the printed summary.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys_assets.cli.instance import prepare_dagster_home
 from recsys_assets.cli.summary import RunSummary, summarize
 from recsys_assets.settings import Settings
+
+if TYPE_CHECKING:  # dagster is imported only when a command needs it (`recsys --help` is quick)
+    from recsys_assets.resources.executor_layout import ExecutorName
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,12 @@ def _embedded_database_is_new(database_file: Path, model_store: str) -> bool:
     return not versions and not broken
 
 
-def _ensure_ratings(settings: Settings, create_demo: bool) -> str | None:
+def _ensure_ratings(settings: Settings, create_demo: bool) -> tuple[str | None, int]:
     """Check there are ratings to train on; demo ratings only into a new embedded database.
 
     Demo data is never written into a database named by RECSYS_DATABASE_URL, and a database
     file or table that does not exist there is an error naming it, never created.
-    Returns a note to print.
+    Returns a note to print and the number of active ratings.
     """
     from recsys_assets.data.demo import generate_demo_ratings
     from recsys_assets.usage import UsageError, open_db
@@ -72,8 +76,9 @@ def _ensure_ratings(settings: Settings, create_demo: bool) -> str | None:
     database_file = Path(settings.default_database_url.removeprefix("sqlite:///"))
     new = not configured and _embedded_database_is_new(database_file, settings.model_store_root)
     db = open_db(create=not configured)
-    if db.count_ratings() > 0:
-        return None
+    count = db.count_ratings()
+    if count > 0:
+        return None, count
     schema = db.preset.layout
     if schema is not None:
         # The app's database: the project writes only user_predictions there, never demo data.
@@ -97,7 +102,20 @@ def _ensure_ratings(settings: Settings, create_demo: bool) -> str | None:
     movies, ratings = generate_demo_ratings()
     db.insert_movies(movies)
     db.insert_ratings(ratings)
-    return f"created demo data: {len(ratings)} ratings, {len(movies)} movies in {db.safe_url()}"
+    note = f"created demo data: {len(ratings)} ratings, {len(movies)} movies in {db.safe_url()}"
+    return note, len(ratings)
+
+
+# From this many ratings `recsys run` uses the multiprocess executor, below it in process
+# (docs/benchmarks.md, "which executor"): below, Dagster's cost per step process outweighs
+# what runs side by side; above, `svd_model`'s single-threaded fit on every rating overlaps
+# the cross-validation, and each step's memory is returned when its process ends.
+MULTIPROCESS_FROM_RATINGS = 2_000_000
+
+
+def fastest_executor(n_ratings: int) -> ExecutorName:
+    """The executor `recsys run` uses when RECSYS_EXECUTOR is unset."""
+    return "multiprocess" if n_ratings >= MULTIPROCESS_FROM_RATINGS else "in_process"
 
 
 def run_pipeline(options: RunOptions | None = None) -> RunSummary:
@@ -133,13 +151,13 @@ def run_pipeline(options: RunOptions | None = None) -> RunSummary:
             wait_for_training_slot(instance, wait=wait, on_wait=_note)
         except TrainingLockBusy as exc:
             raise UsageError(str(exc)) from exc
-        note = _ensure_ratings(settings, options.create_demo)
+        note, n_ratings = _ensure_ratings(settings, options.create_demo)
         run_config = cli_run_config(options)
-        # In process unless RECSYS_EXECUTOR says otherwise (launched runs default to
-        # multiprocess): the quickest path for one run on one machine. The run carries
-        # training_job's tag (recsys/job=training), so the run queue holds the daemon's
-        # training runs until it ends; its steps check the instance again (run_lock.py).
-        executor = settings.executor or "in_process"
+        # RECSYS_EXECUTOR if set, else the quickest for this much data on one machine. The
+        # run carries training_job's tag (recsys/job=training), so the run queue holds the
+        # daemon's training runs until it ends; its steps check the instance again
+        # (run_lock.py).
+        executor = settings.executor or fastest_executor(n_ratings)
         result = execute_training(instance, run_config, executor, tags=process_tags())
         return summarize(result, note, start)
 

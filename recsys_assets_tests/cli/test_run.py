@@ -26,6 +26,8 @@ def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
     assert "created demo data: 100000 ratings" in out
     assert "ratings      read 100000, kept 100000, dropped 0" in out
     assert "cv 4-fold    RMSE" in out and "MAE" in out
+    # Under the evaluation budget (1M ratings): the search and the CV ran on every rating.
+    assert "evaluated    on every rating (100,000 ratings of 1,000 users)" in out
     assert "predictions  " in out and "rows in table user_predictions" in out
     latest = json.loads((recsys_home / "models" / "surprise" / "latest.json").read_text())
     assert f"model        {latest['version']} -> " in out
@@ -61,6 +63,35 @@ def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
     assert len(versions) == 2
     after = RatingsStore.from_env().read_predictions()
     assert set(after["model_version"]) == {latest["version"]}
+
+
+def test_run_picks_the_multiprocess_executor_for_large_data(recsys_home, capsys, monkeypatch):
+    """From `MULTIPROCESS_FROM_RATINGS` on (lowered here to the demo data's size), `recsys run`
+    runs each step in its own process; the CV folds and each search rung still share one step
+    that forks its workers. RECSYS_EXECUTOR, when set, wins."""
+    from recsys_assets.cli import run as cli_run
+
+    assert cli_run.fastest_executor(1_999_999) == "in_process"
+    assert cli_run.fastest_executor(2_000_000) == "multiprocess"
+    monkeypatch.setattr(cli_run, "MULTIPROCESS_FROM_RATINGS", 100_000)
+    results = []
+
+    def spy(*args, **kwargs):
+        results.append(cli_run.execute_training.__wrapped__(*args, **kwargs))
+        return results[-1]
+
+    spy.__wrapped__ = cli_run.execute_training
+    monkeypatch.setattr(cli_run, "execute_training", spy)
+    assert main(["run", "--tuning", "fixed", "--top-n", "5"]) == 0
+    (result,) = results
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert os.getpid() not in {e.pid for e in steps} and len({e.pid for e in steps}) > 1
+    assert len([e for e in steps if e.step_key.startswith("cv_report.cv_fold[")]) == 1
+
+    monkeypatch.setenv("RECSYS_EXECUTOR", "in_process")
+    assert main(["run", "--tuning", "fixed", "--top-n", "5"]) == 0
+    steps = [e for e in results[-1].all_events if e.event_type_value == "STEP_START"]
+    assert {e.pid for e in steps} == {os.getpid()}
 
 
 def test_run_without_data_and_without_demo_fails_clearly(recsys_home, capsys):
