@@ -5,7 +5,8 @@ Each group runs as one step (`ratings_df_checks`, `model_artifact_gates`: a
 each check on its own. Every check here is blocking with ERROR severity: when one fails, the
 assets downstream of the checked asset do not run. A bad ratings read therefore never trains
 a model, and a candidate model that fails a gate is never promoted (`champion_model` is
-skipped), so `latest` and the `user_predictions` table stay with the champion. Each result's
+skipped), so `latest` and the `user_predictions` table stay with the champion; with no
+champion yet, the gates' step writes the most-popular shelf instead. Each result's
 description and metadata say why, on the asset's *Checks* tab in the UI.
 """
 

@@ -196,9 +196,9 @@ def _outcome_lines(meta: dict[str, dict[str, object]]) -> list[str]:
         )
     elif fallback.get("deferred"):
         lines.append(
-            "predictions  user_predictions unchanged: no champion, and the most-popular shelf "
-            "was left to the gates, which reached no verdict; materialize fallback_predictions "
-            "on its own to write it now"
+            "predictions  user_predictions unchanged: no champion yet, and the run failed "
+            "before publishing the candidate's lists or the most-popular shelf (left to the "
+            "gates); materialize fallback_predictions on its own to write the shelf now"
         )
     elif champion in (None, "none"):
         pass

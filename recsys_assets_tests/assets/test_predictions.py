@@ -121,3 +121,23 @@ def test_a_table_not_wholly_the_champions_is_republished(run, store, demo_db):
         demo_db.read_predictions().drop(columns="created_at"),
         table.drop(columns="created_at"),
     )
+
+
+def test_a_first_run_failing_before_its_gates_leaves_the_table_and_says_how_to_fill_it(
+    run, store, demo_db, writes
+):
+    """No verdict, no shelf (the table is as before: here empty); `recsys run` says so, and
+    materializing fallback_predictions on its own writes the shelf."""
+    run_config = config()
+    run_config["ops"]["cv_report"] = {"config": {"n_folds": 100_000}}
+    result = run(run_config)
+    assert not result.success and "model_artifact_gates" not in {
+        e.step_key for e in result.all_events if e.is_step_success or e.is_step_failure
+    }
+    assert node_meta(result, "fallback_predictions")["deferred"] is True
+    assert demo_db.read_predictions().empty and writes() == {}
+    summary = "\n".join(summarize(result, None, time.perf_counter()).lines)
+    assert "materialize fallback_predictions on its own" in summary
+    alone = run({}, selection=["ratings_df", "fallback_predictions"])
+    assert alone.success
+    assert set(demo_db.read_predictions()["model_version"]) == {"most-popular"}
