@@ -33,7 +33,7 @@ def fallback_predictions(
 
     Not downstream of the model, so it runs even when the candidate fails a gate (the
     blocking gates skip `champion_model` and `user_predictions`). With no champion, users get
-    each user's most-rated unrated movies (`source='popular'`, `model_version='most-popular'`):
+    their most-rated unrated movies (`source='popular'`, `model_version='most-popular'`):
     written here when the run does not hold the promotion gates with `champion_model` and
     `user_predictions`; when it does, the run either publishes the candidate's lists or fails
     a gate, and then the gates' step writes the shelf, so it is not written here only to be
