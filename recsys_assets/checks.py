@@ -5,18 +5,24 @@ Each group runs as one step (`ratings_df_checks`, `model_artifact_gates`: a
 each check on its own. Every check here is blocking with ERROR severity: when one fails, the
 assets downstream of the checked asset do not run. A bad ratings read therefore never trains
 a model, and a candidate model that fails a gate is never promoted (`champion_model` is
-skipped), so `latest` and the `user_predictions` table stay with the champion. Each result's
+skipped), so `latest` and the `user_predictions` table stay with the champion; with no
+champion yet, the gates' step writes the most-popular shelf instead. Each result's
 description and metadata say why, on the asset's *Checks* tab in the UI.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
 
+from recsys_assets.asset_keys import FALLBACK_PREDICTIONS
 from recsys_assets.assets.artifact import model_artifact
+from recsys_assets.assets.config import PredictionsConfig
+from recsys_assets.assets.predictions import gates_publish_the_shelf, write_popular_shelf
 from recsys_assets.assets.ratings import ratings_df, recorded_rating_scale
+from recsys_assets.assets.retries import db_retry_policy, retry_only_transient_db_errors
+from recsys_assets.db import RatingsStore
 from recsys_assets.ml.artifacts import ArtifactStore
 from recsys_assets.ml.selection.sample import SampleSize
 
@@ -241,17 +247,23 @@ def _no_candidate_rmse(model_artifact: dict) -> dg.AssetCheckResult:
     )
 
 
+# What the gates' step reads besides the candidate: the ratings for the most-popular shelf it
+# writes when a gate fails and there is no champion.
+SHELF_INPUTS = [ratings_df]
+
 GATES = [
     dg.AssetCheckSpec(
         "beats_baseline",
         asset=model_artifact,
         blocking=True,
+        additional_deps=SHELF_INPUTS,
         description="Gate: the candidate's CV RMSE is lower than BaselineOnly's on the same folds.",
     ),
     dg.AssetCheckSpec(
         "not_worse_than_champion",
         asset=model_artifact,
         blocking=True,
+        additional_deps=SHELF_INPUTS,
         description="Gate: the candidate is not worse than the champion by more than "
         "rmse_tolerance, both measured on today's ratings (the first model passes).",
     ),
@@ -259,6 +271,7 @@ GATES = [
         "shipped_ranking_not_worse_than_champion",
         asset=model_artifact,
         blocking=True,
+        additional_deps=SHELF_INPUTS,
         description="Gate: the CV NDCG@10 of the candidate's shipped list (EASE or the SVD "
         "blend) is not lower than the champion's by more than ndcg_tolerance (the first model "
         "passes).",
@@ -266,15 +279,50 @@ GATES = [
 ]
 
 
-@dg.multi_asset_check(specs=GATES)
+@dg.multi_asset_check(specs=GATES, retry_policy=db_retry_policy())
 def model_artifact_gates(
-    config: GatesConfig, model_artifact: dict, model_store: dg.ResourceParam[ArtifactStore]
+    context: dg.AssetCheckExecutionContext,
+    config: GatesConfig,
+    model_artifact: dict,
+    ratings_df: pd.DataFrame,
+    model_store: dg.ResourceParam[ArtifactStore],
+    ratings_db: dg.ResourceParam[RatingsStore],
 ) -> Iterator[dg.AssetCheckResult]:
-    """The promotion gates, in one step (config: `rmse_tolerance`, `ndcg_tolerance`)."""
+    """The promotion gates, in one step (config: `rmse_tolerance`, `ndcg_tolerance`).
+
+    When one fails and there is no champion, users would have no suggestions: if this run's
+    `fallback_predictions` left the most-popular shelf to the gates, it is written here,
+    after the results and before the step ends (the skipped steps come after).
+    """
     baseline, champion, ranking = GATES
-    yield _as(baseline, beats_baseline(model_artifact))
-    yield _as(champion, not_worse_than_champion(config, model_artifact, model_store))
-    yield _as(ranking, shipped_ranking_not_worse_than_champion(config, model_artifact, model_store))
+    results = [
+        _as(baseline, beats_baseline(model_artifact)),
+        _as(champion, not_worse_than_champion(config, model_artifact, model_store)),
+        _as(ranking, shipped_ranking_not_worse_than_champion(config, model_artifact, model_store)),
+    ]
+    yield from results
+    if all(r.passed for r in results) or model_store.latest_manifest() is not None:
+        return
+    if not gates_publish_the_shelf(context.instance, context.run.run_id):
+        return  # this run's fallback_predictions writes the shelf itself
+    step = context.op_execution_context
+    top_n = _fallback_config(step.run_config).top_n
+    with retry_only_transient_db_errors(step):
+        metadata = write_popular_shelf(context.log, top_n, ratings_df, ratings_db)
+    step.log_event(
+        dg.AssetMaterialization(
+            FALLBACK_PREDICTIONS,
+            description="written by model_artifact_gates: a gate failed and there is no "
+            "champion yet",
+            metadata={**metadata, "written_by": "model_artifact_gates"},
+        )
+    )
+
+
+def _fallback_config(run_config: Mapping[str, object]) -> PredictionsConfig:
+    """`fallback_predictions`' config in this run, so the shelf is the one it would write."""
+    ops = run_config.get("ops") or {}
+    return PredictionsConfig(**((ops.get(FALLBACK_PREDICTIONS.path[-1]) or {}).get("config") or {}))
 
 
 def beats_baseline(model_artifact: dict) -> dg.AssetCheckResult:

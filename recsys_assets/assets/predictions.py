@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from recsys_assets.asset_keys import CHAMPION_MODEL, FALLBACK_PREDICTIONS, USER_PREDICTIONS
+from recsys_assets.asset_keys import CHAMPION_MODEL, MODEL_ARTIFACT, USER_PREDICTIONS
 from recsys_assets.assets.artifact import champion_model
 from recsys_assets.assets.config import PredictionsConfig
 from recsys_assets.assets.metadata import peak_rss_mb
@@ -17,7 +17,7 @@ from recsys_assets.ml.model_bundle import bundle_of
 from recsys_assets.ml.ranking import SOURCE_EASE, SOURCE_POPULAR, SOURCE_SVD, rank_users
 from recsys_assets.ml.ranking.popular import most_popular
 
-# `model_version` of the rows `fallback_predictions` writes.
+# `model_version` of the most-popular shelf's rows.
 POPULAR_VERSION = "most-popular"
 
 
@@ -32,46 +32,108 @@ def fallback_predictions(
     """Never an empty shelf, never one from another model than the champion.
 
     Not downstream of the model, so it runs even when the candidate fails a gate (the
-    blocking gates skip `champion_model` and `user_predictions`). With no champion it writes
-    each user's most-rated unrated movies (`source='popular'`, `model_version='most-popular'`);
-    `user_predictions` runs after it and replaces them as soon as a model passes the gates.
-    With a champion whose suggestions are published it writes nothing. With a champion whose
-    suggestions are not (an earlier `user_predictions` write failed after the promotion, or a
-    `recsys models promote/rollback` since), it republishes them from the champion. A store
-    that cannot tell its champion fails here and leaves the table alone.
+    blocking gates skip `champion_model` and `user_predictions`). With no champion, users get
+    their most-rated unrated movies (`source='popular'`, `model_version='most-popular'`):
+    written here when the run does not hold the promotion gates with `champion_model` and
+    `user_predictions`; when it does, the run either publishes the candidate's lists or fails
+    a gate, and then the gates' step writes the shelf, so it is not written here only to be
+    replaced minutes later. With a champion whose suggestions the table holds it writes
+    nothing. With a champion whose suggestions it does not hold (an earlier `user_predictions`
+    write failed after the promotion, or a `recsys models promote/rollback` since), it
+    republishes them from the champion. A store that cannot tell its champion fails here and
+    leaves the table alone.
     """
     champion = model_store.latest_manifest()  # raises for an unreadable store: never "none"
     if champion is not None:
         return _keep_or_republish(context, config, ratings_df, model_store, ratings_db, champion)
-    with retry_only_transient_db_errors(context):
-        start = time.perf_counter()
-        # Movies a user marked without a rating are not suggested either (as user_predictions).
-        unrated = ratings_db.read_unrated_pairs()
-        frame = most_popular(
-            ratings_df["user_id"].to_numpy(),
-            ratings_df["movie_id"].to_numpy(),
-            ratings_df["rating"].to_numpy(),
-            n=config.top_n,
-            excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
+    if gates_publish_the_shelf(context.instance, context.run.run_id):
+        with retry_only_transient_db_errors(context):
+            held = held_version(ratings_db)
+        context.log.info(
+            "no champion model yet: the most-popular shelf waits for this run's promotion "
+            "gates (the candidate's lists replace it if they pass; the gates' step writes it if "
+            "one fails)"
         )
-        rows = ratings_db.replace_predictions(frame, POPULAR_VERSION)
+        return dg.MaterializeResult(
+            metadata={
+                "published": False,
+                "deferred": True,
+                "champion": "none",
+                "users": 0,
+                "model_version": held or "unknown",
+                "reason": "deferred to model_artifact_gates: this run publishes the "
+                "candidate's lists or, if a gate fails, the most-popular shelf",
+            }
+        )
+    with retry_only_transient_db_errors(context):
+        metadata = write_popular_shelf(context.log, config.top_n, ratings_df, ratings_db)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def write_popular_shelf(
+    log: dg.DagsterLogManager, top_n: int, ratings_df: pd.DataFrame, ratings_db: RatingsStore
+) -> dict[str, object]:
+    """Replace the table with each user's `top_n` most-rated unrated movies; the metadata of
+    `fallback_predictions` that says so (written here or by the gates' step)."""
+    start = time.perf_counter()
+    # Movies a user marked without a rating are not suggested either (as user_predictions).
+    unrated = ratings_db.read_unrated_pairs()
+    frame = most_popular(
+        ratings_df["user_id"].to_numpy(),
+        ratings_df["movie_id"].to_numpy(),
+        ratings_df["rating"].to_numpy(),
+        n=top_n,
+        excluded=(unrated["user_id"].to_numpy(), unrated["movie_id"].to_numpy()),
+    )
+    rows = ratings_db.replace_predictions(frame, POPULAR_VERSION)
     users = int(frame["user_id"].nunique())
-    context.log.warning(
+    log.warning(
         "no champion model yet: wrote most-popular suggestions for all %d users (%d rows); "
         "the first model that passes the promotion gates replaces them",
         users,
         rows,
     )
-    return dg.MaterializeResult(
-        metadata={
-            "published": True,
-            "champion": "none",
-            "users": users,
-            "rows": rows,
-            "model_version": POPULAR_VERSION,
-            "seconds": time.perf_counter() - start,
-        }
-    )
+    return {
+        "published": True,
+        "champion": "none",
+        "users": users,
+        "rows": rows,
+        "model_version": POPULAR_VERSION,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def gates_publish_the_shelf(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether this run plans the promotion gates (the checks on `model_artifact`),
+    `champion_model` and `user_predictions`: then, with no champion, it publishes either the
+    candidate's lists or, when a gate fails, the most-popular shelf from the gates' step.
+    From the run's planned events, so a job, a subset picked in the UI, `materialize` and a
+    re-execution all answer for what they will run."""
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+        },
+    ).records
+    assets, gates = set(), False
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+            gates = gates or event.event_specific_data.asset_key == MODEL_ARTIFACT
+        else:
+            assets.add(event.asset_key)
+    return gates and {CHAMPION_MODEL, USER_PREDICTIONS} <= assets
+
+
+def held_version(ratings_db: RatingsStore) -> str | None:
+    """The model version every row of `user_predictions` is from, read from the table; None
+    when it is empty, missing or mixed (e.g. a refresh with a new champion over an older
+    model's set). Read from the table, not the event log, as the table is what users see:
+    whichever step wrote it (this asset, `user_predictions`, the gates' step, the refresh op)
+    and whatever happened since (a write killed before its event was stored)."""
+    versions = ratings_db.prediction_versions(limit=2)
+    return versions[0] if len(versions) == 1 else None
 
 
 def _keep_or_republish(
@@ -83,7 +145,8 @@ def _keep_or_republish(
     champion: dict,
 ) -> dg.MaterializeResult:
     version = champion["version"]
-    held = published_version(context.instance)
+    with retry_only_transient_db_errors(context):
+        held = held_version(ratings_db)
     if held == version or _promoted_in_this_run(context):
         # Promoted in this run: user_predictions, which runs next, publishes it.
         context.log.info("champion %s serves the suggestions; nothing to do", version)
@@ -110,25 +173,6 @@ def _keep_or_republish(
             "replaced_model_version": held or "unknown",
         }
     )
-
-
-def published_version(instance: dg.DagsterInstance) -> str | None:
-    """The model version `user_predictions` holds, per the newest materialization of the two
-    assets that write the whole table (both record it as `model_version` after their write
-    committed); None when unknown. A write killed after its commit but before its event was
-    stored reads as the older version: the next run republishes once, never the reverse."""
-    events = [
-        e
-        for e in instance.get_latest_materialization_events(
-            [USER_PREDICTIONS, FALLBACK_PREDICTIONS]
-        ).values()
-        if e is not None
-    ]
-    for event in sorted(events, key=lambda e: e.timestamp, reverse=True):
-        version = event.asset_materialization.metadata.get("model_version")
-        if version is not None and version.value != "unknown":
-            return str(version.value)
-    return None
 
 
 def _promoted_in_this_run(context: dg.AssetExecutionContext) -> bool:

@@ -17,10 +17,18 @@ class RunSummary:
 
 
 def _metadata(result, asset: str) -> dict[str, object]:
-    events = result.asset_materializations_for_node(asset)
+    """The metadata of `asset`'s newest materialization in the run, whichever step recorded it
+    (the gates' step records the most-popular shelf it writes as `fallback_predictions`'); a
+    write is preferred to a step that wrote nothing."""
+    events = [
+        e.event_specific_data.materialization
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == asset
+    ]
     if not events:
         return {}
-    return {k: v.value for k, v in events[-1].metadata.items()}
+    written = [m for m in events if getattr(m.metadata.get("published"), "value", False)]
+    return {k: v.value for k, v in (written or events)[-1].metadata.items()}
 
 
 def failure_cause(error) -> str:
@@ -187,6 +195,12 @@ def _outcome_lines(meta: dict[str, dict[str, object]]) -> list[str]:
         lines.append(
             f"predictions  most-popular suggestions for all {fallback['users']} users "
             f"({fallback['rows']} rows, source='popular') until a model passes the gates"
+        )
+    elif fallback.get("deferred"):
+        lines.append(
+            "predictions  user_predictions unchanged: no champion yet, and the run failed "
+            "before publishing the candidate's lists or the most-popular shelf (left to the "
+            "gates); materialize fallback_predictions on its own to write the shelf now"
         )
     elif champion in (None, "none"):
         pass

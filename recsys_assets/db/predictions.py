@@ -174,6 +174,17 @@ def read_predictions(engine: Engine, user_id: int | None = None) -> pd.DataFrame
     return frame.astype(dtypes)
 
 
+def prediction_versions(engine: Engine, limit: int = 2) -> list[str]:
+    """Up to `limit` distinct `model_version`s the table holds ([] for an empty or missing
+    table): one means every row is from that model; two, that the table is mixed."""
+    table = native_user_predictions
+    if not sa.inspect(engine).has_table(table.name):
+        return []
+    stmt = sa.select(table.c.model_version).distinct().limit(limit)
+    with engine.connect() as conn:
+        return [str(v) for v in conn.execute(stmt).scalars()]
+
+
 def upgrade_predictions(engine: Engine, table: sa.Table) -> None:
     """Bring a `user_predictions` table of an older shape to the current one, in place.
 

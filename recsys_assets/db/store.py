@@ -131,3 +131,6 @@ class RatingsStore:
 
     def read_predictions(self, user_id: int | None = None) -> pd.DataFrame:
         return predictions.read_predictions(self.engine(), user_id=user_id)
+
+    def prediction_versions(self, limit: int = 2) -> list[str]:
+        return predictions.prediction_versions(self.engine(), limit=limit)

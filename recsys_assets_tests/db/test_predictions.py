@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recsys_assets import db
+from recsys_assets.db.predictions import prediction_versions
 from recsys_assets_tests.db.frames import predictions_frame
 
 
@@ -73,3 +74,14 @@ def test_read_predictions_empty_is_typed(engine: Engine) -> None:
     got = db.read_predictions(engine)
     assert got.empty and list(got.columns) == list(db.PREDICTION_COLUMNS)
     assert got["user_id"].dtype == np.int64 and got["score"].dtype == np.float64
+
+
+def test_prediction_versions_say_what_the_table_holds(any_engine: Engine, tmp_path) -> None:
+    missing = db.make_engine(f"sqlite:///{tmp_path / 'none.db'}", create=True)
+    assert prediction_versions(missing) == []
+    assert prediction_versions(any_engine) == []
+    db.replace_predictions(any_engine, predictions_frame([1, 2, 3]), "v1")
+    assert prediction_versions(any_engine) == ["v1"]
+    db.replace_predictions(any_engine, predictions_frame([2], n=1), "v2", users=[2])
+    assert sorted(prediction_versions(any_engine)) == ["v1", "v2"]
+    assert len(prediction_versions(any_engine, limit=1)) == 1
