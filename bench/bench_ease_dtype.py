@@ -46,7 +46,9 @@ def main() -> int:
 
     frame = load(args.ratings)
     scale = (float(frame["rating"].min()), float(frame["rating"].max()))
-    dataset = CompactDataset.from_df(frame[["user_id", "movie_id", "rating"]], Reader(rating_scale=scale))
+    dataset = CompactDataset.from_df(
+        frame[["user_id", "movie_id", "rating"]], Reader(rating_scale=scale)
+    )
     sample = evaluation_sample(dataset, args.max_ratings, seed=42)
     print(f"evaluated on {sample.size.describe()}")
     everything = sample.dataset.rating_arrays()

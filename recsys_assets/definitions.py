@@ -54,7 +54,7 @@ warnings.filterwarnings(
 # The materializable assets (tests materialize exactly these); the external `ratings` table
 # is added to the definitions beside them.
 all_assets = jobs.training_assets
-all_checks = dg.load_asset_checks_from_modules([checks])
+all_checks = dg.load_asset_checks_from_modules([checks.ratings, checks.gates])
 
 # Launched runs (UI, schedule, sensors) when RECSYS_EXECUTOR is unset.
 DEFAULT_EXECUTOR: ExecutorName = "multiprocess"

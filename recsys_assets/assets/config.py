@@ -183,15 +183,15 @@ def training_run_config(
     final fit both take the configuration it chose."""
     search = _given(tuning=tuning, n_epochs=n_epochs, **hyper)
     predictions = _given(top_n=top_n)
-    return {
-        "ops": {
-            "evaluation_sample": {"config": _given(max_ratings=eval_max_ratings)},
-            "svd_hyperparameters": {"config": search},
-            "cv_report": {"config": _given(n_folds=n_folds)},
-            "fallback_predictions": {"config": predictions},
-            "user_predictions": {"config": dict(predictions)},
-        }
+    ops = {
+        "svd_hyperparameters": {"config": search},
+        "cv_report": {"config": _given(n_folds=n_folds)},
+        "fallback_predictions": {"config": predictions},
+        "user_predictions": {"config": dict(predictions)},
     }
+    if eval_max_ratings is not None:
+        ops["evaluation_sample"] = {"config": {"max_ratings": eval_max_ratings}}
+    return {"ops": ops}
 
 
 def _given(**values: object) -> dict:
