@@ -80,6 +80,8 @@ def arrow_batches(engine: Engine, sql: str, fetch_rows: int) -> Iterator[pa.Reco
             import adbc_driver_postgresql.dbapi as dbapi
     except ImportError as exc:
         raise AdbcRefused(f"ADBC is not installed ({exc})") from exc
+    if driver == "sqlite":
+        _close_sqlite_connections(engine)
     failures = (adbc_driver_manager.Error, pa.ArrowException, OSError)
     password = str(engine.url.password or "")
     try:
@@ -102,6 +104,22 @@ def arrow_batches(engine: Engine, sql: str, fetch_rows: int) -> Iterator[pa.Reco
         if password:
             text = text.replace(password, "***")
         raise AdbcRefused(f"{type(exc).__name__}: {text}") from exc
+
+
+def _close_sqlite_connections(engine: Engine) -> None:
+    """Close the engine's connections to the SQLite file, or AdbcRefused if one is in use.
+
+    ADBC's SQLite is another SQLite library than Python's sqlite3, and two must never have
+    one file open in one process: POSIX locks belong to the process, so each library's
+    closing drops the other's locks (sqlite.org/howtocorrupt.html, 2.2). Measured: with a
+    pooled sqlite3 connection open, ADBC read the ratings as they were before a committed
+    UPDATE. Taking turns is safe, as two processes are. The engine is the only one this
+    process opens on the file (engines.make_engine, one per URL).
+    """
+    checkedout = getattr(engine.pool, "checkedout", None)
+    if not callable(checkedout) or checkedout():
+        raise AdbcRefused("this process has the SQLite file open in another connection")
+    engine.dispose()
 
 
 def check_batch(batch: pa.RecordBatch) -> None:

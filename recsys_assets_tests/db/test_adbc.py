@@ -91,6 +91,27 @@ def test_adbc_reads_what_the_tuple_reader_reads(both_engines: Engine, preset: st
     assert db.read_ratings(both_engines, preset).equals(frame)
 
 
+def test_sqlite_read_sees_the_engines_last_commit(engine: Engine) -> None:
+    """Python's sqlite3 and ADBC's SQLite in one process take turns on the file: with the
+    engine's pooled connection left open, ADBC read the ratings before the UPDATE."""
+    db.insert_ratings(engine, "native", ratings_frame([(1, 1, 3.0, 5), (1, 2, 4.5, 6)]))
+    assert db.read_ratings(engine, "native")["rating"].tolist() == [3.0, 4.5]
+    for value in (9.0, 7.0):
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE ratings SET rating = {value}")
+        got = db.read_ratings_with_reader(engine, "native")
+        assert got.reader == "adbc" and got.frame["rating"].tolist() == [value, value]
+
+
+def test_sqlite_file_in_use_by_the_engine_is_read_by_the_tuple_reader(engine: Engine) -> None:
+    db.insert_ratings(engine, "native", ratings_frame([(1, 1, 3.0, 5)]))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        got = db.read_ratings_with_reader(engine, "native")
+    assert got.reader == "tuples" and "open in another connection" in got.fallback
+    assert got.frame["rating"].tolist() == [3.0]
+
+
 def test_empty_table_reads_as_empty_frame(both_engines: Engine) -> None:
     db.ensure_schema(both_engines, "native")
     got = db.read_ratings_with_reader(both_engines, "native")
