@@ -1,8 +1,8 @@
-"""The ratings read: today's `RatingsStore.read_ratings` against Arrow-native readers.
+"""The ratings read: `RatingsStore.read_ratings` (ADBC) against the tuple reader it replaced.
 
     python bench/bench_read.py --sqlite /tmp/ratings-1m.db                 # SQLite only
     python bench/bench_read.py --sqlite /tmp/ratings-5m.db --postgres      # and PostgreSQL
-    python bench/bench_read.py --sqlite DB --postgres --presets native --readers today,adbc
+    python bench/bench_read.py --sqlite DB --postgres --presets native --readers tuples,today
 
 `--sqlite`: a ratings file in the native schema (`recsys demo-data` / `import-movielens`
 writes one); it is copied, never changed. The copy gets, for the equality check to mean
@@ -12,10 +12,13 @@ tables (`ratings_rating` + `django_content_type`) holding the same ratings under
 With `--postgres` a throwaway PostgreSQL (initdb/pg_ctl on loopback, as the tests start it)
 gets the same tables by COPY.
 
-Readers (each in its own process: seconds, peak RSS and the RSS growth of the read):
+Readers (each in its own process: seconds, peak RSS and the RSS growth of the read; the
+ratios are against the first reader named, by default the tuple reader):
 
-* today: `RatingsStore(url, preset).read_ratings()` (driver tuples, 100K-row chunks, into
-  DataFrames; a server-side cursor on PostgreSQL);
+* tuples: `RatingsStore(url, preset).read_ratings(reader="tuples")`, the read before ADBC
+  (driver tuples, 100K-row chunks, into DataFrames; a server-side cursor on PostgreSQL);
+* today: `RatingsStore(url, preset).read_ratings()`: ADBC's batches converted as they arrive
+  (db/adbc.py), the tuple reader where ADBC cannot read as it would (the row says which read);
 * adbc: the same statement (the preset's `ratings_query` ORDER BY its row id, compiled by
   SQLAlchemy for the database) through ADBC's SQLite or PostgreSQL driver into one Arrow
   table, then `to_pandas()`;
@@ -45,7 +48,8 @@ from pathlib import Path
 
 from bench_budget import _peak_rss_mb  # this script's folder is on sys.path
 
-READERS = ("today", "adbc", "adbc_batches", "connectorx")
+READERS = ("tuples", "today", "adbc", "adbc_batches", "connectorx")
+DEFAULT_READERS = "tuples,today"
 OTHER_CONTENT_TYPE = ("books", "book")
 
 
@@ -81,8 +85,8 @@ def read_with(reader: str, url: str, preset: str) -> dict:
     """One read in this process: figures and the frame's digest."""
     import pandas as pd
 
-    from recsys_assets.db import RatingsStore
-    from recsys_assets.db.ratings import _normalize_ratings  # today's per-chunk conversion
+    from recsys_assets.db import RatingsStore, read_ratings_with_reader
+    from recsys_assets.db.ratings import _normalize_ratings  # the per-chunk conversion
 
     sql = _statement(url, preset)
     if reader.startswith("adbc"):
@@ -95,10 +99,16 @@ def read_with(reader: str, url: str, preset: str) -> dict:
     elif reader == "connectorx":
         import connectorx as cx
         import pyarrow  # noqa: F401
+    used = reader
     before = _rss_mb()
     start = time.perf_counter()
-    if reader == "today":
-        df = RatingsStore(url, preset).read_ratings()
+    if reader == "tuples":
+        df = RatingsStore(url, preset).read_ratings(reader="tuples")
+        fetch = time.perf_counter() - start
+    elif reader == "today":
+        # The store's read, through the function that also says which reader read.
+        store = RatingsStore(url, preset)
+        df, used, _ = read_ratings_with_reader(store.engine(), store.preset)
         fetch = time.perf_counter() - start
     elif reader == "adbc":
         uri = url.removeprefix("sqlite:///") if url.startswith("sqlite") else _libpq(url)
@@ -130,6 +140,7 @@ def read_with(reader: str, url: str, preset: str) -> dict:
         df = pd.DataFrame(df)
     return {
         "reader": reader,
+        "read_by": used,
         "rows": len(df),
         "seconds": seconds,
         "fetch_seconds": fetch,
@@ -276,14 +287,15 @@ def measure(url: str, label: str, presets: list[str], readers: list[str], repeat
     return out
 
 
-def _print_row(db: str, preset: str, r: dict, today: dict) -> None:
+def _print_row(db: str, preset: str, r: dict, first: dict) -> None:
     if "error" in r:
         print(f"{db:<10}{preset:<8}{r['reader']:<12}FAILED: {r['error']}", flush=True)
         return
-    same = "same rows" if r["digest"] == today.get("digest") else "DIFFERENT"
-    ratio = today["seconds"] / r["seconds"] if "seconds" in today else float("nan")
+    same = "same rows" if r["digest"] == first.get("digest") else "DIFFERENT"
+    ratio = first["seconds"] / r["seconds"] if "seconds" in first else float("nan")
+    name = r["reader"] if r["read_by"] == r["reader"] else f"{r['reader']}={r['read_by']}"
     print(
-        f"{db:<10}{preset:<8}{r['reader']:<12}{r['rows']:>11,}{r['seconds']:>8.2f}s"
+        f"{db:<10}{preset:<8}{name:<12}{r['rows']:>11,}{r['seconds']:>8.2f}s"
         f" (fetch {r['fetch_seconds']:6.2f}s){ratio:>7.2f}x  RSS +{r['rss_growth_mb']:6,.0f} MB"
         f"  peak {r['peak_rss_mb']:6,.0f} MB  {same} [{r['digest']}]",
         flush=True,
@@ -295,7 +307,7 @@ def main() -> int:
     parser.add_argument("--sqlite", type=Path, help="a native-schema SQLite ratings file")
     parser.add_argument("--postgres", action="store_true", help="also on a throwaway PostgreSQL")
     parser.add_argument("--presets", default="native,django")
-    parser.add_argument("--readers", default=",".join(READERS))
+    parser.add_argument("--readers", default=DEFAULT_READERS, help=f"of {','.join(READERS)}")
     parser.add_argument("--repeat", type=int, default=1, help="reads per reader (best kept)")
     parser.add_argument("--inactive-every", type=int, default=100)
     parser.add_argument("--json", type=Path)
@@ -315,7 +327,7 @@ def main() -> int:
         res["prepared"] = prepare_sqlite(args.sqlite, db, args.inactive_every)
         print(f"prepared {res['prepared']} (load {res['load_before']})", flush=True)
         print(
-            f"{'db':<10}{'preset':<8}{'reader':<12}{'rows':>11}{'time':>9}{'':>16}{'vs today':>8}",
+            f"{'db':<10}{'preset':<8}{'reader':<12}{'rows':>11}{'time':>9}{'':>16}{'vs first':>8}",
             flush=True,
         )
         res["sqlite"] = measure(f"sqlite:///{db}", "sqlite", presets, readers, args.repeat)

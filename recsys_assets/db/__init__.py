@@ -40,12 +40,14 @@ from recsys_assets.db.presets import (
     preset_of,
 )
 from recsys_assets.db.ratings import (
+    RatingsRead,
     count_ratings,
     delete_ratings,
     insert_movies,
     insert_ratings,
     read_movie_titles,
     read_ratings,
+    read_ratings_with_reader,
     read_unrated_pairs,
     read_user_ratings,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "MissingDatabaseError",
     "Preset",
     "RatingsChanges",
+    "RatingsRead",
     "RatingsStore",
     "RatingsWatermark",
     "SchemaError",
@@ -89,6 +92,7 @@ __all__ = [
     "read_movie_titles",
     "read_predictions",
     "read_ratings",
+    "read_ratings_with_reader",
     "read_unrated_pairs",
     "read_user_ratings",
     "replace_predictions",

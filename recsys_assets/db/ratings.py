@@ -5,18 +5,22 @@ numbers of reads, counts and the sensors' change ranges agree."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from recsys_assets.db import bulk
+from recsys_assets.db import adbc, bulk
+from recsys_assets.db.engines import safe_url
 from recsys_assets.db.predictions import in_chunks
 from recsys_assets.db.presets import Preset, RatingRows, preset_of
 from recsys_assets.db.values import check_columns, db_values, id_values, to_unix_seconds
+
+log = logging.getLogger(__name__)
 
 # Rows per fetch/convert step in read_ratings when no chunksize is given.
 _FETCH_ROWS = 100_000
@@ -129,15 +133,44 @@ def _driver_errors_wrapped(conn: Connection, statement: str) -> Iterator[None]:
         ) from exc
 
 
-def read_ratings(engine: Engine, preset: Preset, chunksize: int | None = None) -> pd.DataFrame:
+# Which reader `read_ratings` uses: ADBC's Arrow batches (the tuple reader where ADBC cannot
+# read as it would), or the DB-API driver's tuples only (the baseline, `reader="tuples"`).
+READERS = ("adbc", "tuples")
+
+
+class RatingsRead(NamedTuple):
+    """A `read_ratings_with_reader` result: the frame, the reader that produced it and, when
+    that is the tuple reader though ADBC was asked for, why ADBC did not read."""
+
+    frame: pd.DataFrame
+    reader: str
+    fallback: str | None = None
+
+
+def read_ratings(
+    engine: Engine, preset: Preset, chunksize: int | None = None, reader: str = "adbc"
+) -> pd.DataFrame:
     """All active movie ratings, ordered by row id.
 
     Columns: user_id, movie_id (int64); rating (float64, or object when the DB holds
     non-numeric values — RAW, never cleaned here); timestamp (int64 unix seconds, NULL → 0);
     rating_id (int64 row id, a stable tie-breaker between duplicate (user, movie) rows).
-    Rows are fetched and converted `chunksize` at a time (default 100k) and concatenated, so
-    per-row Python objects never exist for more than one chunk.
+    Rows are fetched and converted `chunksize` at a time (default 100k; ADBC's batches on
+    PostgreSQL are sized in bytes to about that) and concatenated. `reader`: see
+    `read_ratings_with_reader`.
     """
+    return read_ratings_with_reader(engine, preset, chunksize, reader).frame
+
+
+def read_ratings_with_reader(
+    engine: Engine, preset: Preset, chunksize: int | None = None, reader: str = "adbc"
+) -> RatingsRead:
+    """`read_ratings`, saying which reader read. "adbc": ADBC's Arrow batches; where ADBC
+    cannot read as the tuple reader would (a URL it cannot open, text in a SQLite rating, a
+    type it would convert otherwise, any ADBC error) the tuple reader reads everything again,
+    and its errors are the ones raised. "tuples": the DB-API driver's tuples only."""
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
     layout = preset_of(preset)
     # Ordering by the primary key keeps reads deterministic (reproducible CV splits) and is
     # an index scan, not a sort.
@@ -145,9 +178,40 @@ def read_ratings(engine: Engine, preset: Preset, chunksize: int | None = None) -
     fetch_rows = int(chunksize) if chunksize else _FETCH_ROWS
     if fetch_rows < 1:
         raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+    fallback = None
+    if reader == "adbc":
+        try:
+            return RatingsRead(_read_adbc(engine, stmt, fetch_rows), "adbc")
+        except adbc.AdbcRefused as exc:
+            fallback = str(exc)
+        log.warning(
+            "ratings read from %s with the DB-API driver's tuples, not ADBC: %s",
+            safe_url(engine),
+            fallback,
+        )
     with engine.connect() as conn:
         # Normalising per chunk turns the per-row Python objects into numpy columns early.
         parts = [_normalize_ratings(frame) for frame in _fetch_frames(conn, stmt, fetch_rows)]
+    return RatingsRead(_joined(parts), "tuples", fallback)
+
+
+def _read_adbc(engine: Engine, stmt: sa.Select, fetch_rows: int) -> pd.DataFrame:
+    try:
+        # Values inlined: PostgreSQL's COPY, which ADBC streams, takes no parameters (with
+        # them ADBC would fetch the whole result at once). The presets' values are validated
+        # identifiers, and SQLAlchemy quotes them.
+        sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    except sa.exc.CompileError as exc:
+        raise adbc.AdbcRefused(f"the statement cannot be inlined ({exc})") from exc
+    # Each batch becomes a frame as it arrives, so no whole Arrow table sits beside them.
+    parts = [
+        _normalize_ratings(batch.to_pandas())
+        for batch in adbc.arrow_batches(engine, sql, fetch_rows)
+    ]
+    return _joined(parts)
+
+
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return _empty_ratings()
     if len(parts) == 1:

@@ -75,9 +75,10 @@ class RatingsStore:
 
     # --- ratings and movies
 
-    def read_ratings(self, chunksize: int | None = None) -> pd.DataFrame:
+    def read_ratings(self, chunksize: int | None = None, reader: str = "adbc") -> pd.DataFrame:
+        """`ratings.read_ratings` (`reader="tuples"`: the DB-API driver's tuples only)."""
         with self._naming_missing_tables():
-            return ratings.read_ratings(self.engine(), self.preset, chunksize=chunksize)
+            return ratings.read_ratings(self.engine(), self.preset, chunksize, reader)
 
     def count_ratings(self) -> int:
         with self._naming_missing_tables():

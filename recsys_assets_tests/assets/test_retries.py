@@ -213,8 +213,8 @@ def _terminate(admin, like: str) -> int:
 def test_postgres_backend_killed_during_the_ratings_read_is_retried(
     pg_ratings, monkeypatch, caplog
 ):
-    """The server-side read raises the driver's bare OperationalError: retried, and the dead
-    connection is discarded without a traceback from the pool."""
+    """The tuple reader's server-side read raises the driver's bare OperationalError:
+    retried, and the dead connection is discarded without a traceback from the pool."""
     from recsys_assets.db import ratings as db_ratings
 
     database, admin, n = pg_ratings
@@ -232,7 +232,7 @@ def test_postgres_backend_killed_during_the_ratings_read_is_retried(
     @dg.op(retry_policy=POLICY)
     def read_all(context: dg.OpExecutionContext):
         with retry_only_transient_db_errors(context):
-            read.append(len(database.read_ratings()))
+            read.append(len(database.read_ratings(reader="tuples")))
 
     result = _run(read_all)
     assert killed == [1]
