@@ -20,12 +20,13 @@ def ranking_model(
     A rating is an interaction, whatever its value. λ is the median of the folds' choices, each
     made on validation ratings from that fold's training data, scaled to every rating when
     the evaluation ran on a sample (`EaseSpec`). Which list users get (EASE or the
-    SVD blend) is `cv_report`'s `policy`; `model_artifact` carries this model when EASE is
-    shipped. None when cross-validation did not evaluate EASE (empty `ease_lambdas`).
+    SVD blend) is `cv_report`'s `policy`; `model_artifact` carries this model. None when EASE
+    does not ship (the blend ranked better on validation, or empty `ease_lambdas`): a model
+    nobody is served is not fitted.
     """
     spec = cv_report.ease
     if spec is None:
-        context.log.info("cv_report did not evaluate the EASE ranking model: nothing to fit")
+        context.log.info("EASE does not ship (cv_report's policy): nothing to fit")
         return dg.Output(None, metadata={"fitted": False})
     start = time.perf_counter()
     model = fit_ease(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from recsys_assets.ml.ranking.policy import RankingPolicy
+from recsys_assets.ml.ranking.policy import SOURCE_EASE, RankingPolicy
 from recsys_assets.ml.selection.list_choice import (
     EaseSettings,
     final_ranking_choice,
@@ -41,7 +41,7 @@ class CVResult:
 
     folds: pd.DataFrame
     policy: RankingPolicy  # the shipped ranking: its ranker and the blend's weights
-    ease: EaseSpec | None  # the EASE model to fit (None: EASE was not evaluated)
+    ease: EaseSpec | None  # the EASE model to fit (None: EASE does not ship)
     params: SVDParams
     evaluated: SampleSize | None = None  # the ratings the folds ran on (None: not recorded)
 
@@ -65,7 +65,8 @@ class CVResult:
         policy = final_ranking_policy(folds, min_user_ratings)
         _, lam = final_ranking_choice(folds, policy)
         spec = None
-        if lam is not None and ease is not None:
+        # EASE is fitted on every rating only to ship it (`ranking_model`).
+        if lam is not None and ease is not None and policy.ranker == SOURCE_EASE:
             if evaluated is not None and evaluated.sampled:
                 full = lam / evaluated.user_fraction
                 spec = EaseSpec(full, ease.max_items, ease.min_item_ratings, validated_lam=lam)

@@ -223,3 +223,35 @@ def test_ease_lambda_and_shipped_list_are_chosen_without_the_test_fold(dataset, 
         assert not (inner | validation) & test and not inner & validation
         assert (lam, train) in fold_fits  # the evaluated model: the fold's training ratings
     np.testing.assert_allclose(report["shipped_ndcg"], report["ease_ndcg"])
+
+
+@pytest.mark.parametrize("ease_ships", [True, False])
+def test_with_one_choice_for_every_fold_ease_is_fitted_only_when_it_ships(
+    dataset, monkeypatch, ease_ships
+):
+    """The choice made on V ships the blend: the folds fit no EASE (its solve is a fold's
+    largest cost at 10,000 movies) and measure the blend that ships; V's EASE figures stay."""
+    from recsys_assets.ml.selection import list_choice
+    from recsys_assets.ml.selection.list_choice import EaseSettings, ListChoice
+
+    fits = []
+    real_fit = list_choice.fit_ease
+
+    def spy_fit(*args, **kwargs):
+        fits.append(args[2])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(list_choice, "fit_ease", spy_fit)
+    blend = RankingPolicy(taste_weight=0.5, rating_weight=0.1)
+    choice = ListChoice(blend, 0.30, 250.0, 0.35 if ease_ships else 0.25)
+    settings = CVSettings(4, 1, n_jobs=1, ease=EaseSettings(lambdas=(250.0,), max_items=100))
+    report = cross_validate_svd(dataset, PARAMS, settings, choice=choice)
+    assert (report["ease_lambda"] == 250.0).all()
+    assert (report["ease_validation_ndcg"] == choice.ease_ndcg).all()
+    if ease_ships:
+        assert fits == [250.0] * 4 and "ease_ndcg" in report
+        np.testing.assert_array_equal(report["shipped_ndcg"], report["ease_ndcg"])
+    else:
+        assert fits == [] and "ease_ndcg" not in report
+        np.testing.assert_array_equal(report["shipped_ndcg"], report["blend_ndcg"])
+        assert (report["shipped_ease"] == 0.0).all()

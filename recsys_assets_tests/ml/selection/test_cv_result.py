@@ -30,9 +30,25 @@ def test_ease_ships_when_its_validation_ndcg_sums_higher():
     assert result.params == SVDParams()
 
 
-def test_the_blend_ships_otherwise_and_without_ease_there_is_no_spec():
+def test_the_blend_ships_otherwise_and_no_ease_is_fitted_then():
+    # The blend ships: EASE is not fitted on every rating (nobody would be served it).
     result = CVResult.of_folds(_folds([0.1, 0.1, 0.3]), SVDParams(), 5, EaseSettings())
-    assert result.policy.ranker == SOURCE_SVD and result.ease is not None
+    assert result.policy.ranker == SOURCE_SVD and result.ease is None
     no_ease = _folds([0.1, 0.1, 0.3]).drop(columns=["ease_validation_ndcg", "ease_lambda"])
     result = CVResult.of_folds(no_ease, SVDParams(), 5, None)
     assert result.policy.ranker == SOURCE_SVD and result.ease is None
+
+
+def test_lambda_chosen_on_a_sample_is_scaled_to_every_user():
+    """XᵀX grows with the users: λ chosen on a quarter of them is four times larger for the
+    EASE fitted on all of them; not sampled, λ is the chosen one exactly."""
+    from recsys_assets.ml.selection.sample import SampleSize
+
+    settings = EaseSettings(lambdas=(100.0, 500.0, 1000.0), max_items=50, min_item_ratings=2)
+    quarter = SampleSize(2500, 42, 25, 2400, 100, 10_000)
+    result = CVResult.of_folds(_folds([0.3, 0.1, 0.3]), SVDParams(), 5, settings, quarter)
+    assert result.ease == EaseSpec(2000.0, 50, 2, validated_lam=500.0)
+    assert result.evaluated == quarter
+    whole = SampleSize(1_000_000, 42, 100, 10_000, 100, 10_000)
+    result = CVResult.of_folds(_folds([0.3, 0.1, 0.3]), SVDParams(), 5, settings, whole)
+    assert result.ease == EaseSpec(500.0, 50, 2) and result.ease.validated_lam is None
