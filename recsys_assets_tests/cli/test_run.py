@@ -10,7 +10,9 @@ from recsys_assets.cli import main
 from recsys_assets.db import RatingsStore
 
 
-def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
+@pytest.fixture
+def training_results(monkeypatch):
+    """The results of the runs `recsys run` executes in this test, in order."""
     from recsys_assets.cli import run as cli_run
 
     results = []
@@ -21,6 +23,11 @@ def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
 
     spy.__wrapped__ = cli_run.execute_training
     monkeypatch.setattr(cli_run, "execute_training", spy)
+    return results
+
+
+def test_run_from_a_clean_home(recsys_home, capsys, training_results):
+    results = training_results
     assert main(["run", "--top-n", "5"]) == 0
     out = capsys.readouterr().out
     assert "created demo data: 100000 ratings" in out
@@ -65,7 +72,9 @@ def test_run_from_a_clean_home(recsys_home, capsys, monkeypatch):
     assert set(after["model_version"]) == {latest["version"]}
 
 
-def test_run_picks_the_multiprocess_executor_for_large_data(recsys_home, capsys, monkeypatch):
+def test_run_picks_the_multiprocess_executor_for_large_data(
+    recsys_home, capsys, monkeypatch, training_results
+):
     """From `MULTIPROCESS_FROM_RATINGS` on (lowered here to the demo data's size), `recsys run`
     runs each step in its own process; the CV folds and each search rung still share one step
     that forks its workers. RECSYS_EXECUTOR, when set, wins."""
@@ -74,14 +83,7 @@ def test_run_picks_the_multiprocess_executor_for_large_data(recsys_home, capsys,
     assert cli_run.fastest_executor(1_999_999) == "in_process"
     assert cli_run.fastest_executor(2_000_000) == "multiprocess"
     monkeypatch.setattr(cli_run, "MULTIPROCESS_FROM_RATINGS", 100_000)
-    results = []
-
-    def spy(*args, **kwargs):
-        results.append(cli_run.execute_training.__wrapped__(*args, **kwargs))
-        return results[-1]
-
-    spy.__wrapped__ = cli_run.execute_training
-    monkeypatch.setattr(cli_run, "execute_training", spy)
+    results = training_results
     assert main(["run", "--tuning", "fixed", "--top-n", "5"]) == 0
     (result,) = results
     steps = [e for e in result.all_events if e.event_type_value == "STEP_START"]
