@@ -91,7 +91,13 @@ def test_gates_without_the_promotion_leave_the_shelf_to_fallback_predictions(
 ):
     """A run that checks the candidate but would not publish it (no champion_model or
     user_predictions) writes the shelf up front, and the failing gates do not write it again."""
-    upstream = ["ratings_df", "svd_hyperparameters", "surprise_dataset", "cv_report"]
+    upstream = [
+        "ratings_df",
+        "surprise_dataset",
+        "evaluation_sample",
+        "svd_hyperparameters",
+        "cv_report",
+    ]
     selection = [*upstream, "svd_model", "ranking_model", "model_artifact", "fallback_predictions"]
     run_config = config(BAD_SVD)
     del run_config["ops"]["user_predictions"]
