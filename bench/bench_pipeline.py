@@ -92,6 +92,8 @@ def run_graph(home: Path, folds: int) -> dict:
         "steps": steps,
         "cv_rmse": cv["rmse_mean"].value,
         "cv_mae": cv["mae_mean"].value,
+        "shipped_ndcg": cv["ndcg_at_10"].value,
+        "shipped_list": cv["shipped_list"].value,
         "pairs": pred["pairs_scored"].value,
         "prediction_rows": pred["rows"].value,
         "peak_rss_mb": _peak_rss_mb(),
@@ -248,6 +250,7 @@ def main() -> int:
         f"{'CV MAE':<24}{seed['cv_mae']:>12.4f}{graph['cv_mae']:>12.4f}\n"
         f"{'pairs scored/s (+write)':<24}{seed_rate:>12.0f}{graph_rate:>12.0f}"
     )
+    print(f"graph's shipped list ({graph['shipped_list']}): CV NDCG@10 {graph['shipped_ndcg']:.4f}")
     print(f"\nspeed-up (seed-style total / graph total): {seed['total'] / graph['total']:.1f}x")
     print(
         f"(the graph's compiled SVD fit and EASE kernels were compiled beforehand, once, as on "
