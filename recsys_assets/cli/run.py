@@ -107,10 +107,12 @@ def _ensure_ratings(settings: Settings, create_demo: bool) -> tuple[str | None, 
 
 
 # From this many ratings `recsys run` uses the multiprocess executor, below it in process
-# (docs/benchmarks.md, "which executor"): below, Dagster's cost per step process outweighs
-# what runs side by side; above, `svd_model`'s single-threaded fit on every rating overlaps
-# the cross-validation, and each step's memory is returned when its process ends.
-MULTIPROCESS_FROM_RATINGS = 2_000_000
+# (docs/benchmarks.md, "which executor"). The evaluation is capped (`evaluation_sample`), but
+# `svd_model`'s single-threaded fit on every rating grows with the data: in its own process
+# it overlaps the cross-validation (at 25M, 96 s beside 89 s). At 5M the fit takes 12 s and
+# the cost of a process per step (launches, inputs unpickled) outweighs it: 109 s in process
+# against 113 s multiprocess.
+MULTIPROCESS_FROM_RATINGS = 10_000_000
 
 
 def fastest_executor(n_ratings: int) -> ExecutorName:

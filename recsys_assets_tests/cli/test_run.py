@@ -80,8 +80,8 @@ def test_run_picks_the_multiprocess_executor_for_large_data(
     that forks its workers. RECSYS_EXECUTOR, when set, wins."""
     from recsys_assets.cli import run as cli_run
 
-    assert cli_run.fastest_executor(1_999_999) == "in_process"
-    assert cli_run.fastest_executor(2_000_000) == "multiprocess"
+    assert cli_run.fastest_executor(9_999_999) == "in_process"
+    assert cli_run.fastest_executor(10_000_000) == "multiprocess"
     monkeypatch.setattr(cli_run, "MULTIPROCESS_FROM_RATINGS", 100_000)
     results = training_results
     assert main(["run", "--tuning", "fixed", "--top-n", "5"]) == 0
