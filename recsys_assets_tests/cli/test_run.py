@@ -145,6 +145,26 @@ def test_run_overrides_reach_the_checks_as_valid_run_config():
     assert build_parser().parse_args(["run"]).max_drop_fraction is None  # check's default
 
 
+def test_eval_max_ratings_flag_reaches_evaluation_sample_as_valid_run_config(capsys):
+    import dagster as dg
+
+    from recsys_assets.cli import build_parser, main
+    from recsys_assets.cli.run import RunOptions, cli_run_config
+    from recsys_assets.definitions import build_training_job
+
+    args = build_parser().parse_args(["run", "--eval-max-ratings", "5000"])
+    config = cli_run_config(RunOptions.from_args(args))
+    ops = dg.validate_run_config(build_training_job(), config)["ops"]
+    assert ops["evaluation_sample"]["config"]["max_ratings"] == 5000
+    # Unset: the job's default budget (1M ratings), as the schedule and the launchpad run it.
+    unset = cli_run_config(RunOptions.from_args(build_parser().parse_args(["run"])))
+    assert "evaluation_sample" not in unset["ops"]
+    defaults = dg.validate_run_config(build_training_job(), unset)["ops"]
+    assert defaults["evaluation_sample"]["config"]["max_ratings"] == 1_000_000
+    assert main(["run", "--eval-max-ratings", "-1"]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
+
+
 def test_rating_scale_flag_reaches_ratings_df_as_valid_run_config(capsys):
     import dagster as dg
 
