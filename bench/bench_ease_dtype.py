@@ -30,20 +30,16 @@ def load(path: str):
     return read_movielens(path)[1]
 
 
-def main() -> int:
+def dataset_and_sample(doc: str):
+    """The ratings named on the command line as a `CompactDataset`, and its evaluation sample
+    (`--max-ratings`, the run's default cap), said on stdout."""
     from recsys_assets.ml.datasets import CompactDataset
-    from recsys_assets.ml.factors import SVDFactors
-    from recsys_assets.ml.ranking import RankingPolicy
-    from recsys_assets.ml.selection.list_choice import DEFAULT_EASE, choose_on_holdout
     from recsys_assets.ml.selection.sample import DEFAULT_MAX_RATINGS, evaluation_sample
-    from recsys_assets.ml.selection.search import validation_split
-    from recsys_assets.ml.training import SVDParams, fit_svd
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("ratings", help="MovieLens ratings file, or a native-schema .db")
     parser.add_argument("--max-ratings", type=int, default=DEFAULT_MAX_RATINGS)
     args = parser.parse_args()
-
     frame = load(args.ratings)
     scale = (float(frame["rating"].min()), float(frame["rating"].max()))
     dataset = CompactDataset.from_df(
@@ -51,21 +47,44 @@ def main() -> int:
     )
     sample = evaluation_sample(dataset, args.max_ratings, seed=42)
     print(f"evaluated on {sample.size.describe()}")
-    everything = sample.dataset.rating_arrays()
-    holdout = validation_split(everything.users, 0.1, 10, 42)
+    return dataset, sample
+
+
+def choose_on_v(dataset, seed: int = 42):
+    """The list choice as a run makes it on `dataset`, as a function of EASE's settings: V
+    (10% of each user's ratings, users with at least 10), the seed SVD fitted once on the
+    rest, then `choose_on_holdout`."""
+    from recsys_assets.ml.factors import SVDFactors
+    from recsys_assets.ml.ranking import RankingPolicy
+    from recsys_assets.ml.selection.list_choice import choose_on_holdout
+    from recsys_assets.ml.selection.search import validation_split
+    from recsys_assets.ml.training import SVDParams, fit_svd
+
+    everything = dataset.rating_arrays()
+    holdout = validation_split(everything.users, 0.1, 10, seed)
     inner = np.ones(everything.ratings.size, dtype=bool)
     inner[holdout] = False
-    params = SVDParams()
-    trainset = sample.dataset.trainset_of(np.flatnonzero(inner))
-    factors = SVDFactors.from_svd(fit_svd(trainset, params))
+    trainset = dataset.trainset_of(np.flatnonzero(inner))
+    factors = SVDFactors.from_svd(fit_svd(trainset, SVDParams()))
+
+    def choose(ease_settings):
+        return choose_on_holdout(
+            everything, holdout, factors, RankingPolicy(), ease_settings, max_users=2000, seed=seed
+        )
+
+    return choose
+
+
+def main() -> int:
+    from recsys_assets.ml.selection.list_choice import DEFAULT_EASE
+
+    _, sample = dataset_and_sample(__doc__)
+    choose = choose_on_v(sample.dataset)
     figures = {}
     # float32 first: what the first call pays once (kernels, caches) counts against it.
     for dtype in (np.float32, np.float64):
-        settings = dataclasses.replace(DEFAULT_EASE, dtype=dtype)
         start = time.perf_counter()
-        choice = choose_on_holdout(
-            everything, holdout, factors, RankingPolicy(), settings, max_users=2000, seed=42
-        )
+        choice = choose(dataclasses.replace(DEFAULT_EASE, dtype=dtype))
         seconds = time.perf_counter() - start
         ndcg = {t["ease_lambda"]: t["ndcg"] for t in choice.tried if "ease_lambda" in t}
         figures[dtype.__name__] = (ndcg, choice.ease_lambda, seconds)

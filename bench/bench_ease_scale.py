@@ -14,55 +14,25 @@ A `.db` argument is a ratings database in the native schema; anything else a Mov
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
-import numpy as np
-from bench_ease_dtype import load  # this script's folder is on sys.path
-from surprise import Reader
+from bench_ease_dtype import choose_on_v, dataset_and_sample  # this script's folder is on sys.path
 
 
-def _validation_ndcgs(dataset, lambdas, seed=42):
+def _validation_ndcgs(dataset, lambdas):
     """(λ chosen, every λ's validation NDCG@10) on `dataset` with its own V."""
-    from recsys_assets.ml.factors import SVDFactors
-    from recsys_assets.ml.ranking import RankingPolicy
-    from recsys_assets.ml.selection.list_choice import DEFAULT_EASE, choose_on_holdout
-    from recsys_assets.ml.selection.search import validation_split
-    from recsys_assets.ml.training import SVDParams, fit_svd
+    from recsys_assets.ml.selection.list_choice import DEFAULT_EASE
 
-    everything = dataset.rating_arrays()
-    holdout = validation_split(everything.users, 0.1, 10, seed)
-    inner = np.ones(everything.ratings.size, dtype=bool)
-    inner[holdout] = False
-    trainset = dataset.trainset_of(np.flatnonzero(inner))
-    factors = SVDFactors.from_svd(fit_svd(trainset, SVDParams()))
-    settings = dataclasses.replace(DEFAULT_EASE, lambdas=tuple(lambdas))
-    choice = choose_on_holdout(
-        everything, holdout, factors, RankingPolicy(), settings, max_users=2000, seed=seed
-    )
-    return choice.ease_lambda, {
-        t["ease_lambda"]: t["ndcg"] for t in choice.tried if "ease_lambda" in t
-    }
+    choice = choose_on_v(dataset)(dataclasses.replace(DEFAULT_EASE, lambdas=tuple(lambdas)))
+    tried = {t["ease_lambda"]: t["ndcg"] for t in choice.tried if "ease_lambda" in t}
+    return choice.ease_lambda, tried
 
 
 def main() -> int:
-    from recsys_assets.ml.datasets import CompactDataset
     from recsys_assets.ml.ease import DEFAULT_LAMBDAS
-    from recsys_assets.ml.selection.sample import DEFAULT_MAX_RATINGS, evaluation_sample
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ratings", help="MovieLens ratings file, or a native-schema .db")
-    parser.add_argument("--max-ratings", type=int, default=DEFAULT_MAX_RATINGS)
-    args = parser.parse_args()
-
-    frame = load(args.ratings)
-    scale = (float(frame["rating"].min()), float(frame["rating"].max()))
-    dataset = CompactDataset.from_df(
-        frame[["user_id", "movie_id", "rating"]], Reader(rating_scale=scale)
-    )
-    sample = evaluation_sample(dataset, args.max_ratings, seed=42)
-    print(f"evaluated on {sample.size.describe()}")
+    dataset, sample = dataset_and_sample(__doc__)
     start = time.perf_counter()
     chosen, on_sample = _validation_ndcgs(sample.dataset, DEFAULT_LAMBDAS)
     scaled = chosen / sample.size.user_fraction
