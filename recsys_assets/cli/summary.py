@@ -167,7 +167,10 @@ def _ease(mean) -> str:  # noqa: ANN001 - the folds' means (a pandas Series)
     if "ease_ndcg" in mean:
         return f"EASE {mean['ease_ndcg']:.4f}, "
     if "ease_validation_ndcg" in mean:
-        return f"EASE {mean['ease_validation_ndcg']:.4f} on validation, not shipped, "
+        return (
+            f"EASE not shipped: validation NDCG@10 {mean['ease_validation_ndcg']:.4f} vs the "
+            f"blend's {mean['blend_validation_ndcg']:.4f}; "
+        )
     return ""
 
 
