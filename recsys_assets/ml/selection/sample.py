@@ -89,29 +89,32 @@ class EvaluationSample:
 def sample_users(users: np.ndarray, max_ratings: int, seed: int) -> np.ndarray:
     """Boolean mask of the ratings of whole users drawn in a seeded order until the next one
     would exceed `max_ratings` (at least one user). All True when the data fits."""
+    return _draw(users, max_ratings, seed)[0]
+
+
+def _draw(users: np.ndarray, max_ratings: int, seed: int) -> tuple[np.ndarray, int, int]:
+    """`sample_users`' mask, with the number of users drawn and of all users (one sort)."""
     if max_ratings <= 0 or users.size <= max_ratings:
-        return np.ones(users.size, dtype=bool)
+        n_users = int(unique(users).size)
+        return np.ones(users.size, dtype=bool), n_users, n_users
     distinct, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
     order = np.random.RandomState(seed).permutation(distinct.size)
-    taken = int(np.searchsorted(np.cumsum(counts[order]), max_ratings, side="right"))
+    taken = max(int(np.searchsorted(np.cumsum(counts[order]), max_ratings, side="right")), 1)
     chosen = np.zeros(distinct.size, dtype=bool)
-    chosen[order[: max(taken, 1)]] = True
-    return chosen[inverse.ravel()]
+    chosen[order[:taken]] = True
+    return chosen[inverse.ravel()], taken, int(distinct.size)
 
 
 def evaluation_sample(dataset: CompactDataset, max_ratings: int, seed: int) -> EvaluationSample:
     """`dataset` itself when it holds at most `max_ratings` ratings (or no cap), else a
     `CompactDataset` of a seeded sample of whole users, ratings in the dataset's order."""
-    total_users = int(unique(dataset.users).size)
-    mask = sample_users(dataset.users, max_ratings, seed)
-    if mask.all():
+    mask, users, total_users = _draw(dataset.users, max_ratings, seed)
+    if users == total_users:
         sample = dataset
-        users = total_users
     else:
         sample = CompactDataset(
             dataset.users[mask], dataset.items[mask], dataset.ratings[mask], dataset.reader
         )
-        users = int(unique(sample.users).size)
     size = SampleSize(
         max_ratings=int(max_ratings),
         seed=int(seed),
