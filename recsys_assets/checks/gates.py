@@ -137,7 +137,8 @@ def model_artifact_gates(
         ),
     ]
     yield from results
-    if all(r.passed for r in results) or model_store.latest_manifest() is not None:
+    blocked = any(not r.passed and r.severity == ERROR for r in results)
+    if not blocked or model_store.latest_manifest() is not None:
         return
     if not gates_publish_the_shelf(context.instance, context.run.run_id):
         return  # this run's fallback_predictions writes the shelf itself

@@ -182,8 +182,8 @@ def _evaluate(run: _CVRun, fold: int, factors: SVDFactors, choice: ListChoice) -
     train = run.everything.take(train_indices(run.indices, run.bounds, [fold]))
     test = run.everything.take(fold_indices(run.indices, run.bounds, fold))
     settings, ease = run.settings, None
-    measured = not run.shared_choice or choice.ranker == SOURCE_EASE
-    if settings.ease is not None and choice.ease_lambda is not None and measured:
+    validated = settings.ease is not None and choice.ease_lambda is not None
+    if validated and (not run.shared_choice or choice.ranker == SOURCE_EASE):
         ease = settings.ease.fit(train.users, train.movies, choice.ease_lambda)
     row = evaluation.evaluate_factors(
         factors,
@@ -195,7 +195,7 @@ def _evaluate(run: _CVRun, fold: int, factors: SVDFactors, choice: ListChoice) -
         ease=ease,
     )
     row["blend_validation_ndcg"] = choice.blend_ndcg
-    if settings.ease is not None and choice.ease_lambda is not None:
+    if validated:
         row["ease_lambda"] = choice.ease_lambda
         row["ease_validation_ndcg"] = choice.ease_ndcg
     shipped = "ease" if choice.ranker == SOURCE_EASE else "blend"
